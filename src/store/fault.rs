@@ -1,0 +1,1 @@
+//! PLACEHOLDER: fault-injection wrapper (being written).

@@ -1,0 +1,230 @@
+//! Stores: where shards, manifests and tags live. One store stands for one
+//! provider (a local directory, an HTTP endpoint, an S3-compatible bucket).
+//!
+//! The [`Store`] trait is shaped like an object store — get a byte range, put,
+//! head, delete, list — not like a file system. Behaviour that is not storage
+//! (retry, time-outs, concurrency limits, fault injection) is added by wrappers
+//! that implement the same trait over an inner store and forward every method.
+//! Every implementation and wrapper passes the same conformance suite
+//! (`tests/store_conformance.rs`).
+//!
+//! Errors carry an [`ErrorKind`]: `NotFound`, `Temporary` (retrying may help) or
+//! `Permanent`. Only `store` modules talk HTTP or S3.
+
+use std::fmt::Debug;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use crate::error::{ErrorKind, StoreError};
+
+pub mod fault;
+pub mod file;
+pub mod http;
+pub mod limit;
+pub mod memory;
+pub mod retry;
+pub mod s3;
+pub mod timeout;
+
+/// What `head` and `list` report about an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+/// An object store.
+///
+/// Keys are `/`-separated ASCII paths without empty, `.` or `..` segments.
+/// `put` is atomic: a reader sees the old object, or the whole new one.
+/// `delete` of a missing key succeeds. `list` returns every key starting with
+/// `prefix`, in no particular order.
+#[async_trait]
+pub trait Store: Send + Sync + Debug {
+    /// The store's configured name (used in errors, placement and status).
+    fn name(&self) -> &str;
+    /// Bytes of `key`, all of it or the given range (clamped to the object's end).
+    async fn get_range(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError>;
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError>;
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Conveniences over any store.
+#[async_trait]
+pub trait StoreExt: Store {
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.get_range(key, None).await
+    }
+    /// `Ok(None)` when the key does not exist.
+    async fn get_opt(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        match self.get_range(key, None).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        match self.head(key).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<T: Store + ?Sized> StoreExt for T {}
+
+/// Check that a key is a safe relative path: non-empty `/`-separated segments
+/// of printable ASCII, none of them `.` or `..`, no backslash or NUL.
+pub fn check_key(store: &str, key: &str) -> Result<(), StoreError> {
+    let ok = !key.is_empty()
+        && key.len() <= 1024
+        && key.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+        && key.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::new(
+            ErrorKind::Permanent,
+            store,
+            format!("invalid key {key:?}"),
+        ))
+    }
+}
+
+/// Clamp a requested range to an object of `len` bytes.
+pub fn clamp_range(range: Option<Range<u64>>, len: u64) -> Range<u64> {
+    match range {
+        None => 0..len,
+        Some(r) => r.start.min(len)..r.end.min(len).max(r.start.min(len)),
+    }
+}
+
+/// Per-store options from the configuration that the wrappers use.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub timeout: Duration,
+    pub retries: u32,
+    pub concurrency: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            timeout: Duration::from_secs(10),
+            retries: 3,
+            concurrency: 32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        for ok in ["a", "a/b", "shards/ab/x.4-2.1", "..a/b.."] {
+            assert!(check_key("s", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/a", "a/", "a//b", "../a", "a/../b", ".", "a b", "a\\b", "a\0"] {
+            assert!(check_key("s", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(clamp_range(None, 10), 0..10);
+        assert_eq!(clamp_range(Some(2..5), 10), 2..5);
+        assert_eq!(clamp_range(Some(8..50), 10), 8..10);
+        assert_eq!(clamp_range(Some(20..50), 10), 10..10);
+        assert_eq!(clamp_range(Some(5..2), 10), 5..5);
+    }
+}
+
+/// Where a store URL points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    File(std::path::PathBuf),
+    Http(String),
+    S3 { bucket: String, prefix: String },
+}
+
+/// Parse a store URL: `file:///abs/path`, `http(s)://host[:port][/prefix]`,
+/// `s3://bucket[/prefix]`.
+pub fn scheme_of(url: &str) -> Result<Location, String> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(format!("file URL {url:?} must hold an absolute path (file:///dir)"));
+        }
+        return Ok(Location::File(path.into()));
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("URL {url:?} has no host"));
+        }
+        return Ok(Location::Http(url.trim_end_matches('/').to_string()));
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("s3 URL {url:?} has no bucket"));
+        }
+        return Ok(Location::S3 {
+            bucket: bucket.into(),
+            prefix: prefix.trim_matches('/').into(),
+        });
+    }
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or(url);
+    Err(format!(
+        "unknown URL scheme {scheme:?} in {url:?} (use file://, http://, https:// or s3://)"
+    ))
+}
+
+/// Open the store a configuration names, with its retry, concurrency-limit and
+/// time-out layers: `Retry(Limit(Timeout(base)))`, so queueing for a slot does
+/// not count against the time-out and back-off sleeps hold no slot.
+pub fn open(cfg: &crate::config::StoreConfig) -> Result<DynStore, StoreError> {
+    let base = open_base(cfg)?;
+    Ok(layer(
+        base,
+        &StoreOptions {
+            timeout: cfg.timeout,
+            retries: cfg.retries,
+            concurrency: cfg.concurrency,
+        },
+    ))
+}
+
+/// The bare store for a configuration, without wrappers.
+pub fn open_base(cfg: &crate::config::StoreConfig) -> Result<DynStore, StoreError> {
+    let perm = |m: String| StoreError::new(ErrorKind::Permanent, &cfg.name, m);
+    Ok(match scheme_of(&cfg.url).map_err(perm)? {
+        Location::File(p) => Arc::new(Arc::new(file::FileStore::open(&cfg.name, p, cfg.fsync)?)),
+        Location::Http(url) => Arc::new(http::HttpStore::new(&cfg.name, &url)?),
+        Location::S3 { bucket, prefix } => Arc::new(s3::S3Store::new(
+            &cfg.name,
+            &bucket,
+            &prefix,
+            cfg.endpoint.as_deref(),
+            cfg.region.as_deref(),
+        )?),
+    })
+}
+
+/// Wrap a store in the standard layers.
+pub fn layer(base: DynStore, opts: &StoreOptions) -> DynStore {
+    let t: DynStore = Arc::new(timeout::Timeout::new(base, opts.timeout));
+    let l: DynStore = Arc::new(limit::Limit::new(t, opts.concurrency));
+    Arc::new(retry::Retry::new(l, opts.retries))
+}
