@@ -5,21 +5,29 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | pure core | [`id`], [`chunk`], [`chunker`], [`manifest`], [`erasure`], [`placement`], [`layout`], [`config`], [`error`] |
+//! | pure core | [`id`], [`chunk`], [`chunker`], [`manifest`], [`erasure`], [`placement`], [`layout`], [`format`], [`catalog`], [`config`], [`error`] |
 //! | I/O adapters | [`store`] |
-//! | orchestration | [`repo`], [`fetch`], [`publish`], [`download`] |
+//! | orchestration | [`repo`], [`stats`], [`fetch`], [`publish`], [`download`], [`gc`] |
 //! | edges | `serve`, the CLI in `main.rs` |
 
+pub mod catalog;
 pub mod chunk;
 pub mod chunker;
 pub mod config;
+pub mod download;
 pub mod erasure;
 pub mod error;
+pub mod fetch;
+pub mod format;
+pub mod gc;
 pub mod id;
 pub mod layout;
 pub mod manifest;
 pub mod placement;
+pub mod publish;
+pub mod repo;
 pub mod serve;
+pub mod stats;
 pub mod store;
 
 pub use error::{Error, Result};

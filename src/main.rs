@@ -1,1 +1,317 @@
-fn main() {}
+//! The `vmifs` command line. Errors are printed as one line on stderr with a
+//! non-zero exit code.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use vmifs::catalog::Term;
+use vmifs::config::Config;
+use vmifs::fetch::Fetcher;
+use vmifs::id::{ImageRef, Name, Tag};
+use vmifs::repo::Repo;
+
+#[derive(Parser, Debug)]
+#[command(name = "vmifs", version, about = "Boot VMs from erasure-coded images spread over several object stores")]
+struct Cli {
+    /// Config file (default: $VMIFS_CONFIG, else /etc/vmifs/config.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve a directory as an HTTP store.
+    Serve {
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
+        listen: SocketAddr,
+        /// Append one line per request to FILE.
+        #[arg(long, value_name = "FILE")]
+        access_log: Option<PathBuf>,
+        /// Do not fsync objects before they become visible.
+        #[arg(long)]
+        no_fsync: bool,
+    },
+    /// Publish an image file (raw, qcow2, vmdk, vhd, vhdx, vdi); prints the image id.
+    Push {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "latest")]
+        tag: String,
+        /// A label key=value (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    /// List images: name, tag, id, size, labels.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find images by name=, tag=, id=, format=, size=/size>/size<, or any label key=value.
+    Search {
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        terms: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download an image, verified, to a local file.
+    Get {
+        /// NAME[:TAG] (tag defaults to latest).
+        image: String,
+        out: PathBuf,
+    },
+    /// Remove a tag (the data goes at the next gc).
+    Rm {
+        /// NAME:TAG
+        image: String,
+    },
+    /// Delete manifests no tag points at and shards no manifest references.
+    Gc {
+        /// Report what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VMIFS_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(match cli.cmd {
+            Cmd::Serve { .. } => "info",
+            _ => "warn",
+        })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vmifs: error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vmifs: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    Ok(Config::load(&Config::locate(path))?)
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:40}} {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}}"
+        ))
+        .expect("valid template"),
+    );
+    pb
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let cfg_path = cli.config.as_deref();
+    match cli.cmd {
+        Cmd::Serve {
+            root,
+            listen,
+            access_log,
+            no_fsync,
+        } => {
+            vmifs::serve::run(vmifs::serve::ServeOptions {
+                root,
+                listen,
+                access_log,
+                fsync: !no_fsync,
+            })
+            .await?;
+        }
+        Cmd::Push {
+            file,
+            name,
+            tag,
+            labels,
+        } => {
+            let name: Name = name.parse()?;
+            let tag: Tag = tag.parse()?;
+            let labels = parse_labels(&labels)?;
+            if !file.is_file() {
+                bail!("{}: no such file", file.display());
+            }
+            let cfg = load_config(cfg_path)?;
+            let repo = Repo::open(&cfg)?;
+            let pb = bar(0, "push");
+            let p = pb.clone();
+            let progress: vmifs::publish::Progress = Arc::new(move |done, total| {
+                p.set_length(total);
+                p.set_position(done);
+            });
+            let report = vmifs::publish::push(
+                &repo,
+                vmifs::publish::PushRequest {
+                    file,
+                    name,
+                    tag,
+                    labels,
+                    erasure: cfg.erasure.clone(),
+                    parallel: cfg.fetch.parallel_chunks,
+                },
+                Some(progress),
+            )
+            .await?;
+            pb.finish_and_clear();
+            eprintln!(
+                "pushed {} bytes ({}): {} chunks, {} zero, {} uploaded, {} already stored, {} shard bytes sent",
+                report.size,
+                report.format.label(),
+                report.chunks,
+                report.zero_chunks,
+                report.uploaded_chunks,
+                report.reused_chunks,
+                report.uploaded_bytes
+            );
+            println!("{}", report.id);
+        }
+        Cmd::Ls { json } => {
+            let cfg = load_config(cfg_path)?;
+            let repo = Repo::open(&cfg)?;
+            print_catalog(&repo.catalog().await?.iter().collect::<Vec<_>>(), json);
+        }
+        Cmd::Search { terms, json } => {
+            let terms = terms.iter().map(|t| Term::parse(t)).collect::<Result<Vec<_>, _>>()?;
+            let cfg = load_config(cfg_path)?;
+            let repo = Repo::open(&cfg)?;
+            let all = repo.catalog().await?;
+            let hits: Vec<_> = all.iter().filter(|e| terms.iter().all(|t| t.matches(e))).collect();
+            print_catalog(&hits, json);
+        }
+        Cmd::Get { image, out } => {
+            let r: ImageRef = image.parse()?;
+            let cfg = load_config(cfg_path)?;
+            let repo = Repo::open(&cfg)?;
+            let (id, manifest) = repo.load(&r).await?;
+            let fetcher = Fetcher::new(repo.stores().to_vec(), cfg.fetch.hedge_after);
+            let pb = bar(manifest.stored_bytes(), "get ");
+            let p = pb.clone();
+            let result = vmifs::download::download(
+                &fetcher,
+                id,
+                manifest,
+                &out,
+                cfg.fetch.parallel_chunks,
+                Some(Arc::new(move |n| p.set_position(n))),
+            )
+            .await;
+            pb.finish_and_clear();
+            for s in fetcher.stats().snapshot() {
+                if s.corrupt_shards > 0 {
+                    eprintln!(
+                        "warning: store {} served {} corrupt shard(s); the chunks were rebuilt from other shards",
+                        s.name, s.corrupt_shards
+                    );
+                }
+                if s.errors > 0 {
+                    eprintln!("warning: store {}: {} failed request(s)", s.name, s.errors);
+                }
+            }
+            result.with_context(|| format!("get {r}"))?;
+            eprintln!("{r} ({}) written to {}", id.short(), out.display());
+        }
+        Cmd::Rm { image } => {
+            if !image.contains(':') {
+                bail!("rm takes NAME:TAG, got {image:?}");
+            }
+            let r: ImageRef = image.parse()?;
+            let cfg = load_config(cfg_path)?;
+            let repo = Repo::open(&cfg)?;
+            let id = repo.untag(&r).await?;
+            eprintln!("removed tag {r} (was {}); run gc to free its data", id.short());
+        }
+        Cmd::Gc { dry_run } => {
+            let cfg = load_config(cfg_path)?;
+            let repo = Repo::open(&cfg)?;
+            let r = vmifs::gc::gc(&repo, dry_run).await?;
+            eprintln!(
+                "{}{} manifest(s), {} shard(s), {} bytes; kept {} shard(s)",
+                if dry_run { "would delete " } else { "deleted " },
+                r.manifests_deleted,
+                r.shards_deleted,
+                r.bytes_freed,
+                r.shards_kept
+            );
+        }
+    }
+    Ok(())
+}
+
+fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for l in labels {
+        match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            _ => bail!("label {l:?} must be key=value"),
+        }
+    }
+    Ok(out)
+}
+
+fn human(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n}B") } else { format!("{v:.1}{}", units[u]) }
+}
+
+fn print_catalog(entries: &[&vmifs::repo::CatalogEntry], json: bool) {
+    if json {
+        let rows: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "name": e.name, "tag": e.tag, "id": e.id, "size": e.manifest.size,
+                    "format": e.manifest.source_format, "labels": e.manifest.labels,
+                    "erasure": e.manifest.erasure, "time_ms": e.time_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return;
+    }
+    println!("{:<24} {:<12} {:<12} {:>10} {:<6} LABELS", "NAME", "TAG", "ID", "SIZE", "FORMAT");
+    for e in entries {
+        let labels: Vec<String> = e.manifest.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:<24} {:<12} {:<12} {:>10} {:<6} {}",
+            e.name.as_str(),
+            e.tag.as_str(),
+            e.id.short(),
+            human(e.manifest.size),
+            e.manifest.source_format,
+            labels.join(",")
+        );
+    }
+}

@@ -1,21 +1,166 @@
-//! PLACEHOLDER: HTTP client store (being written).
+//! A store behind an HTTP endpoint (`http(s)://host[:port][/prefix]`), spoken to
+//! with the protocol of `vmifs serve` (see [`crate::serve`]): object `K` lives at
+//! `<base>/K`; `GET` (with `Range`), `HEAD`, `PUT`, `DELETE`, and
+//! `GET <base>/?list&prefix=P` answering a JSON array.
+//!
+//! `get_range` and `head` also work against plain static web servers: a server
+//! that ignores `Range` and answers `200` with the whole object gets its body
+//! sliced here.
+//!
+//! Status codes map to [`ErrorKind`]s: 404/410 → `NotFound`; 5xx, 408, 429 and
+//! network trouble → `Temporary`; other 4xx → `Permanent`. A 416 on a range
+//! read means the range starts at or after the end: an empty result, as the
+//! [`Store`] contract clamps ranges.
+
 use std::ops::Range;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use async_trait::async_trait;
 use bytes::Bytes;
-use super::{ErrorKind, ObjectMeta, Store, StoreError};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, LAST_MODIFIED, RANGE};
 
+use super::{ErrorKind, ObjectMeta, Store, StoreError, check_key, clamp_range};
+
+/// An HTTP object store; one connection pool per store.
 #[derive(Debug)]
 pub struct HttpStore {
     name: String,
+    /// Base URL without a trailing `/`.
+    base: String,
+    client: reqwest::Client,
+}
+
+/// One entry of the JSON answer to `GET /?list&prefix=P`.
+#[derive(serde::Deserialize)]
+struct ListEntry {
+    key: String,
+    size: u64,
+    #[serde(default)]
+    modified_ms: Option<u64>,
 }
 
 impl HttpStore {
-    pub fn new(name: &str, _base_url: &str) -> Result<Self, StoreError> {
-        Ok(HttpStore { name: name.into() })
+    /// A store at `base_url` (`http://host:port[/prefix]` or `https://…`).
+    pub fn new(name: &str, base_url: &str) -> Result<Self, StoreError> {
+        let perm = |m: String| StoreError::new(ErrorKind::Permanent, name, m);
+        let base = base_url.trim_end_matches('/').to_string();
+        let url = reqwest::Url::parse(&base).map_err(|e| perm(format!("bad URL {base_url:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(perm(format!("URL {base_url:?} is not http:// or https://")));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(perm(format!("URL {base_url:?} has no host")));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(perm(format!("URL {base_url:?} must not have a query or fragment")));
+        }
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("vmifs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| perm(format!("HTTP client: {}", chain(&e))))?;
+        Ok(HttpStore {
+            name: name.to_string(),
+            base,
+            client,
+        })
     }
-    fn no(&self) -> StoreError {
-        StoreError::new(ErrorKind::Permanent, &self.name, "http store not built yet")
+
+    /// The base URL, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
+
+    fn err(&self, kind: ErrorKind, msg: String) -> StoreError {
+        StoreError::new(kind, &self.name, msg)
+    }
+
+    fn url(&self, key: &str) -> Result<String, StoreError> {
+        check_key(&self.name, key)?;
+        Ok(format!("{}/{}", self.base, encode(key)))
+    }
+
+    async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response, StoreError> {
+        req.send().await.map_err(|e| self.net_err(what, e))
+    }
+
+    fn net_err(&self, what: &str, e: reqwest::Error) -> StoreError {
+        let kind = if e.is_builder() {
+            ErrorKind::Permanent
+        } else {
+            ErrorKind::Temporary
+        };
+        self.err(kind, format!("{what}: {}", chain(&e)))
+    }
+
+    /// The error for an unexpected status, with the start of the body.
+    async fn status_err(&self, what: &str, resp: reqwest::Response) -> StoreError {
+        let status = resp.status();
+        let kind = kind_of(status);
+        let mut resp = resp;
+        let detail = match resp.chunk().await {
+            Ok(Some(b)) => {
+                let text = String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned();
+                let line = text.lines().next().unwrap_or("").trim().to_string();
+                if line.is_empty() { String::new() } else { format!(": {line}") }
+            }
+            _ => String::new(),
+        };
+        self.err(kind, format!("{what}: HTTP {status}{detail}"))
+    }
+
+    async fn body(&self, what: &str, resp: reqwest::Response) -> Result<Bytes, StoreError> {
+        resp.bytes().await.map_err(|e| self.net_err(what, e))
+    }
+}
+
+/// The error kind a non-success status stands for.
+fn kind_of(status: StatusCode) -> ErrorKind {
+    match status.as_u16() {
+        404 | 410 => ErrorKind::NotFound,
+        408 | 429 => ErrorKind::Temporary,
+        s if s >= 500 => ErrorKind::Temporary,
+        _ => ErrorKind::Permanent,
+    }
+}
+
+/// An error with its chain of causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Percent-encode everything but unreserved characters and `/`.
+pub(crate) fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `Content-Range: bytes a-b/len` → `(a, b)`.
+fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (span, _) = rest.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
 #[async_trait]
@@ -23,19 +168,277 @@ impl Store for HttpStore {
     fn name(&self) -> &str {
         &self.name
     }
-    async fn get_range(&self, _key: &str, _range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
-        Err(self.no())
+
+    async fn get_range(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
+        let url = self.url(key)?;
+        let mut req = self.client.get(&url);
+        if let Some(r) = &range {
+            if r.start >= r.end {
+                return Ok(Bytes::new());
+            }
+            let spec = if r.end == u64::MAX {
+                format!("bytes={}-", r.start)
+            } else {
+                format!("bytes={}-{}", r.start, r.end - 1)
+            };
+            req = req.header(RANGE, spec);
+        }
+        let resp = self.send(key, req).await?;
+        match resp.status() {
+            StatusCode::OK => {
+                let body = self.body(key, resp).await?;
+                // Whole object: a plain server ignoring `Range`, or no range asked.
+                let r = clamp_range(range, body.len() as u64);
+                Ok(body.slice(r.start as usize..r.end as usize))
+            }
+            StatusCode::PARTIAL_CONTENT => {
+                let Some(r) = range else {
+                    return Err(self.err(ErrorKind::Permanent, format!("{key}: 206 to a request without Range")));
+                };
+                let start = resp
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_content_range)
+                    .map(|(a, _)| a);
+                if let Some(a) = start.filter(|&a| a != r.start) {
+                    return Err(self.err(
+                        ErrorKind::Permanent,
+                        format!("{key}: asked for bytes from {}, server sent from {a}", r.start),
+                    ));
+                }
+                let mut body = self.body(key, resp).await?;
+                let want = r.end - r.start;
+                if body.len() as u64 > want {
+                    body.truncate(want as usize);
+                }
+                Ok(body)
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE if range.is_some() => Ok(Bytes::new()),
+            _ => Err(self.status_err(key, resp).await),
+        }
     }
-    async fn put(&self, _key: &str, _data: Bytes) -> Result<(), StoreError> {
-        Err(self.no())
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        let url = self.url(key)?;
+        let resp = self.send(key, self.client.put(&url).body(data)).await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.status_err(key, resp).await)
+        }
     }
-    async fn head(&self, _key: &str) -> Result<ObjectMeta, StoreError> {
-        Err(self.no())
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        let url = self.url(key)?;
+        let resp = self.send(key, self.client.head(&url)).await?;
+        if !resp.status().is_success() {
+            return Err(self.status_err(key, resp).await);
+        }
+        let h = resp.headers();
+        // Not `resp.content_length()`: that is the (empty) body's length for HEAD.
+        let size = h
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| self.err(ErrorKind::Permanent, format!("{key}: HEAD answer has no Content-Length")))?;
+        let modified = h
+            .get(LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date);
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size,
+            modified,
+        })
     }
-    async fn delete(&self, _key: &str) -> Result<(), StoreError> {
-        Err(self.no())
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let url = self.url(key)?;
+        let resp = self.send(key, self.client.delete(&url)).await?;
+        let status = resp.status();
+        if status.is_success() || kind_of(status) == ErrorKind::NotFound {
+            Ok(())
+        } else {
+            Err(self.status_err(key, resp).await)
+        }
     }
-    async fn list(&self, _prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        Err(self.no())
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let what = format!("list {prefix:?}");
+        let url = format!("{}/?list&prefix={}", self.base, encode(prefix));
+        let resp = self.send(&what, self.client.get(&url)).await?;
+        if !resp.status().is_success() {
+            return Err(self.status_err(&what, resp).await);
+        }
+        let body = self.body(&what, resp).await?;
+        let entries: Vec<ListEntry> = serde_json::from_slice(&body).map_err(|e| {
+            self.err(
+                ErrorKind::Permanent,
+                format!("{what}: answer is not a vmifs listing ({e}); is this a `vmifs serve` endpoint?"),
+            )
+        })?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.key.starts_with(prefix))
+            .map(|e| ObjectMeta {
+                key: e.key,
+                size: e.size,
+                modified: e.modified_ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+            })
+            .collect())
+    }
+}
+
+// ---- dates (IMF-fixdate for HTTP, RFC 3339 for logs), without a date crate ----
+
+const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// UTC calendar fields of a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Utc {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub millis: u32,
+    /// 0 = Sunday.
+    pub weekday: u32,
+}
+
+impl Utc {
+    pub(crate) fn of(t: SystemTime) -> Utc {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs() as i64;
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400) as u32;
+        let (year, month, day) = civil_from_days(days);
+        Utc {
+            year,
+            month,
+            day,
+            hour: sod / 3600,
+            minute: sod / 60 % 60,
+            second: sod % 60,
+            millis: d.subsec_millis(),
+            weekday: (days + 4).rem_euclid(7) as u32,
+        }
+    }
+
+    /// `2024-05-01T12:34:56.789Z`
+    pub(crate) fn rfc3339(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second, self.millis
+        )
+    }
+}
+
+/// Days since 1970-01-01 → (year, month 1-12, day 1-31).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// (year, month 1-12, day 1-31) → days since 1970-01-01.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// An HTTP date: `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn fmt_http_date(t: SystemTime) -> String {
+    let u = Utc::of(t);
+    format!(
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[u.weekday as usize],
+        u.day,
+        MONTHS[u.month as usize - 1],
+        u.year,
+        u.hour,
+        u.minute,
+        u.second
+    )
+}
+
+/// Parse an HTTP date in the preferred IMF-fixdate form; `None` otherwise.
+pub fn parse_http_date(s: &str) -> Option<SystemTime> {
+    let mut it = s.split_ascii_whitespace();
+    let _weekday = it.next()?.strip_suffix(',')?;
+    let day: u32 = it.next()?.parse().ok()?;
+    let mon = it.next()?;
+    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(mon))? as u32 + 1;
+    let year: i64 = it.next()?.parse().ok()?;
+    let mut hms = it.next()?.split(':');
+    let h: u64 = hms.next()?.parse().ok()?;
+    let mi: u64 = hms.next()?.parse().ok()?;
+    let sec: u64 = hms.next()?.parse().ok()?;
+    if it.next()? != "GMT" || hms.next().is_some() || it.next().is_some() {
+        return None;
+    }
+    if !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + mi * 60 + sec;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        let t = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(fmt_http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(t));
+        assert_eq!(fmt_http_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        for secs in [0u64, 951_782_400, 1_709_164_800, 4_102_444_799, 1_234_567_890] {
+            let t = UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(parse_http_date(&fmt_http_date(t)), Some(t), "{secs}");
+        }
+        let u = Utc::of(UNIX_EPOCH + Duration::from_millis(951_782_400_123));
+        assert_eq!(u.rfc3339(), "2000-02-29T00:00:00.123Z");
+    }
+
+    #[test]
+    fn encoding() {
+        assert_eq!(encode("a/b-c_d.e~f"), "a/b-c_d.e~f");
+        assert_eq!(encode("a?b#c%d+e&f=g"), "a%3Fb%23c%25d%2Be%26f%3Dg");
+    }
+
+    #[test]
+    fn content_range() {
+        assert_eq!(parse_content_range("bytes 2-5/10"), Some((2, 5)));
+        assert_eq!(parse_content_range("bytes */10"), None);
+    }
+
+    #[test]
+    fn bad_urls() {
+        assert!(HttpStore::new("h", "ftp://x").is_err());
+        assert!(HttpStore::new("h", "http://").is_err());
+        assert!(HttpStore::new("h", "http://h:1/p?q").is_err());
+        let s = HttpStore::new("h", "http://h:1/p/").unwrap();
+        assert_eq!(s.base_url(), "http://h:1/p");
     }
 }

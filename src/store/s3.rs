@@ -1,20 +1,217 @@
-//! PLACEHOLDER: S3 store (being written).
+//! A store on an S3-compatible bucket (`s3://bucket/prefix`): AWS S3, Garage,
+//! MinIO, Ceph RGW, s3s-fs…
+//!
+//! Built on `object_store`'s S3 client with path-style addressing (what
+//! self-hosted servers expect) and with the client's own retries switched off:
+//! the [`Retry`](super::retry::Retry) layer above decides. Credentials come from
+//! the standard `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
+//! `AWS_SESSION_TOKEN` variables (or [`S3Store::with_keys`]); the region from
+//! the configuration, else `$AWS_REGION`, else `us-east-1`.
+//!
+//! Keys live under `prefix/` when a prefix is configured. Errors are mapped to
+//! [`ErrorKind`]s: 404 → `NotFound`; network trouble, 5xx, 408 and 429 →
+//! `Temporary`; refused credentials, other 4xx and bad paths → `Permanent`.
+//! Credentials never appear in `Debug` output or in error messages.
+
+use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
 use async_trait::async_trait;
 use bytes::Bytes;
-use super::{ErrorKind, ObjectMeta, Store, StoreError};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsCredential};
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
+use object_store::path::Path;
+use object_store::{
+    GetOptions, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, RetryConfig, StaticCredentialProvider,
+};
 
-#[derive(Debug)]
+use super::{ErrorKind, ObjectMeta, Store, StoreError, check_key};
+
 pub struct S3Store {
     name: String,
+    bucket: String,
+    prefix: String,
+    endpoint: Option<String>,
+    region: String,
+    client: AmazonS3,
+    /// Credential strings scrubbed from every error message.
+    secrets: Vec<String>,
+}
+
+impl fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Store")
+            .field("name", &self.name)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
 }
 
 impl S3Store {
-    pub fn new(name: &str, _bucket: &str, _prefix: &str, _endpoint: Option<&str>, _region: Option<&str>) -> Result<Self, StoreError> {
-        Ok(S3Store { name: name.into() })
+    /// A store on `bucket` (under `prefix/` when non-empty), with credentials
+    /// from the environment. `endpoint` selects an S3-compatible server
+    /// (`http://` is allowed); without it, AWS.
+    pub fn new(
+        name: &str,
+        bucket: &str,
+        prefix: &str,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        Self::build(name, bucket, prefix, endpoint, region, None)
     }
-    fn no(&self) -> StoreError {
-        StoreError::new(ErrorKind::Permanent, &self.name, "s3 store not built yet")
+
+    /// Like [`S3Store::new`] but with the given static access key and secret
+    /// instead of the environment's credentials.
+    pub fn with_keys(
+        name: &str,
+        bucket: &str,
+        prefix: &str,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+        access_key_id: &str,
+        secret_access_key: &str,
+    ) -> Result<Self, StoreError> {
+        let cred = AwsCredential {
+            key_id: access_key_id.to_string(),
+            secret_key: secret_access_key.to_string(),
+            token: None,
+        };
+        Self::build(name, bucket, prefix, endpoint, region, Some(cred))
+    }
+
+    fn build(
+        name: &str,
+        bucket: &str,
+        prefix: &str,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+        cred: Option<AwsCredential>,
+    ) -> Result<Self, StoreError> {
+        let region = region
+            .map(str::to_string)
+            .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let prefix = prefix.trim_matches('/').to_string();
+        if !prefix.is_empty() {
+            check_key(name, &prefix)
+                .map_err(|_| StoreError::new(ErrorKind::Permanent, name, format!("invalid S3 prefix {prefix:?}")))?;
+        }
+
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_region(&region)
+            .with_virtual_hosted_style_request(false)
+            .with_retry(RetryConfig {
+                max_retries: 0,
+                ..RetryConfig::default()
+            });
+        if let Some(ep) = endpoint {
+            builder = builder.with_endpoint(ep);
+            if ep.starts_with("http://") {
+                builder = builder.with_allow_http(true);
+            }
+        }
+        let mut secrets = Vec::new();
+        match cred {
+            Some(c) => {
+                secrets.extend([c.key_id.clone(), c.secret_key.clone()]);
+                builder = builder.with_credentials(Arc::new(StaticCredentialProvider::new(c)));
+            }
+            None => {
+                for k in [
+                    AmazonS3ConfigKey::AccessKeyId,
+                    AmazonS3ConfigKey::SecretAccessKey,
+                    AmazonS3ConfigKey::Token,
+                ] {
+                    secrets.extend(builder.get_config_value(&k));
+                }
+            }
+        }
+        // Very short strings would redact ordinary words; real keys are long.
+        secrets.retain(|s| s.len() >= 4);
+
+        let client = builder.build().map_err(|e| {
+            let msg = format!("configuration: {}", redact(&secrets, &e.to_string()));
+            StoreError::new(ErrorKind::Permanent, name, msg)
+        })?;
+        Ok(S3Store {
+            name: name.to_string(),
+            bucket: bucket.to_string(),
+            prefix,
+            endpoint: endpoint.map(str::to_string),
+            region,
+            client,
+            secrets,
+        })
+    }
+
+    /// The object path of `key`, which must be a valid key.
+    fn path(&self, key: &str) -> Result<Path, StoreError> {
+        check_key(&self.name, key)?;
+        let full = if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        };
+        Path::parse(&full).map_err(|e| self.err(ErrorKind::Permanent, key, &e.to_string()))
+    }
+
+    fn err(&self, kind: ErrorKind, what: &str, msg: &str) -> StoreError {
+        StoreError::new(kind, &self.name, format!("{what}: {}", redact(&self.secrets, msg)))
+    }
+
+    fn map_err(&self, key: &str, e: object_store::Error) -> StoreError {
+        self.err(kind_of(&e), key, &e.to_string())
+    }
+
+    fn meta(&self, key: String, m: &object_store::ObjectMeta) -> ObjectMeta {
+        ObjectMeta {
+            key,
+            size: m.size,
+            modified: Some(SystemTime::from(m.last_modified)),
+        }
+    }
+}
+
+fn redact(secrets: &[String], msg: &str) -> String {
+    let mut m = msg.to_string();
+    for s in secrets {
+        if m.contains(s.as_str()) {
+            m = m.replace(s.as_str(), "[REDACTED]");
+        }
+    }
+    m
+}
+
+/// The HTTP status an object_store error message reports, if any.
+fn status_of(msg: &str) -> Option<u16> {
+    let i = msg.find("status code: ")? + "status code: ".len();
+    msg.get(i..i + 3)?.parse().ok()
+}
+
+fn kind_of(e: &object_store::Error) -> ErrorKind {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => ErrorKind::NotFound,
+        E::JoinError { .. } => ErrorKind::Temporary,
+        // Network errors, 5xx, throttling and unparsable replies end up here;
+        // so do the 4xx statuses object_store has no variant for.
+        E::Generic { .. } => {
+            let msg = e.to_string();
+            match status_of(&msg) {
+                Some(408 | 429) => ErrorKind::Temporary,
+                Some(s) if (400..500).contains(&s) => ErrorKind::Permanent,
+                _ if msg.contains("redirect without LOCATION") => ErrorKind::Permanent,
+                _ => ErrorKind::Temporary,
+            }
+        }
+        _ => ErrorKind::Permanent,
     }
 }
 
@@ -23,19 +220,136 @@ impl Store for S3Store {
     fn name(&self) -> &str {
         &self.name
     }
-    async fn get_range(&self, _key: &str, _range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
-        Err(self.no())
+
+    async fn get_range(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
+        let path = self.path(key)?;
+        let Some(r) = range else {
+            let res = self
+                .client
+                .get_opts(&path, GetOptions::default())
+                .await
+                .map_err(|e| self.map_err(key, e))?;
+            return res.bytes().await.map_err(|e| self.map_err(key, e));
+        };
+        if r.end <= r.start {
+            // Nothing to read, but a missing key must still say so.
+            self.head(key).await?;
+            return Ok(Bytes::new());
+        }
+        let opts = GetOptions::default().with_range(Some(r.clone()));
+        let res = match self.client.get_opts(&path, opts).await {
+            Ok(res) => res.bytes().await,
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(b) => Ok(b),
+            Err(e) if kind_of(&e) == ErrorKind::NotFound => Err(self.map_err(key, e)),
+            Err(e) => {
+                // A range starting at or past the end (416 on S3) reads as empty.
+                let size = self.head(key).await?.size;
+                if r.start >= size {
+                    Ok(Bytes::new())
+                } else {
+                    Err(self.map_err(key, e))
+                }
+            }
+        }
     }
-    async fn put(&self, _key: &str, _data: Bytes) -> Result<(), StoreError> {
-        Err(self.no())
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        self.client
+            .put_opts(&path, PutPayload::from(data), PutOptions::default())
+            .await
+            .map_err(|e| self.map_err(key, e))?;
+        Ok(())
     }
-    async fn head(&self, _key: &str) -> Result<ObjectMeta, StoreError> {
-        Err(self.no())
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        let path = self.path(key)?;
+        let m = self.client.head(&path).await.map_err(|e| self.map_err(key, e))?;
+        Ok(self.meta(key.to_string(), &m))
     }
-    async fn delete(&self, _key: &str) -> Result<(), StoreError> {
-        Err(self.no())
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        match self.client.delete(&path).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.map_err(key, e)),
+        }
     }
-    async fn list(&self, _prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        Err(self.no())
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let full = if self.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.prefix)
+        };
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let opts = PaginatedListOptions {
+                page_token: token.take(),
+                ..PaginatedListOptions::default()
+            };
+            let page = self
+                .client
+                .list_paginated((!full.is_empty()).then_some(full.as_str()), opts)
+                .await
+                .map_err(|e| self.map_err(prefix, e))?;
+            for m in &page.result.objects {
+                let Some(key) = m.location.as_ref().strip_prefix(strip.as_str()) else {
+                    continue;
+                };
+                if key.starts_with(prefix) && check_key(&self.name, key).is_ok() {
+                    out.push(self.meta(key.to_string(), m));
+                }
+            }
+            match page.page_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(
+            status_of("Generic S3 error: ... - Server returned non-2xx status code: 416 Range Not Satisfiable: x"),
+            Some(416)
+        );
+        assert_eq!(status_of("connection refused"), None);
+    }
+
+    #[test]
+    fn debug_hides_credentials() {
+        let s = S3Store::with_keys(
+            "s3",
+            "bucket",
+            "pre/fix",
+            Some("http://127.0.0.1:1"),
+            Some("us-east-1"),
+            "AKIDEXAMPLEKEY",
+            "VERYSECRETSECRET",
+        )
+        .unwrap();
+        let d = format!("{s:?}");
+        assert!(!d.contains("AKIDEXAMPLEKEY") && !d.contains("VERYSECRETSECRET"), "{d}");
+        assert!(d.contains("pre/fix"), "{d}");
+        let e = s.err(ErrorKind::Permanent, "k", "denied for AKIDEXAMPLEKEY / VERYSECRETSECRET");
+        assert!(!e.to_string().contains("SECRET") && !e.to_string().contains("AKID"), "{e}");
+        assert!(S3Store::new("s3", "b", "../x", None, None).is_err());
     }
 }

@@ -1,0 +1,270 @@
+//! The repository: the configured stores seen as one, for everything that is not
+//! a shard — manifests, tags, the catalog, and the locks that keep `gc` and
+//! `push` apart.
+//!
+//! Manifests and tags are small and written to every store, so any one reachable
+//! store can answer for them. A manifest is accepted only if its bytes hash to the
+//! id it was fetched under. When stores disagree about a tag (one missed an update
+//! while it was down) the record with the newest time wins.
+//!
+//! ## Locks: how `gc` stays safe while a push runs
+//!
+//! A push writes `locks/push-<id>` to every store before it looks at or uploads
+//! any shard, and removes it after the tag is written. `gc` writes `locks/gc-<id>`
+//! to every store, then looks for push locks; a push, after writing its lock, looks
+//! for gc locks. Each writes before it reads, so at least one of the two sees the
+//! other: a push waits (up to a minute) for a running gc and then fails, and a gc
+//! that sees a push gives up without deleting anything. Locks older than
+//! [`STALE_LOCK`] (a push or gc killed hard) are ignored and `gc` removes them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::future::join_all;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, StoreError};
+use crate::id::{ImageId, ImageRef, Name, Tag};
+use crate::layout;
+use crate::manifest::{Manifest, TagRecord};
+use crate::store::{self, DynStore, StoreExt};
+
+/// A lock older than this is left over from a killed process.
+pub const STALE_LOCK: Duration = Duration::from_secs(6 * 3600);
+
+#[derive(Debug, Clone)]
+pub struct Repo {
+    stores: Vec<DynStore>,
+}
+
+/// One row of the catalog.
+#[derive(Debug, Clone)]
+pub struct CatalogEntry {
+    pub name: Name,
+    pub tag: Tag,
+    pub id: ImageId,
+    pub time_ms: u64,
+    pub manifest: Manifest,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Repo {
+    pub fn open(cfg: &Config) -> Result<Self, Error> {
+        cfg.require_stores()?;
+        let stores = cfg
+            .stores
+            .iter()
+            .map(store::open)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Repo { stores })
+    }
+
+    pub fn from_stores(stores: Vec<DynStore>) -> Self {
+        Repo { stores }
+    }
+
+    pub fn stores(&self) -> &[DynStore] {
+        &self.stores
+    }
+
+    pub fn store_names(&self) -> Vec<String> {
+        self.stores.iter().map(|s| s.name().to_string()).collect()
+    }
+
+    /// Index of the configured store called `name`.
+    pub fn store_index(&self, name: &str) -> Option<usize> {
+        self.stores.iter().position(|s| s.name() == name)
+    }
+
+    /// Write `data` under `key` on every store; fails if any store fails.
+    pub async fn put_everywhere(&self, key: &str, data: Bytes) -> Result<(), Error> {
+        let results = join_all(self.stores.iter().map(|s| s.put(key, data.clone()))).await;
+        first_error(results)
+    }
+
+    pub async fn delete_everywhere(&self, key: &str) -> Result<(), Error> {
+        let results = join_all(self.stores.iter().map(|s| s.delete(key))).await;
+        first_error(results)
+    }
+
+    /// The newest tag record for `r` across the stores.
+    pub async fn resolve(&self, r: &ImageRef) -> Result<TagRecord, Error> {
+        let key = layout::tag_key(&r.name, &r.tag);
+        let results = join_all(self.stores.iter().map(|s| s.get_opt(&key))).await;
+        let mut best: Option<TagRecord> = None;
+        let mut errors = Vec::new();
+        for (s, res) in self.stores.iter().zip(results) {
+            match res {
+                Ok(Some(b)) => match TagRecord::from_bytes(&b) {
+                    Ok(t) if best.as_ref().is_none_or(|x| t.time_ms > x.time_ms) => best = Some(t),
+                    Ok(_) => {}
+                    Err(e) => errors.push(format!("store {}: {e}", s.name())),
+                },
+                Ok(None) => {}
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        match best {
+            Some(t) => Ok(t),
+            None if errors.len() == self.stores.len() => Err(Error::Unavailable(format!(
+                "cannot read tag {r}: {}",
+                errors.join("; ")
+            ))),
+            None => Err(Error::NotFound(format!("image {r} not found"))),
+        }
+    }
+
+    /// Fetch and check the manifest `id` from the first store that has it intact.
+    pub async fn manifest(&self, id: &ImageId) -> Result<Manifest, Error> {
+        let key = layout::manifest_key(id);
+        let mut problems = Vec::new();
+        for s in &self.stores {
+            match s.get_opt(&key).await {
+                Ok(Some(b)) if Manifest::id_of(&b) == *id => match Manifest::from_bytes(&b) {
+                    Ok(m) => return Ok(m),
+                    Err(e) => problems.push(format!("store {}: {e}", s.name())),
+                },
+                Ok(Some(_)) => problems.push(format!(
+                    "store {}: manifest bytes do not match id {}",
+                    s.name(),
+                    id.short()
+                )),
+                Ok(None) => {}
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if problems.is_empty() {
+            Err(Error::NotFound(format!("image version {id} not found")))
+        } else {
+            Err(Error::Unavailable(format!(
+                "manifest {}: {}",
+                id.short(),
+                problems.join("; ")
+            )))
+        }
+    }
+
+    /// Resolve `name:tag` and load its manifest.
+    pub async fn load(&self, r: &ImageRef) -> Result<(ImageId, Manifest), Error> {
+        let t = self.resolve(r).await?;
+        Ok((t.image, self.manifest(&t.image).await?))
+    }
+
+    /// Every tag with its newest record, across all reachable stores.
+    pub async fn tags(&self) -> Result<BTreeMap<(Name, Tag), TagRecord>, Error> {
+        let listings = join_all(self.stores.iter().map(|s| s.list(layout::TAGS))).await;
+        let mut keys = BTreeMap::new();
+        let mut failures = Vec::new();
+        for (s, l) in self.stores.iter().zip(listings) {
+            match l {
+                Ok(objs) => {
+                    for o in objs {
+                        if let Some(nt) = layout::parse_tag_key(&o.key) {
+                            keys.entry(nt).or_insert_with(Vec::new).push(s.clone());
+                        }
+                    }
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        if failures.len() == self.stores.len() {
+            return Err(Error::Unavailable(failures.join("; ")));
+        }
+        let mut out = BTreeMap::new();
+        for ((name, tag), _) in keys {
+            let r = ImageRef {
+                name: name.clone(),
+                tag: tag.clone(),
+            };
+            match self.resolve(&r).await {
+                Ok(t) => {
+                    out.insert((name, tag), t);
+                }
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The catalog: every tag with its manifest.
+    pub async fn catalog(&self) -> Result<Vec<CatalogEntry>, Error> {
+        let tags = self.tags().await?;
+        let mut cache: HashMap<ImageId, Manifest> = HashMap::new();
+        let mut out = Vec::new();
+        for ((name, tag), rec) in tags {
+            let m = match cache.get(&rec.image) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = self.manifest(&rec.image).await?;
+                    cache.insert(rec.image, m.clone());
+                    m
+                }
+            };
+            out.push(CatalogEntry {
+                name,
+                tag,
+                id: rec.image,
+                time_ms: rec.time_ms,
+                manifest: m,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Remove a tag from every store.
+    pub async fn untag(&self, r: &ImageRef) -> Result<ImageId, Error> {
+        let t = self.resolve(r).await?;
+        self.delete_everywhere(&layout::tag_key(&r.name, &r.tag)).await?;
+        Ok(t.image)
+    }
+
+    /// Take a lock of `kind` ("push" or "gc") on every store. Returns its key.
+    pub async fn lock(&self, kind: &str) -> Result<String, Error> {
+        let id = crate::id::Digest::of(format!("{}-{}-{kind}", std::process::id(), now_ms()).as_bytes());
+        let key = format!("{}{kind}-{}", layout::LOCKS, &id.to_hex()[..16]);
+        let body = serde_json::json!({ "pid": std::process::id(), "time_ms": now_ms() });
+        self.put_everywhere(&key, Bytes::from(body.to_string())).await?;
+        Ok(key)
+    }
+
+    /// Live locks of `kind` on any store, excluding `own`.
+    pub async fn live_locks(&self, kind: &str, own: &str) -> Result<Vec<String>, Error> {
+        let prefix = format!("{}{kind}-", layout::LOCKS);
+        let listings = join_all(self.stores.iter().map(|s| s.list(&prefix))).await;
+        let mut live = Vec::new();
+        for l in listings {
+            for o in l? {
+                let fresh = o
+                    .modified
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age < STALE_LOCK);
+                if o.key != own && fresh && !live.contains(&o.key) {
+                    live.push(o.key);
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    pub async fn unlock(&self, key: &str) {
+        let _ = self.delete_everywhere(key).await;
+    }
+}
+
+/// The first error of a set of store results, or Ok.
+pub fn first_error(results: Vec<Result<(), StoreError>>) -> Result<(), Error> {
+    let errs: Vec<StoreError> = results.into_iter().filter_map(Result::err).collect();
+    match errs.into_iter().next() {
+        None => Ok(()),
+        Some(e) if e.kind == ErrorKind::NotFound => Err(Error::NotFound(e.to_string())),
+        Some(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,151 @@
+//! Live measurements of each store — latency (EWMA), throughput, errors, corrupt
+//! shards, hedges — and the ranking the fetcher derives from them.
+//!
+//! Ranking: a store's cost is its smoothed request latency; a store that failed
+//! in the last [`PENALTY`] ranks after every healthy store, so it is used only when others
+//! cannot serve. When the penalty expires the store is tried again at its old
+//! rank (fail-back): a store is demoted, never forgotten.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub const PENALTY: Duration = Duration::from_secs(15);
+
+/// Added to a demoted store's cost so it ranks after every healthy one.
+const DEMOTED: u64 = 1 << 40;
+
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub corrupt: AtomicU64,
+    pub hedges: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Smoothed latency in microseconds (0 = not measured yet).
+    latency_us: AtomicU64,
+    last_error: Mutex<Option<Instant>>,
+}
+
+/// A snapshot for `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreSnapshot {
+    pub name: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub corrupt_shards: u64,
+    pub hedges: u64,
+    pub bytes: u64,
+    pub latency_ms: f64,
+    pub demoted: bool,
+}
+
+impl StoreStats {
+    pub fn record_ok(&self, took: Duration, bytes: usize) {
+        self.requests.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(bytes as u64, Relaxed);
+        let us = took.as_micros().max(1) as u64;
+        let old = self.latency_us.load(Relaxed);
+        let new = if old == 0 { us } else { (old * 7 + us) / 8 };
+        self.latency_us.store(new, Relaxed);
+    }
+
+    pub fn record_error(&self) {
+        self.requests.fetch_add(1, Relaxed);
+        self.errors.fetch_add(1, Relaxed);
+        *self.last_error.lock().unwrap() = Some(Instant::now());
+    }
+
+    pub fn record_corrupt(&self) {
+        self.corrupt.fetch_add(1, Relaxed);
+        *self.last_error.lock().unwrap() = Some(Instant::now());
+    }
+
+    pub fn latency(&self) -> Duration {
+        Duration::from_micros(self.latency_us.load(Relaxed))
+    }
+
+    fn demoted(&self) -> bool {
+        self.last_error
+            .lock()
+            .unwrap()
+            .is_some_and(|t| t.elapsed() < PENALTY)
+    }
+
+    /// Lower is better.
+    pub fn cost(&self) -> u64 {
+        let base = self.latency_us.load(Relaxed);
+        if self.demoted() { DEMOTED + base } else { base }
+    }
+
+    pub fn snapshot(&self, name: &str) -> StoreSnapshot {
+        StoreSnapshot {
+            name: name.to_string(),
+            requests: self.requests.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            corrupt_shards: self.corrupt.load(Relaxed),
+            hedges: self.hedges.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            latency_ms: self.latency_us.load(Relaxed) as f64 / 1000.0,
+            demoted: self.demoted(),
+        }
+    }
+}
+
+/// Measurements for all stores of a repository, indexed like its stores.
+#[derive(Debug)]
+pub struct Stats {
+    pub names: Vec<String>,
+    pub stores: Vec<StoreStats>,
+    /// Chunks rebuilt with parity because a shard was missing, late or bad.
+    pub degraded_reads: AtomicU64,
+    pub chunks_fetched: AtomicU64,
+}
+
+impl Stats {
+    pub fn new(names: Vec<String>) -> Self {
+        Stats {
+            stores: names.iter().map(|_| StoreStats::default()).collect(),
+            names,
+            degraded_reads: AtomicU64::new(0),
+            chunks_fetched: AtomicU64::new(0),
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<StoreSnapshot> {
+        self.names
+            .iter()
+            .zip(&self.stores)
+            .map(|(n, s)| s.snapshot(n))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_demote_and_latency_ranks() {
+        let fast = StoreStats::default();
+        let slow = StoreStats::default();
+        fast.record_ok(Duration::from_millis(2), 10);
+        slow.record_ok(Duration::from_millis(40), 10);
+        assert!(fast.cost() < slow.cost());
+        fast.record_error();
+        assert!(fast.cost() > slow.cost());
+        assert_eq!(fast.snapshot("f").errors, 1);
+    }
+
+    #[test]
+    fn ewma_moves_toward_new_samples() {
+        let s = StoreStats::default();
+        s.record_ok(Duration::from_millis(80), 1);
+        for _ in 0..40 {
+            s.record_ok(Duration::from_millis(10), 1);
+        }
+        assert!(s.latency() < Duration::from_millis(12), "{:?}", s.latency());
+    }
+}
