@@ -1,0 +1,221 @@
+//! Push and get through the library over in-memory stores: edge-case images,
+//! codes and store counts, lost and corrupted shards.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use vmifs::config::ErasureConfig;
+use vmifs::error::Error;
+use vmifs::fetch::Fetcher;
+use vmifs::id::ImageRef;
+use vmifs::publish::{PushRequest, push};
+use vmifs::repo::Repo;
+use vmifs::store::memory::MemoryStore;
+use vmifs::store::{DynStore, Store};
+
+fn stores(n: usize) -> (Vec<Arc<MemoryStore>>, Repo) {
+    let mem: Vec<Arc<MemoryStore>> = (0..n).map(|i| Arc::new(MemoryStore::new(format!("s{i}")))).collect();
+    let dyns: Vec<DynStore> = mem.iter().map(|m| m.clone() as DynStore).collect();
+    (mem, Repo::from_stores(dyns))
+}
+
+/// Random, repeated and zero regions.
+fn image(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let q = len / 4;
+    if q > 0 {
+        v[q..2 * q].fill(0);
+        let (a, b) = v.split_at_mut(3 * q);
+        b[..q].copy_from_slice(&a[..q]);
+    }
+    v
+}
+
+async fn push_bytes(repo: &Repo, dir: &Path, data: &[u8], k: usize, m: usize, cs: u64) -> vmifs::id::ImageId {
+    let f = dir.join("img.raw");
+    std::fs::write(&f, data).unwrap();
+    let req = PushRequest {
+        file: f,
+        name: "img".parse().unwrap(),
+        tag: "v1".parse().unwrap(),
+        labels: BTreeMap::new(),
+        erasure: ErasureConfig {
+            data: k,
+            parity: m,
+            chunk_size: cs,
+        },
+        parallel: 4,
+    };
+    push(repo, req, None).await.unwrap().id
+}
+
+async fn get_bytes(repo: &Repo, dir: &Path) -> Result<(Vec<u8>, Fetcher), Error> {
+    let r: ImageRef = "img:v1".parse().unwrap();
+    let (id, m) = repo.load(&r).await?;
+    let fetcher = Fetcher::new(repo.stores().to_vec(), None);
+    let out = dir.join("out.raw");
+    vmifs::download::download(&fetcher, id, m, &out, 8, None).await?;
+    Ok((std::fs::read(&out).unwrap(), fetcher))
+}
+
+#[tokio::test]
+async fn edge_cases_round_trip() {
+    let cs = 4096u64;
+    // (image length, k, m, stores)
+    let cases = [
+        (0usize, 4, 2, 3),
+        (1, 4, 2, 3),
+        (4096 * 5 + 17, 4, 2, 3),
+        (4096 * 8, 2, 1, 3),
+        (4096 * 3 + 1, 1, 0, 1),
+        (4096 * 7, 4, 2, 9),
+        (4096 * 6, 3, 3, 2),
+    ];
+    for (len, k, m, s) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (_mem, repo) = stores(s);
+        let data = image(len, len as u64 + 7);
+        push_bytes(&repo, dir.path(), &data, k, m, cs).await;
+        let (back, _) = get_bytes(&repo, dir.path()).await.unwrap();
+        assert_eq!(back, data, "len {len} k {k} m {m} stores {s}");
+    }
+}
+
+#[tokio::test]
+async fn zero_image_stores_no_shards_and_dedup_skips_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mem, repo) = stores(3);
+    push_bytes(&repo, dir.path(), &vec![0u8; 4096 * 10], 4, 2, 4096).await;
+    let shards = |m: &MemoryStore| m.keys().iter().filter(|k| k.starts_with("shards/")).count();
+    assert_eq!(mem.iter().map(|m| shards(m)).sum::<usize>(), 0);
+    let (back, _) = get_bytes(&repo, dir.path()).await.unwrap();
+    assert_eq!(back, vec![0u8; 4096 * 10]);
+
+    // Same data twice: the second push uploads nothing.
+    let data = image(4096 * 12, 3);
+    push_bytes(&repo, dir.path(), &data, 4, 2, 4096).await;
+    let before: usize = mem.iter().map(|m| shards(m)).sum();
+    let f = dir.path().join("img.raw");
+    let req = PushRequest {
+        file: f,
+        name: "img".parse().unwrap(),
+        tag: "v2".parse().unwrap(),
+        labels: BTreeMap::new(),
+        erasure: ErasureConfig { data: 4, parity: 2, chunk_size: 4096 },
+        parallel: 4,
+    };
+    let r = push(&repo, req, None).await.unwrap();
+    assert_eq!(r.uploaded_chunks, 0);
+    assert!(r.reused_chunks > 0);
+    assert_eq!(mem.iter().map(|m| shards(m)).sum::<usize>(), before);
+}
+
+#[tokio::test]
+async fn lost_and_corrupt_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mem, repo) = stores(3);
+    let data = image(4096 * 40 + 5, 11);
+    push_bytes(&repo, dir.path(), &data, 4, 2, 4096).await;
+
+    // Corrupt every shard on store 1 (flip a payload byte, and truncate some).
+    for (i, key) in mem[1].keys().into_iter().filter(|k| k.starts_with("shards/")).enumerate() {
+        let obj = mem[1].get_range(&key, None).await.unwrap();
+        let mut v = obj.to_vec();
+        if i % 2 == 0 {
+            let last = v.len() - 1;
+            v[last] ^= 0x40;
+        } else {
+            v.truncate(v.len() / 2);
+        }
+        mem[1].overwrite(&key, Bytes::from(v));
+    }
+    let (back, fetcher) = get_bytes(&repo, dir.path()).await.unwrap();
+    assert_eq!(back, data);
+    let snap = fetcher.stats().snapshot();
+    assert!(snap[1].corrupt_shards > 0, "{snap:?}");
+    assert_eq!(snap[0].corrupt_shards + snap[2].corrupt_shards, 0);
+
+    // A forged shard with a consistent header is caught by the chunk hash.
+    // Lose a whole store: still fine (k=4, m=2, 3 stores: 2 shards each).
+    for key in mem[1].keys() {
+        if key.starts_with("shards/") {
+            mem[1].delete(&key).await.unwrap();
+        }
+    }
+    let (back, _) = get_bytes(&repo, dir.path()).await.unwrap();
+    assert_eq!(back, data);
+
+    // Lose a second store: more than m shards gone → clear error, no output file.
+    for key in mem[2].keys() {
+        if key.starts_with("shards/") {
+            mem[2].delete(&key).await.unwrap();
+        }
+    }
+    let _ = std::fs::remove_file(dir.path().join("out.raw"));
+    let err = get_bytes(&repo, dir.path()).await.unwrap_err().to_string();
+    assert!(err.contains("unavailable") && err.contains("chunk"), "{err}");
+    assert!(err.contains("s1") || err.contains("s2"), "{err}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n != "img.raw")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn forged_consistent_shard_is_caught_by_chunk_hash() {
+    use vmifs::erasure::Codec;
+    use vmifs::id::ChunkId;
+    let dir = tempfile::tempdir().unwrap();
+    let (mem, repo) = stores(3);
+    let data = image(4096 * 4, 5);
+    push_bytes(&repo, dir.path(), &data, 2, 1, 4096).await;
+    // Store 0 replaces each of its shards by a well-formed shard of other bytes.
+    let codec = Codec::new(2, 1).unwrap();
+    for key in mem[0].keys().into_iter().filter(|k| k.starts_with("shards/")) {
+        let (chunk, _, _, index) = vmifs::layout::parse_shard_key(&key).unwrap();
+        let fake = vec![0x5au8; 4096];
+        let objs = codec.encode_objects(chunk, &fake);
+        let _: ChunkId = chunk;
+        mem[0].overwrite(&key, objs[index].clone());
+    }
+    let (back, fetcher) = get_bytes(&repo, dir.path()).await.unwrap();
+    assert_eq!(back, data);
+    assert!(fetcher.stats().snapshot()[0].corrupt_shards > 0);
+}
+
+#[tokio::test]
+async fn catalog_rm_and_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mem, repo) = stores(3);
+    push_bytes(&repo, dir.path(), &image(4096 * 6, 1), 2, 1, 4096).await;
+    let cat = repo.catalog().await.unwrap();
+    assert_eq!(cat.len(), 1);
+    assert_eq!(cat[0].name.as_str(), "img");
+    // Nothing unreferenced yet.
+    let r = vmifs::gc::gc(&repo, false).await.unwrap();
+    assert_eq!((r.manifests_deleted, r.shards_deleted), (0, 0));
+    repo.untag(&"img:v1".parse().unwrap()).await.unwrap();
+    assert!(repo.catalog().await.unwrap().is_empty());
+    let r = vmifs::gc::gc(&repo, false).await.unwrap();
+    assert_eq!(r.manifests_deleted, 1);
+    assert!(r.shards_deleted > 0);
+    for m in &mem {
+        assert!(m.keys().iter().all(|k| !k.starts_with("shards/") && !k.starts_with("manifests/")), "{:?}", m.keys());
+    }
+    // gc refuses to run while a push holds its lock.
+    let lock = repo.lock("push").await.unwrap();
+    assert!(vmifs::gc::gc(&repo, false).await.is_err());
+    repo.unlock(&lock).await;
+}
