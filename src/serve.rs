@@ -88,7 +88,13 @@ pub async fn run(opts: ServeOptions) -> Result<(), Error> {
 /// until a signal arrives.
 pub async fn bind(
     opts: ServeOptions,
-) -> Result<(SocketAddr, impl Future<Output = Result<(), Error>> + Send + 'static), Error> {
+) -> Result<
+    (
+        SocketAddr,
+        impl Future<Output = Result<(), Error>> + Send + 'static,
+    ),
+    Error,
+> {
     let signals = shutdown_signal()?;
     bind_with_shutdown(opts, signals).await
 }
@@ -99,7 +105,13 @@ pub async fn bind(
 pub async fn bind_with_shutdown<F>(
     opts: ServeOptions,
     shutdown: F,
-) -> Result<(SocketAddr, impl Future<Output = Result<(), Error>> + Send + 'static), Error>
+) -> Result<
+    (
+        SocketAddr,
+        impl Future<Output = Result<(), Error>> + Send + 'static,
+    ),
+    Error,
+>
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -134,11 +146,14 @@ where
     });
     let router = Router::new().fallback(handle).with_state(app);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        });
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    });
 
     let fut = async move {
         let result = {
@@ -169,9 +184,10 @@ where
 
 fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, Error> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| Error::io("cannot install the SIGTERM handler", e))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("cannot install the SIGINT handler", e))?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Error::io("cannot install the SIGTERM handler", e))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Error::io("cannot install the SIGINT handler", e))?;
     Ok(async move {
         tokio::select! {
             _ = term.recv() => {}
@@ -433,7 +449,9 @@ fn decode_key(path: &str) -> Result<String, String> {
         return Err(format!("invalid key {key:?}"));
     }
     if key.split('/').any(|s| s.len() > 255) {
-        return Err(format!("invalid key {key:?}: segment longer than 255 bytes"));
+        return Err(format!(
+            "invalid key {key:?}: segment longer than 255 bytes"
+        ));
     }
     Ok(key)
 }
@@ -453,15 +471,21 @@ fn query_params(q: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(io::Error::other)?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
 }
 
 /// The answer to a failed file-system operation on `key`.
 fn io_reply(key: &str, e: &io::Error) -> Reply {
     use io::ErrorKind as K;
     match e.kind() {
-        K::NotFound | K::NotADirectory | K::IsADirectory => Reply::error(StatusCode::NOT_FOUND, format!("{key}: not found")),
+        K::NotFound | K::NotADirectory | K::IsADirectory => {
+            Reply::error(StatusCode::NOT_FOUND, format!("{key}: not found"))
+        }
         _ if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
             Reply::error(StatusCode::BAD_REQUEST, format!("{key}: name too long"))
         }
@@ -577,8 +601,11 @@ async fn get(app: &App, key: String, range: Option<String>) -> Reply {
             (a, b)
         }
         Selection::Unsatisfiable => {
-            return Reply::error(StatusCode::RANGE_NOT_SATISFIABLE, format!("{key}: range not satisfiable"))
-                .header(header::CONTENT_RANGE, format!("bytes */{len}"));
+            return Reply::error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("{key}: range not satisfiable"),
+            )
+            .header(header::CONTENT_RANGE, format!("bytes */{len}"));
         }
     };
     let n = end - start;
@@ -620,9 +647,8 @@ async fn head(app: &App, key: String) -> Reply {
     })
     .await;
     match meta {
-        Ok(meta) => {
-            object_headers(Reply::new(StatusCode::OK), &meta).header(header::CONTENT_LENGTH, meta.len())
-        }
+        Ok(meta) => object_headers(Reply::new(StatusCode::OK), &meta)
+            .header(header::CONTENT_LENGTH, meta.len()),
         Err(e) => {
             let mut r = io_reply(&key, &e);
             r.body = Payload::Empty;
@@ -650,7 +676,8 @@ async fn read_body(req: Request) -> Result<Bytes, Reply> {
     let mut stream = req.into_body().into_data_stream();
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(64 << 20) as usize);
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Reply::error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
+        let chunk = chunk
+            .map_err(|e| Reply::error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
         if (buf.len() + chunk.len()) as u64 > MAX_PUT_BYTES {
             return Err(too_big());
         }
@@ -691,19 +718,15 @@ async fn put(app: &App, key: String, req: Request) -> Reply {
     let store = app.store.clone();
     let k = key.clone();
     let res = tokio::task::spawn_blocking(move || match store.put_sync(&k, &data) {
-        Ok(()) => Ok(()),
-        Err(e) if collides(store.root(), &k) => Err(Reply::error(
+        Ok(()) => Reply::new(StatusCode::CREATED),
+        Err(e) if collides(store.root(), &k) => Reply::error(
             StatusCode::CONFLICT,
             format!("{k}: collides with a directory or file: {}", e.message),
-        )),
-        Err(e) => Err(store_reply(&e)),
+        ),
+        Err(e) => store_reply(&e),
     })
     .await;
-    match res {
-        Ok(Ok(())) => Reply::new(StatusCode::CREATED),
-        Ok(Err(r)) => r,
-        Err(e) => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, format!("{key}: {e}")),
-    }
+    res.unwrap_or_else(|e| Reply::error(StatusCode::INTERNAL_SERVER_ERROR, format!("{key}: {e}")))
 }
 
 async fn delete(app: &App, key: String) -> Reply {
@@ -714,7 +737,14 @@ async fn delete(app: &App, key: String) -> Reply {
             // Nothing there that is an object (a directory, a file as a parent): done.
             match std::fs::symlink_metadata(store.root().join(&key)) {
                 Ok(m) if m.is_dir() => Ok(()),
-                Err(ie) if matches!(ie.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(()),
+                Err(ie)
+                    if matches!(
+                        ie.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    Ok(())
+                }
                 _ => Err(e),
             }
         }
@@ -737,7 +767,10 @@ struct Listed {
 async fn list(app: &App, prefix: String) -> Reply {
     if let Some(i) = prefix.rfind('/') {
         if let Err(e) = check_key("serve", &prefix[..i]) {
-            return Reply::error(StatusCode::BAD_REQUEST, format!("invalid prefix: {}", e.message));
+            return Reply::error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid prefix: {}", e.message),
+            );
         }
     }
     if prefix.starts_with(".tmp/") {
@@ -806,12 +839,25 @@ mod tests {
     fn keys() {
         assert_eq!(decode_key("/a/b%20c").unwrap_err(), "invalid key \"a/b c\"");
         assert_eq!(decode_key("/a/%62").unwrap(), "a/b");
-        for bad in ["/../etc/passwd", "/%2e%2e/x", "/a/%2E%2E/b", "//x", "/.tmp/x", "/.tmp", "/a%2", "/%ff", "/a/"] {
+        for bad in [
+            "/../etc/passwd",
+            "/%2e%2e/x",
+            "/a/%2E%2E/b",
+            "//x",
+            "/.tmp/x",
+            "/.tmp",
+            "/a%2",
+            "/%ff",
+            "/a/",
+        ] {
             assert!(decode_key(bad).is_err(), "{bad}");
         }
         assert_eq!(
             query_params("list&prefix=a%2Fb").unwrap(),
-            vec![("list".into(), String::new()), ("prefix".into(), "a/b".into())]
+            vec![
+                ("list".into(), String::new()),
+                ("prefix".into(), "a/b".into())
+            ]
         );
     }
 }

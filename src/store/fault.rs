@@ -126,7 +126,8 @@ impl FaultControl {
         for a in [&c.get_range, &c.put, &c.head, &c.delete, &c.list] {
             a.store(0, Ordering::SeqCst);
         }
-        c.max_in_flight.store(c.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+        c.max_in_flight
+            .store(c.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 }
 

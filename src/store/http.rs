@@ -45,7 +45,8 @@ impl HttpStore {
     pub fn new(name: &str, base_url: &str) -> Result<Self, StoreError> {
         let perm = |m: String| StoreError::new(ErrorKind::Permanent, name, m);
         let base = base_url.trim_end_matches('/').to_string();
-        let url = reqwest::Url::parse(&base).map_err(|e| perm(format!("bad URL {base_url:?}: {e}")))?;
+        let url =
+            reqwest::Url::parse(&base).map_err(|e| perm(format!("bad URL {base_url:?}: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(perm(format!("URL {base_url:?} is not http:// or https://")));
         }
@@ -53,7 +54,9 @@ impl HttpStore {
             return Err(perm(format!("URL {base_url:?} has no host")));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(perm(format!("URL {base_url:?} must not have a query or fragment")));
+            return Err(perm(format!(
+                "URL {base_url:?} must not have a query or fragment"
+            )));
         }
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
@@ -83,7 +86,11 @@ impl HttpStore {
         Ok(format!("{}/{}", self.base, encode(key)))
     }
 
-    async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response, StoreError> {
+    async fn send(
+        &self,
+        what: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, StoreError> {
         req.send().await.map_err(|e| self.net_err(what, e))
     }
 
@@ -105,7 +112,11 @@ impl HttpStore {
             Ok(Some(b)) => {
                 let text = String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned();
                 let line = text.lines().next().unwrap_or("").trim().to_string();
-                if line.is_empty() { String::new() } else { format!(": {line}") }
+                if line.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {line}")
+                }
             }
             _ => String::new(),
         };
@@ -174,7 +185,8 @@ impl Store for HttpStore {
         let mut req = self.client.get(&url);
         if let Some(r) = &range {
             if r.start >= r.end {
-                return Ok(Bytes::new());
+                // Nothing to read, but a missing object must still be NotFound.
+                return self.head(key).await.map(|_| Bytes::new());
             }
             let spec = if r.end == u64::MAX {
                 format!("bytes={}-", r.start)
@@ -193,7 +205,10 @@ impl Store for HttpStore {
             }
             StatusCode::PARTIAL_CONTENT => {
                 let Some(r) = range else {
-                    return Err(self.err(ErrorKind::Permanent, format!("{key}: 206 to a request without Range")));
+                    return Err(self.err(
+                        ErrorKind::Permanent,
+                        format!("{key}: 206 to a request without Range"),
+                    ));
                 };
                 let start = resp
                     .headers()
@@ -204,7 +219,10 @@ impl Store for HttpStore {
                 if let Some(a) = start.filter(|&a| a != r.start) {
                     return Err(self.err(
                         ErrorKind::Permanent,
-                        format!("{key}: asked for bytes from {}, server sent from {a}", r.start),
+                        format!(
+                            "{key}: asked for bytes from {}, server sent from {a}",
+                            r.start
+                        ),
                     ));
                 }
                 let mut body = self.body(key, resp).await?;
@@ -241,7 +259,12 @@ impl Store for HttpStore {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or_else(|| self.err(ErrorKind::Permanent, format!("{key}: HEAD answer has no Content-Length")))?;
+            .ok_or_else(|| {
+                self.err(
+                    ErrorKind::Permanent,
+                    format!("{key}: HEAD answer has no Content-Length"),
+                )
+            })?;
         let modified = h
             .get(LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
@@ -269,13 +292,22 @@ impl Store for HttpStore {
         let url = format!("{}/?list&prefix={}", self.base, encode(prefix));
         let resp = self.send(&what, self.client.get(&url)).await?;
         if !resp.status().is_success() {
-            return Err(self.status_err(&what, resp).await);
+            let mut e = self.status_err(&what, resp).await;
+            if e.kind == ErrorKind::NotFound {
+                // Listing an empty prefix is not an error: the server cannot list.
+                e.kind = ErrorKind::Permanent;
+                e.message
+                    .push_str(" (listing needs a `vmifs serve` endpoint)");
+            }
+            return Err(e);
         }
         let body = self.body(&what, resp).await?;
         let entries: Vec<ListEntry> = serde_json::from_slice(&body).map_err(|e| {
             self.err(
                 ErrorKind::Permanent,
-                format!("{what}: answer is not a vmifs listing ({e}); is this a `vmifs serve` endpoint?"),
+                format!(
+                    "{what}: answer is not a vmifs listing ({e}); is this a `vmifs serve` endpoint?"
+                ),
             )
         })?;
         Ok(entries
@@ -284,7 +316,9 @@ impl Store for HttpStore {
             .map(|e| ObjectMeta {
                 key: e.key,
                 size: e.size,
-                modified: e.modified_ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+                modified: e
+                    .modified_ms
+                    .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
             })
             .collect())
     }
@@ -413,7 +447,13 @@ mod tests {
         assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(t));
         assert_eq!(fmt_http_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
-        for secs in [0u64, 951_782_400, 1_709_164_800, 4_102_444_799, 1_234_567_890] {
+        for secs in [
+            0u64,
+            951_782_400,
+            1_709_164_800,
+            4_102_444_799,
+            1_234_567_890,
+        ] {
             let t = UNIX_EPOCH + Duration::from_secs(secs);
             assert_eq!(parse_http_date(&fmt_http_date(t)), Some(t), "{secs}");
         }

@@ -24,7 +24,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsCredent
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::{
-    GetOptions, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, RetryConfig, StaticCredentialProvider,
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, RetryConfig,
+    StaticCredentialProvider,
 };
 
 use super::{ErrorKind, ObjectMeta, Store, StoreError, check_key};
@@ -99,8 +100,13 @@ impl S3Store {
             .unwrap_or_else(|| "us-east-1".to_string());
         let prefix = prefix.trim_matches('/').to_string();
         if !prefix.is_empty() {
-            check_key(name, &prefix)
-                .map_err(|_| StoreError::new(ErrorKind::Permanent, name, format!("invalid S3 prefix {prefix:?}")))?;
+            check_key(name, &prefix).map_err(|_| {
+                StoreError::new(
+                    ErrorKind::Permanent,
+                    name,
+                    format!("invalid S3 prefix {prefix:?}"),
+                )
+            })?;
         }
 
         let mut builder = AmazonS3Builder::from_env()
@@ -163,7 +169,11 @@ impl S3Store {
     }
 
     fn err(&self, kind: ErrorKind, what: &str, msg: &str) -> StoreError {
-        StoreError::new(kind, &self.name, format!("{what}: {}", redact(&self.secrets, msg)))
+        StoreError::new(
+            kind,
+            &self.name,
+            format!("{what}: {}", redact(&self.secrets, msg)),
+        )
     }
 
     fn map_err(&self, key: &str, e: object_store::Error) -> StoreError {
@@ -236,7 +246,13 @@ impl Store for S3Store {
             self.head(key).await?;
             return Ok(Bytes::new());
         }
-        let opts = GetOptions::default().with_range(Some(r.clone()));
+        // Servers parse the end as a signed 64-bit number; beyond that, "to the end".
+        let get_range = if r.end > i64::MAX as u64 {
+            GetRange::Offset(r.start)
+        } else {
+            GetRange::Bounded(r.clone())
+        };
+        let opts = GetOptions::default().with_range(Some(get_range));
         let res = match self.client.get_opts(&path, opts).await {
             Ok(res) => res.bytes().await,
             Err(e) => Err(e),
@@ -267,7 +283,11 @@ impl Store for S3Store {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         let path = self.path(key)?;
-        let m = self.client.head(&path).await.map_err(|e| self.map_err(key, e))?;
+        let m = self
+            .client
+            .head(&path)
+            .await
+            .map_err(|e| self.map_err(key, e))?;
         Ok(self.meta(key.to_string(), &m))
     }
 
@@ -327,7 +347,9 @@ mod tests {
     #[test]
     fn statuses() {
         assert_eq!(
-            status_of("Generic S3 error: ... - Server returned non-2xx status code: 416 Range Not Satisfiable: x"),
+            status_of(
+                "Generic S3 error: ... - Server returned non-2xx status code: 416 Range Not Satisfiable: x"
+            ),
             Some(416)
         );
         assert_eq!(status_of("connection refused"), None);
@@ -346,10 +368,20 @@ mod tests {
         )
         .unwrap();
         let d = format!("{s:?}");
-        assert!(!d.contains("AKIDEXAMPLEKEY") && !d.contains("VERYSECRETSECRET"), "{d}");
+        assert!(
+            !d.contains("AKIDEXAMPLEKEY") && !d.contains("VERYSECRETSECRET"),
+            "{d}"
+        );
         assert!(d.contains("pre/fix"), "{d}");
-        let e = s.err(ErrorKind::Permanent, "k", "denied for AKIDEXAMPLEKEY / VERYSECRETSECRET");
-        assert!(!e.to_string().contains("SECRET") && !e.to_string().contains("AKID"), "{e}");
+        let e = s.err(
+            ErrorKind::Permanent,
+            "k",
+            "denied for AKIDEXAMPLEKEY / VERYSECRETSECRET",
+        );
+        assert!(
+            !e.to_string().contains("SECRET") && !e.to_string().contains("AKID"),
+            "{e}"
+        );
         assert!(S3Store::new("s3", "b", "../x", None, None).is_err());
     }
 }

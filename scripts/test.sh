@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need when it is missing, then runs
+# formatting, lints, every test (release build), and the benchmarks once in test
+# mode. Safe to run again; slow installs are cached on the machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR=never
+# Build artefacts live outside the checkout so a fresh clone reuses them.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vmifs/target}"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+need_apt=()
+command -v fusermount3 >/dev/null || need_apt+=(fuse3)
+command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
+command -v curl >/dev/null || need_apt+=(curl)
+if ((${#need_apt[@]})); then
+  echo "== installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+scripts/s3-server.sh
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --release --all-targets --quiet -- -D warnings
+echo "== tests"
+# Stale FUSE mounts of a killed earlier run would fail the mount tests.
+grep -o ' [^ ]*vmifs[^ ]* fuse' /proc/mounts 2>/dev/null | awk '{print $1}' | xargs -r -n1 umount -l 2>/dev/null || true
+cargo test --release --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/vmifs-test.log"
+echo "== benchmarks (test mode)"
+cargo bench --bench codec --quiet -- --test
+summary=$(grep -E '^test result:' "${TMPDIR:-/tmp}/vmifs-test.log" | awk '{p+=$4; f+=$6; i+=$8} END {print p" passed, "f" failed, "i" skipped"}')
+echo "$summary"

@@ -1,0 +1,68 @@
+//! Bad input: one clear error line, a non-zero exit, and nothing written.
+
+mod common;
+
+use std::process::Command;
+
+use common::BIN;
+
+fn run(args: &[&str], config: Option<&std::path::Path>) -> (bool, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("VMIFS_CONFIG");
+    if let Some(c) = config {
+        cmd.env("VMIFS_CONFIG", c);
+    }
+    let o = cmd.output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string())
+}
+
+#[test]
+fn bad_input_is_one_line_and_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!("[[store]]\nname = \"local\"\nurl = \"file://{}\"\n", store.display()),
+    )
+    .unwrap();
+    let img = dir.path().join("img.raw");
+    std::fs::write(&img, vec![7u8; 100_000]).unwrap();
+    let out = dir.path().join("out.raw");
+    let bad_toml = dir.path().join("bad.toml");
+    std::fs::write(&bad_toml, "[erasure\ndata = 4").unwrap();
+    let bad_scheme = dir.path().join("scheme.toml");
+    std::fs::write(&bad_scheme, "[[store]]\nname = \"x\"\nurl = \"ftp://host/x\"\n").unwrap();
+    let missing = dir.path().join("nope.toml");
+    let img_s = img.to_str().unwrap();
+    let out_s = out.to_str().unwrap();
+
+    let cases: Vec<(Vec<&str>, Option<&std::path::Path>, &str)> = vec![
+        (vec!["ls"], Some(&bad_toml), "line"),
+        (vec!["ls"], Some(&bad_scheme), "ftp"),
+        (vec!["ls"], Some(&missing), "cannot read config"),
+        (vec!["push", img_s, "--name", "a/b"], Some(&good), "invalid image name"),
+        (vec!["push", img_s, "--name", ".."], Some(&good), "invalid image name"),
+        (vec!["push", img_s, "--name", ""], Some(&good), "invalid image name"),
+        (vec!["push", img_s, "--name", "ok", "--tag", "x/y"], Some(&good), "invalid tag"),
+        (vec!["push", img_s, "--name", "ok", "--label", "novalue"], Some(&good), "key=value"),
+        (vec!["push", "/nonexistent/file.raw", "--name", "ok"], Some(&good), "no such file"),
+        (vec!["get", "missing:1", out_s], Some(&good), "not found"),
+        (vec!["get", "../x", out_s], Some(&good), "invalid image name"),
+        (vec!["rm", "missing"], Some(&good), "NAME:TAG"),
+        (vec!["rm", "missing:1"], Some(&good), "not found"),
+        (vec!["search", "noequals"], Some(&good), "key=value"),
+    ];
+    for (args, cfg, want) in cases {
+        let (ok, err) = run(&args, cfg);
+        assert!(!ok, "{args:?} should fail");
+        let lines: Vec<&str> = err.trim().lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {err}");
+        assert!(lines[0].starts_with("vmifs: error:"), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: want {want:?} in {err}");
+    }
+    assert!(!out.exists());
+    // Nothing was published by the failed pushes.
+    let (_, listing) = run(&["ls"], Some(&good));
+    assert!(!listing.contains("ok"));
+}
