@@ -26,7 +26,11 @@ fn publish(c: &mut Criterion) {
     let mut g = c.benchmark_group("publish");
     g.throughput(Throughput::Bytes(input.len() as u64));
     g.sample_size(10);
-    for (k, m, cs) in [(4usize, 2usize, 256usize << 10), (4, 2, 1 << 20), (2, 1, 256 << 10)] {
+    for (k, m, cs) in [
+        (4usize, 2usize, 256usize << 10),
+        (4, 2, 1 << 20),
+        (2, 1, 256 << 10),
+    ] {
         let codec = Codec::new(k, m).unwrap();
         g.bench_function(format!("chunk+hash+encode {k}+{m} {}KiB", cs >> 10), |b| {
             b.iter(|| {

@@ -110,10 +110,17 @@ mod tests {
         Chunker::new(data, cs).map(|p| p.unwrap()).collect()
     }
 
+    /// (input length, non-zero ranges, chunk size, expected (is data, length) per piece)
+    type Case = (
+        usize,
+        &'static [(usize, usize)],
+        usize,
+        &'static [(bool, usize)],
+    );
+
     #[test]
     fn table() {
-        // (input length, non-zero ranges, chunk size, expected: Some(len) data / None zero)
-        let cases: &[(usize, &[(usize, usize)], usize, &[(bool, usize)])] = &[
+        let cases: &[Case] = &[
             (0, &[], 4, &[]),
             (4, &[], 4, &[(false, 4)]),
             (8, &[(0, 8)], 4, &[(true, 4), (true, 4)]),

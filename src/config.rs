@@ -232,7 +232,10 @@ impl Config {
         let c: Config = toml::from_str(text).map_err(|e| {
             let msg = e.message().trim().to_string();
             Error::Config(match e.span() {
-                Some(span) => format!("line {}: {msg}", 1 + text[..span.start].matches('\n').count()),
+                Some(span) => format!(
+                    "line {}: {msg}",
+                    1 + text[..span.start].matches('\n').count()
+                ),
                 None => msg,
             })
         })?;
@@ -252,7 +255,10 @@ impl Config {
         let mut names = HashSet::new();
         for s in &self.stores {
             if s.name.is_empty()
-                || !s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                || !s
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
             {
                 return Err(Error::Config(format!(
                     "store name {:?} must be non-empty [A-Za-z0-9._-]",
@@ -260,16 +266,24 @@ impl Config {
                 )));
             }
             if !names.insert(&s.name) {
-                return Err(Error::Config(format!("store name {:?} appears twice", s.name)));
+                return Err(Error::Config(format!(
+                    "store name {:?} appears twice",
+                    s.name
+                )));
             }
             crate::store::scheme_of(&s.url)
                 .map_err(|m| Error::Config(format!("store {}: {m}", s.name)))?;
             if s.concurrency == 0 {
-                return Err(Error::Config(format!("store {}: concurrency must be >= 1", s.name)));
+                return Err(Error::Config(format!(
+                    "store {}: concurrency must be >= 1",
+                    s.name
+                )));
             }
         }
         if self.cache.max_size < 16 << 20 {
-            return Err(Error::Config("cache.max_size must be at least 16MiB".into()));
+            return Err(Error::Config(
+                "cache.max_size must be at least 16MiB".into(),
+            ));
         }
         Ok(())
     }
@@ -302,7 +316,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "TB" => 1_000_000_000_000,
         _ => return Err(format!("invalid size {s:?}: unknown unit")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} too large"))
 }
 
 /// Parse `"250ms"`, `"10s"`, `"5m"`, `"1h"`.
@@ -351,7 +366,12 @@ mod tests {
 
     #[test]
     fn sizes_and_durations() {
-        for (s, n) in [("4096", 4096), ("256KiB", 262_144), ("1MB", 1_000_000), ("20GiB", 20 << 30)] {
+        for (s, n) in [
+            ("4096", 4096),
+            ("256KiB", 262_144),
+            ("1MB", 1_000_000),
+            ("20GiB", 20 << 30),
+        ] {
             assert_eq!(parse_size(s).unwrap(), n, "{s}");
         }
         for bad in ["", "KiB", "12 parsecs", "-1", "99999999999999999999GiB"] {
@@ -398,8 +418,14 @@ mod tests {
             ("[erasure]\ndata = 0", "erasure"),
             ("[erasure]\nchunk_size = \"3KiB\"", "chunk_size"),
             ("[[store]]\nname = \"a\"\nurl = \"ftp://x\"", "ftp"),
-            ("[[store]]\nname = \"a\"\nurl = \"file:///a\"\n[[store]]\nname = \"a\"\nurl = \"file:///b\"", "twice"),
-            ("[[store]]\nname = \"a/b\"\nurl = \"file:///a\"", "store name"),
+            (
+                "[[store]]\nname = \"a\"\nurl = \"file:///a\"\n[[store]]\nname = \"a\"\nurl = \"file:///b\"",
+                "twice",
+            ),
+            (
+                "[[store]]\nname = \"a/b\"\nurl = \"file:///a\"",
+                "store name",
+            ),
             ("[erasure]\ndatta = 3", "datta"),
             ("[cache]\nmax_size = \"lots\"", "lots"),
             ("not toml", "line 1"),

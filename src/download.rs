@@ -60,14 +60,19 @@ pub async fn download(
     ));
     let file = std::fs::File::create(&tmp)
         .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
-    let mut partial = Partial { path: tmp.clone(), done: false };
+    let mut partial = Partial {
+        path: tmp.clone(),
+        done: false,
+    };
     file.set_len(manifest.size)
         .map_err(|e| Error::io(format!("cannot size {}", tmp.display()), e))?;
     let file = Arc::new(file);
 
     let plan: Plan = fetcher.plan(manifest)?;
     let m = plan.manifest.clone();
-    let indices: Vec<u64> = (0..m.chunk_count()).filter(|&i| m.chunks[i as usize].is_some()).collect();
+    let indices: Vec<u64> = (0..m.chunk_count())
+        .filter(|&i| m.chunks[i as usize].is_some())
+        .collect();
     let mut stream = futures::stream::iter(indices)
         .map(|i| {
             let plan = &plan;
@@ -94,7 +99,8 @@ pub async fn download(
     drop(stream);
     file.sync_all()
         .map_err(|e| Error::io(format!("cannot sync {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(format!("cannot move into {}", out.display()), e))?;
+    std::fs::rename(&tmp, out)
+        .map_err(|e| Error::io(format!("cannot move into {}", out.display()), e))?;
     partial.done = true;
     Ok(())
 }

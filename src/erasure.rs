@@ -58,7 +58,10 @@ impl Codec {
         let rs = if m == 0 {
             None
         } else {
-            Some(ReedSolomon::new(k, m).map_err(|e| Error::Config(format!("erasure {k}+{m}: {e:?}")))?)
+            Some(
+                ReedSolomon::new(k, m)
+                    .map_err(|e| Error::Config(format!("erasure {k}+{m}: {e:?}")))?,
+            )
         };
         Ok(Codec { k, m, rs })
     }
@@ -93,7 +96,8 @@ impl Codec {
             })
             .collect();
         if let Some(rs) = &self.rs {
-            rs.encode(&mut shards).expect("shards are sized by construction");
+            rs.encode(&mut shards)
+                .expect("shards are sized by construction");
         }
         shards
     }
@@ -105,7 +109,10 @@ impl Codec {
         let n = self.total_shards();
         let sl = self.shard_len(len);
         if shards.len() != n {
-            return Err(Error::Invalid(format!("expected {n} shard slots, got {}", shards.len())));
+            return Err(Error::Invalid(format!(
+                "expected {n} shard slots, got {}",
+                shards.len()
+            )));
         }
         if shards.iter().flatten().any(|s| s.len() != sl) {
             return Err(Error::Corrupt(format!("shard length differs from {sl}")));
@@ -118,7 +125,10 @@ impl Codec {
             )));
         }
         if shards[..self.k].iter().any(Option::is_none) {
-            let rs = self.rs.as_ref().expect("parity present when data shards are missing");
+            let rs = self
+                .rs
+                .as_ref()
+                .expect("parity present when data shards are missing");
             rs.reconstruct_data(&mut shards)
                 .map_err(|e| Error::Corrupt(format!("reconstruct: {e:?}")))?;
         }
@@ -174,7 +184,12 @@ pub enum ShardError {
     #[error("not a shard (bad magic)")]
     BadMagic,
     #[error("shard belongs elsewhere (header says chunk {chunk:?} index {index} code {k}+{m})")]
-    Misplaced { chunk: ChunkId, index: u8, k: u8, m: u8 },
+    Misplaced {
+        chunk: ChunkId,
+        index: u8,
+        k: u8,
+        m: u8,
+    },
     #[error("shard payload fails its checksum")]
     Checksum,
 }
@@ -206,7 +221,12 @@ pub fn open_shard(
         || usize::from(m) != codec.m
         || len as usize != expect_len
     {
-        return Err(ShardError::Misplaced { chunk: cid, index: idx, k, m });
+        return Err(ShardError::Misplaced {
+            chunk: cid,
+            index: idx,
+            k,
+            m,
+        });
     }
     if object.len() != HEADER_LEN + sl {
         return Err(ShardError::Truncated(object.len()));
@@ -262,7 +282,10 @@ mod tests {
             .enumerate()
             .map(|(i, s)| (i >= 3).then_some(s))
             .collect();
-        assert!(matches!(codec.decode(partial, 100), Err(Error::Unavailable(_))));
+        assert!(matches!(
+            codec.decode(partial, 100),
+            Err(Error::Unavailable(_))
+        ));
     }
 
     #[test]
@@ -286,8 +309,14 @@ mod tests {
             open_shard(&o.slice(..o.len() - 1), id, 1, &codec, 1000),
             Err(ShardError::Truncated(o.len() - 1))
         );
-        assert_eq!(open_shard(&o.slice(..10), id, 1, &codec, 1000), Err(ShardError::Truncated(10)));
-        assert!(matches!(open_shard(o, id, 2, &codec, 1000), Err(ShardError::Misplaced { .. })));
+        assert_eq!(
+            open_shard(&o.slice(..10), id, 1, &codec, 1000),
+            Err(ShardError::Truncated(10))
+        );
+        assert!(matches!(
+            open_shard(o, id, 2, &codec, 1000),
+            Err(ShardError::Misplaced { .. })
+        ));
         let mut flipped = o.to_vec();
         *flipped.last_mut().unwrap() ^= 1;
         assert_eq!(
@@ -296,6 +325,9 @@ mod tests {
         );
         let mut magic = o.to_vec();
         magic[0] = b'X';
-        assert_eq!(open_shard(&Bytes::from(magic), id, 1, &codec, 1000), Err(ShardError::BadMagic));
+        assert_eq!(
+            open_shard(&Bytes::from(magic), id, 1, &codec, 1000),
+            Err(ShardError::BadMagic)
+        );
     }
 }

@@ -61,7 +61,9 @@ impl Plan {
 
 impl Fetcher {
     pub fn new(stores: Vec<DynStore>, hedge_after: Option<Duration>) -> Self {
-        let stats = Arc::new(Stats::new(stores.iter().map(|s| s.name().to_string()).collect()));
+        let stats = Arc::new(Stats::new(
+            stores.iter().map(|s| s.name().to_string()).collect(),
+        ));
         Fetcher {
             stores,
             stats,
@@ -230,7 +232,13 @@ impl Fetcher {
         let present: Vec<usize> = (0..n).filter(|&i| got[i].is_some()).collect();
         for subset in subsets(&present, k) {
             let trial: Vec<Option<Bytes>> = (0..n)
-                .map(|i| if subset.contains(&i) { got[i].clone() } else { None })
+                .map(|i| {
+                    if subset.contains(&i) {
+                        got[i].clone()
+                    } else {
+                        None
+                    }
+                })
                 .collect();
             if let Ok(chunk) = decode_verify(codec, &trial, len, id) {
                 // Re-encode to find which stored shards were lies.
@@ -256,7 +264,12 @@ impl Fetcher {
     }
 }
 
-fn decode_verify(codec: &Codec, got: &[Option<Bytes>], len: usize, id: ChunkId) -> Result<VerifiedChunk, Error> {
+fn decode_verify(
+    codec: &Codec,
+    got: &[Option<Bytes>],
+    len: usize,
+    id: ChunkId,
+) -> Result<VerifiedChunk, Error> {
     let k = codec.data_shards();
     let data = if got[..k].iter().all(Option::is_some) {
         let mut v = Vec::with_capacity(len);
@@ -266,7 +279,8 @@ fn decode_verify(codec: &Codec, got: &[Option<Bytes>], len: usize, id: ChunkId) 
         v.truncate(len);
         v
     } else {
-        let mut slots: Vec<Option<Vec<u8>>> = got.iter().map(|s| s.as_ref().map(|b| b.to_vec())).collect();
+        let mut slots: Vec<Option<Vec<u8>>> =
+            got.iter().map(|s| s.as_ref().map(|b| b.to_vec())).collect();
         // Use exactly the shards we have; decode needs at least k of them.
         for s in slots.iter_mut() {
             if s.as_ref().is_some_and(|b| b.len() != codec.shard_len(len)) {
@@ -278,17 +292,34 @@ fn decode_verify(codec: &Codec, got: &[Option<Bytes>], len: usize, id: ChunkId) 
     VerifiedChunk::verify(id, Bytes::from(data)).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
-fn unavailable(index: u64, id: &ChunkId, have: usize, k: usize, n: usize, problems: &[String]) -> Error {
+fn unavailable(
+    index: u64,
+    id: &ChunkId,
+    have: usize,
+    k: usize,
+    n: usize,
+    problems: &[String],
+) -> Error {
     Error::Unavailable(format!(
         "chunk {index} ({}) unavailable: {have} of {n} shards readable, {k} needed ({})",
         id.short(),
-        if problems.is_empty() { "no store holds them".to_string() } else { problems.join("; ") }
+        if problems.is_empty() {
+            "no store holds them".to_string()
+        } else {
+            problems.join("; ")
+        }
     ))
 }
 
 /// All `k`-element subsets of `items`, in lexicographic order.
 fn subsets(items: &[usize], k: usize) -> Vec<Vec<usize>> {
-    fn go(items: &[usize], k: usize, start: usize, cur: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+    fn go(
+        items: &[usize],
+        k: usize,
+        start: usize,
+        cur: &mut Vec<usize>,
+        out: &mut Vec<Vec<usize>>,
+    ) {
         if cur.len() == k {
             out.push(cur.clone());
             return;

@@ -89,7 +89,10 @@ async fn sweep(repo: &Repo, dry_run: bool) -> Result<GcReport, Error> {
             }
         }
         for o in store.list(layout::LOCKS).await? {
-            let stale = o.modified.and_then(|t| t.elapsed().ok()).is_some_and(|a| a > STALE_LOCK);
+            let stale = o
+                .modified
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a > STALE_LOCK);
             if stale && !dry_run {
                 store.delete(&o.key).await?;
             }

@@ -170,7 +170,8 @@ fn validate_label(s: &str, what: &str) -> Result<(), Error> {
         && s.len() <= 128
         && s != "."
         && s != ".."
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if ok {
         Ok(())
     } else {

@@ -32,7 +32,12 @@ pub fn parse_shard_key(key: &str) -> Option<(ChunkId, usize, usize, usize)> {
     }
     let (km, index) = code.split_once('.')?;
     let (k, m) = km.split_once('-')?;
-    Some((hex.parse().ok()?, k.parse().ok()?, m.parse().ok()?, index.parse().ok()?))
+    Some((
+        hex.parse().ok()?,
+        k.parse().ok()?,
+        m.parse().ok()?,
+        index.parse().ok()?,
+    ))
 }
 
 pub fn manifest_key(id: &ImageId) -> String {
@@ -40,7 +45,10 @@ pub fn manifest_key(id: &ImageId) -> String {
 }
 
 pub fn parse_manifest_key(key: &str) -> Option<ImageId> {
-    key.strip_prefix(MANIFESTS)?.strip_suffix(".json")?.parse().ok()
+    key.strip_prefix(MANIFESTS)?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
 }
 
 pub fn tag_key(name: &Name, tag: &Tag) -> String {

@@ -6,23 +6,29 @@
 //! | layer | modules |
 //! |---|---|
 //! | pure core | [`id`], [`chunk`], [`chunker`], [`manifest`], [`erasure`], [`placement`], [`layout`], [`format`], [`catalog`], [`config`], [`error`] |
-//! | I/O adapters | [`store`] |
+//! | I/O adapters | [`store`], [`cache`] |
 //! | orchestration | [`repo`], [`stats`], [`fetch`], [`publish`], [`download`], [`gc`] |
-//! | edges | `serve`, the CLI in `main.rs` |
+//! | images | [`image`] (`ImageReader::read_at`; no FUSE), [`namespace`] (the mount's tree, pure) |
+//! | edges | `serve`, [`fs`] (fuser adapter), [`daemon`] (`vmifs mount`), the CLI in `main.rs` |
 
+pub mod cache;
 pub mod catalog;
 pub mod chunk;
 pub mod chunker;
 pub mod config;
+pub mod daemon;
 pub mod download;
 pub mod erasure;
 pub mod error;
 pub mod fetch;
 pub mod format;
+pub mod fs;
 pub mod gc;
 pub mod id;
+pub mod image;
 pub mod layout;
 pub mod manifest;
+pub mod namespace;
 pub mod placement;
 pub mod publish;
 pub mod repo;

@@ -18,7 +18,11 @@ use vmifs::id::{ImageRef, Name, Tag};
 use vmifs::repo::Repo;
 
 #[derive(Parser, Debug)]
-#[command(name = "vmifs", version, about = "Boot VMs from erasure-coded images spread over several object stores")]
+#[command(
+    name = "vmifs",
+    version,
+    about = "Boot VMs from erasure-coded images spread over several object stores"
+)]
 struct Cli {
     /// Config file (default: $VMIFS_CONFIG, else /etc/vmifs/config.toml).
     #[arg(long, global = true, value_name = "FILE")]
@@ -82,13 +86,23 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Mount every tag as a read-only raw file (runs in the foreground).
+    Mount {
+        #[arg(value_name = "MOUNTPOINT")]
+        mountpoint: PathBuf,
+    },
+    /// Show what the running mount daemon is doing: images, stores, cache.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("VMIFS_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(match cli.cmd {
-            Cmd::Serve { .. } => "info",
+            Cmd::Serve { .. } | Cmd::Mount { .. } => "info",
             _ => "warn",
         })
     });
@@ -96,7 +110,10 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vmifs: error: cannot start runtime: {e}");
@@ -196,11 +213,17 @@ async fn run(cli: Cli) -> Result<()> {
             print_catalog(&repo.catalog().await?.iter().collect::<Vec<_>>(), json);
         }
         Cmd::Search { terms, json } => {
-            let terms = terms.iter().map(|t| Term::parse(t)).collect::<Result<Vec<_>, _>>()?;
+            let terms = terms
+                .iter()
+                .map(|t| Term::parse(t))
+                .collect::<Result<Vec<_>, _>>()?;
             let cfg = load_config(cfg_path)?;
             let repo = Repo::open(&cfg)?;
             let all = repo.catalog().await?;
-            let hits: Vec<_> = all.iter().filter(|e| terms.iter().all(|t| t.matches(e))).collect();
+            let hits: Vec<_> = all
+                .iter()
+                .filter(|e| terms.iter().all(|t| t.matches(e)))
+                .collect();
             print_catalog(&hits, json);
         }
         Cmd::Get { image, out } => {
@@ -243,7 +266,10 @@ async fn run(cli: Cli) -> Result<()> {
             let cfg = load_config(cfg_path)?;
             let repo = Repo::open(&cfg)?;
             let id = repo.untag(&r).await?;
-            eprintln!("removed tag {r} (was {}); run gc to free its data", id.short());
+            eprintln!(
+                "removed tag {r} (was {}); run gc to free its data",
+                id.short()
+            );
         }
         Cmd::Gc { dry_run } => {
             let cfg = load_config(cfg_path)?;
@@ -258,8 +284,80 @@ async fn run(cli: Cli) -> Result<()> {
                 r.shards_kept
             );
         }
+        Cmd::Mount { mountpoint } => {
+            let cfg = load_config(cfg_path)?;
+            cfg.require_stores()?;
+            vmifs::daemon::run(cfg, &mountpoint).await?;
+        }
+        Cmd::Status { json } => {
+            let cfg = load_config(cfg_path)?;
+            let st = vmifs::daemon::query_status(&vmifs::daemon::socket_path(&cfg))?;
+            if json {
+                println!("{st}");
+            } else {
+                print_status(&st);
+            }
+        }
     }
     Ok(())
+}
+
+fn print_status(st: &serde_json::Value) {
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    println!("mount {}", st["mountpoint"].as_str().unwrap_or("?"));
+    println!(
+        "{:<24} {:<12} {:<12} {:>10} {:>10} {:>10} {:>8}",
+        "NAME", "TAG", "ID", "SIZE", "FETCHED", "CACHED", "READS"
+    );
+    for i in st["images"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24} {:<12} {:<12} {:>10} {:>10} {:>10} {:>8}",
+            i["name"].as_str().unwrap_or(""),
+            i["tag"].as_str().unwrap_or(""),
+            &i["id"].as_str().unwrap_or("")[..12.min(i["id"].as_str().unwrap_or("").len())],
+            human(n(i, "size")),
+            human(n(i, "bytes_fetched")),
+            human(n(i, "bytes_cached")),
+            n(i, "reads")
+        );
+    }
+    println!();
+    println!(
+        "{:<16} {:>9} {:>8} {:>7} {:>8} {:>7} {:>10} {:<8}",
+        "STORE", "LATENCY", "REQS", "ERRORS", "CORRUPT", "HEDGES", "BYTES", "STATE"
+    );
+    for s in st["stores"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:>7.1}ms {:>8} {:>7} {:>8} {:>7} {:>10} {:<8}",
+            s["name"].as_str().unwrap_or(""),
+            s["latency_ms"].as_f64().unwrap_or(0.0),
+            n(s, "requests"),
+            n(s, "errors"),
+            n(s, "corrupt_shards"),
+            n(s, "hedges"),
+            human(n(s, "bytes")),
+            if s["demoted"].as_bool().unwrap_or(false) {
+                "demoted"
+            } else {
+                "ok"
+            }
+        );
+    }
+    let c = &st["cache"];
+    println!();
+    println!(
+        "cache {}: {} of {} ({} chunks, {} hits, {} misses, {} corrupt dropped); chunks fetched {}, degraded reads {}, open files {}",
+        c["dir"].as_str().unwrap_or("?"),
+        human(n(c, "used_bytes")),
+        human(n(c, "max_bytes")),
+        n(c, "chunks"),
+        n(c, "hits"),
+        n(c, "misses"),
+        n(c, "corrupt_dropped"),
+        n(st, "chunks_fetched"),
+        n(st, "degraded_reads"),
+        n(st, "open_files")
+    );
 }
 
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
@@ -283,7 +381,11 @@ fn human(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n}B") } else { format!("{v:.1}{}", units[u]) }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", units[u])
+    }
 }
 
 fn print_catalog(entries: &[&vmifs::repo::CatalogEntry], json: bool) {
@@ -301,9 +403,17 @@ fn print_catalog(entries: &[&vmifs::repo::CatalogEntry], json: bool) {
         println!("{}", serde_json::Value::Array(rows));
         return;
     }
-    println!("{:<24} {:<12} {:<12} {:>10} {:<6} LABELS", "NAME", "TAG", "ID", "SIZE", "FORMAT");
+    println!(
+        "{:<24} {:<12} {:<12} {:>10} {:<6} LABELS",
+        "NAME", "TAG", "ID", "SIZE", "FORMAT"
+    );
     for e in entries {
-        let labels: Vec<String> = e.manifest.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let labels: Vec<String> = e
+            .manifest
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         println!(
             "{:<24} {:<12} {:<12} {:>10} {:<6} {}",
             e.name.as_str(),

@@ -86,7 +86,10 @@ impl Manifest {
         }
         let n = self.erasure.data + self.erasure.parity;
         if self.erasure.data == 0 || n > crate::erasure::MAX_SHARDS {
-            return bad(format!("erasure {}+{}", self.erasure.data, self.erasure.parity));
+            return bad(format!(
+                "erasure {}+{}",
+                self.erasure.data, self.erasure.parity
+            ));
         }
         if self.stores.is_empty() && self.chunks.iter().any(Option::is_some) {
             return bad("no stores listed".into());
@@ -123,7 +126,8 @@ pub struct TagRecord {
 
 impl TagRecord {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("tag does not parse: {e}")))
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::Corrupt(format!("tag does not parse: {e}")))
     }
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("tag serialises")

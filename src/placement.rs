@@ -57,7 +57,16 @@ mod tests {
 
     #[test]
     fn spread_is_even_for_every_store_count() {
-        for (stores, n) in [(1, 1), (1, 6), (2, 3), (3, 6), (4, 6), (6, 6), (9, 6), (5, 14)] {
+        for (stores, n) in [
+            (1, 1),
+            (1, 6),
+            (2, 3),
+            (3, 6),
+            (4, 6),
+            (6, 6),
+            (9, 6),
+            (5, 14),
+        ] {
             let s = names(stores);
             for c in chunks(200) {
                 let p = place(&c, &s, n);
@@ -67,7 +76,10 @@ mod tests {
                     per[i] += 1;
                 }
                 let cap = max_shards_per_store(n, stores);
-                assert!(per.iter().all(|&x| x <= cap), "{stores} stores, n={n}: {per:?}");
+                assert!(
+                    per.iter().all(|&x| x <= cap),
+                    "{stores} stores, n={n}: {per:?}"
+                );
                 if stores >= n {
                     assert!(per.iter().all(|&x| x <= 1));
                 } else {

@@ -76,7 +76,10 @@ fn sniff(path: &Path) -> Result<Format, Error> {
     let mut f = File::open(path).map_err(io)?;
     let meta = f.metadata().map_err(io)?;
     if !meta.is_file() {
-        return Err(Error::Invalid(format!("{} is not a regular file", path.display())));
+        return Err(Error::Invalid(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
     }
     let mut head = vec![0u8; 512.min(meta.len() as usize)];
     f.read_exact(&mut head).map_err(io)?;
@@ -88,7 +91,11 @@ fn sniff(path: &Path) -> Result<Format, Error> {
 
 /// Convert a container image to a sparse raw temp file with qemu-img.
 fn convert(path: &Path, fmt: Format) -> Result<TempRaw, Error> {
-    let out = std::env::temp_dir().join(format!("vmifs-push-{}-{}.raw", std::process::id(), now_ms()));
+    let out = std::env::temp_dir().join(format!(
+        "vmifs-push-{}-{}.raw",
+        std::process::id(),
+        now_ms()
+    ));
     let tmp = TempRaw(out.clone());
     let status = std::process::Command::new("qemu-img")
         .args(["convert", "-q", "-f", fmt.qemu_name(), "-O", "raw"])
@@ -118,7 +125,11 @@ async fn existing_shards(repo: &Repo) -> Result<Vec<HashMap<String, u64>>, Error
         .collect()
 }
 
-pub async fn push(repo: &Repo, req: PushRequest, progress: Option<Progress>) -> Result<PushReport, Error> {
+pub async fn push(
+    repo: &Repo,
+    req: PushRequest,
+    progress: Option<Progress>,
+) -> Result<PushReport, Error> {
     let fmt = sniff(&req.file)?;
     let _converted;
     let raw_path = if fmt == Format::Raw {
@@ -152,7 +163,9 @@ async fn wait_for_gc(repo: &Repo, own: &str) -> Result<(), Error> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Err(Error::Unavailable("a gc is running on the stores; try the push again later".into()))
+    Err(Error::Unavailable(
+        "a gc is running on the stores; try the push again later".into(),
+    ))
 }
 
 async fn upload(
@@ -169,12 +182,17 @@ async fn upload(
     let size = std::fs::metadata(raw_path)
         .map_err(|e| Error::io(format!("cannot read {}", raw_path.display()), e))?
         .len();
-    let (k, m, n) = (codec.data_shards(), codec.parity_shards(), codec.total_shards());
+    let (k, m, n) = (
+        codec.data_shards(),
+        codec.parity_shards(),
+        codec.total_shards(),
+    );
 
     // Reader thread → bounded channel → encode/upload tasks.
     let parallel = req.parallel.max(1);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Piece>>(parallel);
-    let file = File::open(raw_path).map_err(|e| Error::io(format!("cannot open {}", raw_path.display()), e))?;
+    let file = File::open(raw_path)
+        .map_err(|e| Error::io(format!("cannot open {}", raw_path.display()), e))?;
     let reader = std::thread::spawn(move || {
         for piece in Chunker::new(std::io::BufReader::with_capacity(1 << 20, file), chunk_size) {
             if tx.blocking_send(piece).is_err() {
@@ -227,7 +245,10 @@ async fn upload(
                 }
                 // Stop early if an upload already failed.
                 while let Some(done) = tasks.try_join_next() {
-                    if let Err(e) = done.map_err(|e| Error::Invalid(e.to_string())).and_then(|r| r) {
+                    if let Err(e) = done
+                        .map_err(|e| Error::Invalid(e.to_string()))
+                        .and_then(|r| r)
+                    {
                         failure = Some(e);
                     }
                 }
@@ -257,7 +278,10 @@ async fn upload(
     let mut uploaded_bytes = 0;
     let mut uploaded_chunks = 0;
     while let Some(done) = tasks.join_next().await {
-        match done.map_err(|e| Error::Invalid(e.to_string())).and_then(|r| r) {
+        match done
+            .map_err(|e| Error::Invalid(e.to_string()))
+            .and_then(|r| r)
+        {
             Ok(b) => {
                 uploaded_bytes += b;
                 uploaded_chunks += 1;
@@ -291,13 +315,17 @@ async fn upload(
     };
     let bytes = manifest.to_bytes();
     let id = Manifest::id_of(&bytes);
-    repo.put_everywhere(&layout::manifest_key(&id), Bytes::from(bytes)).await?;
+    repo.put_everywhere(&layout::manifest_key(&id), Bytes::from(bytes))
+        .await?;
     let tag = TagRecord {
         image: id,
         time_ms: now_ms(),
     };
-    repo.put_everywhere(&layout::tag_key(&req.name, &req.tag), Bytes::from(tag.to_bytes()))
-        .await?;
+    repo.put_everywhere(
+        &layout::tag_key(&req.name, &req.tag),
+        Bytes::from(tag.to_bytes()),
+    )
+    .await?;
     Ok(PushReport {
         id,
         size,

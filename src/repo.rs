@@ -222,16 +222,19 @@ impl Repo {
     /// Remove a tag from every store.
     pub async fn untag(&self, r: &ImageRef) -> Result<ImageId, Error> {
         let t = self.resolve(r).await?;
-        self.delete_everywhere(&layout::tag_key(&r.name, &r.tag)).await?;
+        self.delete_everywhere(&layout::tag_key(&r.name, &r.tag))
+            .await?;
         Ok(t.image)
     }
 
     /// Take a lock of `kind` ("push" or "gc") on every store. Returns its key.
     pub async fn lock(&self, kind: &str) -> Result<String, Error> {
-        let id = crate::id::Digest::of(format!("{}-{}-{kind}", std::process::id(), now_ms()).as_bytes());
+        let id =
+            crate::id::Digest::of(format!("{}-{}-{kind}", std::process::id(), now_ms()).as_bytes());
         let key = format!("{}{kind}-{}", layout::LOCKS, &id.to_hex()[..16]);
         let body = serde_json::json!({ "pid": std::process::id(), "time_ms": now_ms() });
-        self.put_everywhere(&key, Bytes::from(body.to_string())).await?;
+        self.put_everywhere(&key, Bytes::from(body.to_string()))
+            .await?;
         Ok(key)
     }
 

@@ -326,6 +326,11 @@ impl Reply {
         r
     }
 
+    fn with_body(mut self, b: Bytes) -> Reply {
+        self.body = Payload::Full(b);
+        self
+    }
+
     fn header(mut self, name: header::HeaderName, value: impl std::fmt::Display) -> Reply {
         if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
             self.headers.insert(name, v);
@@ -574,26 +579,57 @@ fn parse_range(h: &str, len: u64) -> Selection {
     }
 }
 
+/// What the blocking half of a `GET` found.
+struct Opened {
+    file: std::fs::File,
+    meta: std::fs::Metadata,
+    selection: Selection,
+    /// The selected bytes, when small enough to read whole.
+    data: Option<Vec<u8>>,
+}
+
 async fn get(app: &App, key: String, range: Option<String>) -> Reply {
     let store = app.store.clone();
     let k = key.clone();
+    // One trip to the blocking pool: open, stat, and read if small.
     let opened = blocking(move || {
-        let f = std::fs::File::open(store.root().join(&k))?;
-        let meta = f.metadata()?;
-        if meta.is_file() {
-            Ok((f, meta))
-        } else {
-            Err(io::Error::new(io::ErrorKind::NotFound, "not a file"))
+        let file = std::fs::File::open(store.root().join(&k))?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "not a file"));
         }
+        let len = meta.len();
+        let selection = range.map_or(Selection::Whole, |h| parse_range(&h, len));
+        let data = match selection {
+            Selection::Whole if len <= STREAM_OVER => Some((0, len)),
+            Selection::Part(a, b) if b - a <= STREAM_OVER => Some((a, b)),
+            _ => None,
+        }
+        .map(|(a, b)| {
+            let mut buf = vec![0u8; (b - a) as usize];
+            file.read_exact_at(&mut buf, a).map(|()| buf)
+        })
+        .transpose()?;
+        Ok(Opened {
+            file,
+            meta,
+            selection,
+            data,
+        })
     })
     .await;
-    let (file, meta) = match opened {
-        Ok(x) => x,
+    let Opened {
+        file,
+        meta,
+        selection,
+        data,
+    } = match opened {
+        Ok(o) => o,
         Err(e) => return io_reply(&key, &e),
     };
     let len = meta.len();
     let mut reply = object_headers(Reply::new(StatusCode::OK), &meta);
-    let (start, end) = match range.map_or(Selection::Whole, |h| parse_range(&h, len)) {
+    let (start, end) = match selection {
         Selection::Whole => (0, len),
         Selection::Part(a, b) => {
             reply.status = StatusCode::PARTIAL_CONTENT;
@@ -610,29 +646,19 @@ async fn get(app: &App, key: String, range: Option<String>) -> Reply {
     };
     let n = end - start;
     reply = reply.header(header::CONTENT_LENGTH, n);
-    if n > STREAM_OVER {
-        let mut file = tokio::fs::File::from_std(file);
-        if start > 0 {
-            if let Err(e) = file.seek(io::SeekFrom::Start(start)).await {
-                return io_reply(&key, &e);
-            }
-        }
-        reply.body = Payload::Stream(ReaderStream::with_capacity(file.take(n), 256 << 10));
+    if let Some(buf) = data {
+        reply.body = Payload::Full(Bytes::from(buf));
         return reply;
     }
-    let read = blocking(move || {
-        let mut buf = vec![0u8; n as usize];
-        file.read_exact_at(&mut buf, start)?;
-        Ok(buf)
-    })
-    .await;
-    match read {
-        Ok(buf) => {
-            reply.body = Payload::Full(Bytes::from(buf));
-            reply
+    // Large: stream from the open file.
+    let mut file = tokio::fs::File::from_std(file);
+    if start > 0 {
+        if let Err(e) = file.seek(io::SeekFrom::Start(start)).await {
+            return io_reply(&key, &e);
         }
-        Err(e) => io_reply(&key, &e),
     }
+    reply.body = Payload::Stream(ReaderStream::with_capacity(file.take(n), 256 << 10));
+    reply
 }
 
 async fn head(app: &App, key: String) -> Reply {
@@ -803,13 +829,6 @@ async fn list(app: &App, prefix: String) -> Reply {
             .header(header::CONTENT_TYPE, "application/json")
             .with_body(Bytes::from(json)),
         Err(e) => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
-}
-
-impl Reply {
-    fn with_body(mut self, b: Bytes) -> Reply {
-        self.body = Payload::Full(b);
-        self
     }
 }
 

@@ -13,7 +13,10 @@ fn run(args: &[&str], config: Option<&std::path::Path>) -> (bool, String) {
         cmd.env("VMIFS_CONFIG", c);
     }
     let o = cmd.output().unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
 }
 
 #[test]
@@ -23,7 +26,10 @@ fn bad_input_is_one_line_and_non_zero() {
     let good = dir.path().join("good.toml");
     std::fs::write(
         &good,
-        format!("[[store]]\nname = \"local\"\nurl = \"file://{}\"\n", store.display()),
+        format!(
+            "[[store]]\nname = \"local\"\nurl = \"file://{}\"\n",
+            store.display()
+        ),
     )
     .unwrap();
     let img = dir.path().join("img.raw");
@@ -32,7 +38,11 @@ fn bad_input_is_one_line_and_non_zero() {
     let bad_toml = dir.path().join("bad.toml");
     std::fs::write(&bad_toml, "[erasure\ndata = 4").unwrap();
     let bad_scheme = dir.path().join("scheme.toml");
-    std::fs::write(&bad_scheme, "[[store]]\nname = \"x\"\nurl = \"ftp://host/x\"\n").unwrap();
+    std::fs::write(
+        &bad_scheme,
+        "[[store]]\nname = \"x\"\nurl = \"ftp://host/x\"\n",
+    )
+    .unwrap();
     let missing = dir.path().join("nope.toml");
     let img_s = img.to_str().unwrap();
     let out_s = out.to_str().unwrap();
@@ -41,14 +51,42 @@ fn bad_input_is_one_line_and_non_zero() {
         (vec!["ls"], Some(&bad_toml), "line"),
         (vec!["ls"], Some(&bad_scheme), "ftp"),
         (vec!["ls"], Some(&missing), "cannot read config"),
-        (vec!["push", img_s, "--name", "a/b"], Some(&good), "invalid image name"),
-        (vec!["push", img_s, "--name", ".."], Some(&good), "invalid image name"),
-        (vec!["push", img_s, "--name", ""], Some(&good), "invalid image name"),
-        (vec!["push", img_s, "--name", "ok", "--tag", "x/y"], Some(&good), "invalid tag"),
-        (vec!["push", img_s, "--name", "ok", "--label", "novalue"], Some(&good), "key=value"),
-        (vec!["push", "/nonexistent/file.raw", "--name", "ok"], Some(&good), "no such file"),
+        (
+            vec!["push", img_s, "--name", "a/b"],
+            Some(&good),
+            "invalid image name",
+        ),
+        (
+            vec!["push", img_s, "--name", ".."],
+            Some(&good),
+            "invalid image name",
+        ),
+        (
+            vec!["push", img_s, "--name", ""],
+            Some(&good),
+            "invalid image name",
+        ),
+        (
+            vec!["push", img_s, "--name", "ok", "--tag", "x/y"],
+            Some(&good),
+            "invalid tag",
+        ),
+        (
+            vec!["push", img_s, "--name", "ok", "--label", "novalue"],
+            Some(&good),
+            "key=value",
+        ),
+        (
+            vec!["push", "/nonexistent/file.raw", "--name", "ok"],
+            Some(&good),
+            "no such file",
+        ),
         (vec!["get", "missing:1", out_s], Some(&good), "not found"),
-        (vec!["get", "../x", out_s], Some(&good), "invalid image name"),
+        (
+            vec!["get", "../x", out_s],
+            Some(&good),
+            "invalid image name",
+        ),
         (vec!["rm", "missing"], Some(&good), "NAME:TAG"),
         (vec!["rm", "missing:1"], Some(&good), "not found"),
         (vec!["search", "noequals"], Some(&good), "key=value"),

@@ -12,12 +12,24 @@ fn push_get_survives_a_stopped_and_a_corrupt_store() {
     let img = c.path("disk.raw");
     write_image(&img, common::image_mib());
 
-    let id = c.ok(&["push", img.to_str().unwrap(), "--name", "debian", "--tag", "12", "--label", "os=linux"]);
+    let id = c.ok(&[
+        "push",
+        img.to_str().unwrap(),
+        "--name",
+        "debian",
+        "--tag",
+        "12",
+        "--label",
+        "os=linux",
+    ]);
     let id = id.trim();
     assert_eq!(id.len(), 64, "push prints the image id: {id:?}");
 
     let ls = c.ok(&["ls"]);
-    assert!(ls.contains("debian") && ls.contains("12") && ls.contains(&id[..12]), "{ls}");
+    assert!(
+        ls.contains("debian") && ls.contains("12") && ls.contains(&id[..12]),
+        "{ls}"
+    );
     assert!(c.ok(&["search", "os=linux"]).contains("debian"));
     assert!(!c.ok(&["search", "os=bsd"]).contains("debian"));
 
@@ -56,7 +68,10 @@ fn push_get_survives_a_stopped_and_a_corrupt_store() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(same_file(&img, &out));
-    assert!(err.contains("store http-0 served") && err.contains("corrupt"), "{err}");
+    assert!(
+        err.contains("store http-0 served") && err.contains("corrupt"),
+        "{err}"
+    );
 
     // Store 0 corrupt and two more stores down: more than m shards lost.
     c.servers[1].stop();
@@ -65,8 +80,18 @@ fn push_get_survives_a_stopped_and_a_corrupt_store() {
     let o = c.vmifs(&["get", "debian:12", lost.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert_eq!(err.trim().lines().filter(|l| l.starts_with("vmifs: error")).count(), 1, "{err}");
-    assert!(err.contains("chunk") && err.contains("unavailable"), "{err}");
+    assert_eq!(
+        err.trim()
+            .lines()
+            .filter(|l| l.starts_with("vmifs: error"))
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("chunk") && err.contains("unavailable"),
+        "{err}"
+    );
     assert!(err.contains("http-1") || err.contains("http-2"), "{err}");
     assert!(!lost.exists());
     let stray: Vec<_> = std::fs::read_dir(c.dir.path())

@@ -16,7 +16,9 @@ use vmifs::store::memory::MemoryStore;
 use vmifs::store::{DynStore, Store};
 
 fn stores(n: usize) -> (Vec<Arc<MemoryStore>>, Repo) {
-    let mem: Vec<Arc<MemoryStore>> = (0..n).map(|i| Arc::new(MemoryStore::new(format!("s{i}")))).collect();
+    let mem: Vec<Arc<MemoryStore>> = (0..n)
+        .map(|i| Arc::new(MemoryStore::new(format!("s{i}"))))
+        .collect();
     let dyns: Vec<DynStore> = mem.iter().map(|m| m.clone() as DynStore).collect();
     (mem, Repo::from_stores(dyns))
 }
@@ -41,7 +43,14 @@ fn image(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
-async fn push_bytes(repo: &Repo, dir: &Path, data: &[u8], k: usize, m: usize, cs: u64) -> vmifs::id::ImageId {
+async fn push_bytes(
+    repo: &Repo,
+    dir: &Path,
+    data: &[u8],
+    k: usize,
+    m: usize,
+    cs: u64,
+) -> vmifs::id::ImageId {
     let f = dir.join("img.raw");
     std::fs::write(&f, data).unwrap();
     let req = PushRequest {
@@ -111,7 +120,11 @@ async fn zero_image_stores_no_shards_and_dedup_skips_uploads() {
         name: "img".parse().unwrap(),
         tag: "v2".parse().unwrap(),
         labels: BTreeMap::new(),
-        erasure: ErasureConfig { data: 4, parity: 2, chunk_size: 4096 },
+        erasure: ErasureConfig {
+            data: 4,
+            parity: 2,
+            chunk_size: 4096,
+        },
         parallel: 4,
     };
     let r = push(&repo, req, None).await.unwrap();
@@ -128,7 +141,12 @@ async fn lost_and_corrupt_shards() {
     push_bytes(&repo, dir.path(), &data, 4, 2, 4096).await;
 
     // Corrupt every shard on store 1 (flip a payload byte, and truncate some).
-    for (i, key) in mem[1].keys().into_iter().filter(|k| k.starts_with("shards/")).enumerate() {
+    for (i, key) in mem[1]
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("shards/"))
+        .enumerate()
+    {
         let obj = mem[1].get_range(&key, None).await.unwrap();
         let mut v = obj.to_vec();
         if i % 2 == 0 {
@@ -163,7 +181,10 @@ async fn lost_and_corrupt_shards() {
     }
     let _ = std::fs::remove_file(dir.path().join("out.raw"));
     let err = get_bytes(&repo, dir.path()).await.unwrap_err().to_string();
-    assert!(err.contains("unavailable") && err.contains("chunk"), "{err}");
+    assert!(
+        err.contains("unavailable") && err.contains("chunk"),
+        "{err}"
+    );
     assert!(err.contains("s1") || err.contains("s2"), "{err}");
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -183,7 +204,11 @@ async fn forged_consistent_shard_is_caught_by_chunk_hash() {
     push_bytes(&repo, dir.path(), &data, 2, 1, 4096).await;
     // Store 0 replaces each of its shards by a well-formed shard of other bytes.
     let codec = Codec::new(2, 1).unwrap();
-    for key in mem[0].keys().into_iter().filter(|k| k.starts_with("shards/")) {
+    for key in mem[0]
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("shards/"))
+    {
         let (chunk, _, _, index) = vmifs::layout::parse_shard_key(&key).unwrap();
         let fake = vec![0x5au8; 4096];
         let objs = codec.encode_objects(chunk, &fake);
@@ -212,7 +237,13 @@ async fn catalog_rm_and_gc() {
     assert_eq!(r.manifests_deleted, 1);
     assert!(r.shards_deleted > 0);
     for m in &mem {
-        assert!(m.keys().iter().all(|k| !k.starts_with("shards/") && !k.starts_with("manifests/")), "{:?}", m.keys());
+        assert!(
+            m.keys()
+                .iter()
+                .all(|k| !k.starts_with("shards/") && !k.starts_with("manifests/")),
+            "{:?}",
+            m.keys()
+        );
     }
     // gc refuses to run while a push holds its lock.
     let lock = repo.lock("push").await.unwrap();

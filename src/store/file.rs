@@ -29,12 +29,21 @@ pub struct FileStore {
 
 impl FileStore {
     /// Open (creating if needed) a store rooted at `root`.
-    pub fn open(name: impl Into<String>, root: impl Into<PathBuf>, fsync: bool) -> Result<Self, StoreError> {
+    pub fn open(
+        name: impl Into<String>,
+        root: impl Into<PathBuf>,
+        fsync: bool,
+    ) -> Result<Self, StoreError> {
         let name = name.into();
         let root = root.into();
         let tmp = root.join(TMP);
-        std::fs::create_dir_all(&tmp)
-            .map_err(|e| StoreError::new(ErrorKind::Permanent, &name, format!("{}: {e}", root.display())))?;
+        std::fs::create_dir_all(&tmp).map_err(|e| {
+            StoreError::new(
+                ErrorKind::Permanent,
+                &name,
+                format!("{}: {e}", root.display()),
+            )
+        })?;
         // Leftovers of puts interrupted by a crash.
         if let Ok(rd) = std::fs::read_dir(&tmp) {
             for e in rd.flatten() {
@@ -75,7 +84,11 @@ impl FileStore {
     }
 
     /// Blocking body of `get_range`, also used by `vmifs serve`.
-    pub fn read_range_sync(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
+    pub fn read_range_sync(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<Bytes, StoreError> {
         let path = self.path(key)?;
         let mut f = std::fs::File::open(&path).map_err(|e| self.io_err(key, e))?;
         let meta = f.metadata().map_err(|e| self.io_err(key, e))?;
@@ -84,7 +97,8 @@ impl FileStore {
         }
         let r = clamp_range(range, meta.len());
         let mut buf = vec![0u8; (r.end - r.start) as usize];
-        f.seek(SeekFrom::Start(r.start)).map_err(|e| self.io_err(key, e))?;
+        f.seek(SeekFrom::Start(r.start))
+            .map_err(|e| self.io_err(key, e))?;
         f.read_exact(&mut buf).map_err(|e| self.io_err(key, e))?;
         Ok(Bytes::from(buf))
     }
@@ -98,15 +112,21 @@ impl FileStore {
             self.seq.fetch_add(1, Ordering::Relaxed)
         ));
         let write = || -> std::io::Result<()> {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(data)?;
             if self.fsync {
                 f.sync_all()?;
             }
-            std::fs::rename(&tmp, &path)?;
+            // Create the parent directories only when the rename says they are missing.
+            if let Err(e) = std::fs::rename(&tmp, &path) {
+                match path.parent() {
+                    Some(parent) if e.kind() == std::io::ErrorKind::NotFound => {
+                        std::fs::create_dir_all(parent)?;
+                        std::fs::rename(&tmp, &path)?;
+                    }
+                    _ => return Err(e),
+                }
+            }
             if self.fsync {
                 if let Some(parent) = path.parent() {
                     std::fs::File::open(parent)?.sync_all()?;
@@ -172,7 +192,7 @@ impl FileStore {
                     Some(r) => r.to_string(),
                     None => continue,
                 };
-                if rel == TMP {
+                if rel == TMP || rel.starts_with(".tmp/") {
                     continue;
                 }
                 let ft = entry.file_type().map_err(|e| self.io_err(&rel, e))?;
@@ -181,7 +201,10 @@ impl FileStore {
                     if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
                         stack.push(path);
                     }
-                } else if ft.is_file() && rel.starts_with(prefix) && check_key(&self.name, &rel).is_ok() {
+                } else if ft.is_file()
+                    && rel.starts_with(prefix)
+                    && check_key(&self.name, &rel).is_ok()
+                {
                     let meta = entry.metadata().map_err(|e| self.io_err(&rel, e))?;
                     out.push(ObjectMeta {
                         key: rel,

@@ -44,7 +44,8 @@ impl Store for Timeout {
         self.inner.name()
     }
     async fn get_range(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
-        self.run(self.limit, key, self.inner.get_range(key, range)).await
+        self.run(self.limit, key, self.inner.get_range(key, range))
+            .await
     }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         self.run(self.limit, key, self.inner.put(key, data)).await
@@ -56,6 +57,7 @@ impl Store for Timeout {
         self.run(self.limit, key, self.inner.delete(key)).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.run(self.limit * 6, prefix, self.inner.list(prefix)).await
+        self.run(self.limit * 6, prefix, self.inner.list(prefix))
+            .await
     }
 }

@@ -15,7 +15,11 @@ pub const S3_KEY: &str = "vmifs-test-key";
 pub const S3_SECRET: &str = "vmifs-test-secret-0123456789";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn wait_port(port: u16) {
@@ -39,8 +43,13 @@ pub fn kill(child: &mut Child) {
 }
 
 pub fn s3s_fs() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let candidates = [home.join(".cargo/bin/s3s-fs"), PathBuf::from("/usr/local/bin/s3s-fs")];
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let candidates = [
+        home.join(".cargo/bin/s3s-fs"),
+        PathBuf::from("/usr/local/bin/s3s-fs"),
+    ];
     if let Some(p) = candidates.into_iter().find(|p| p.exists()) {
         return Some(p);
     }
@@ -179,7 +188,11 @@ impl Cluster {
         }
         let config = dir.path().join("config.toml");
         std::fs::write(&config, toml).unwrap();
-        let mut c = Cluster { dir, servers, config };
+        let mut c = Cluster {
+            dir,
+            servers,
+            config,
+        };
         for s in &mut c.servers {
             s.start();
         }
@@ -250,7 +263,10 @@ pub fn write_image(path: &Path, mib: usize) {
 /// Compare two files block by block.
 pub fn same_file(a: &Path, b: &Path) -> bool {
     use std::io::Read;
-    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let (mut fa, mut fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
     if fa.metadata().unwrap().len() != fb.metadata().unwrap().len() {
         return false;
     }
@@ -268,5 +284,8 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 pub fn image_mib() -> usize {
-    std::env::var("VMIFS_TEST_IMAGE_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024)
+    std::env::var("VMIFS_TEST_IMAGE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
 }

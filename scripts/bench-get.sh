@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Side-by-side, in one run: `vmifs push` throughput, and `vmifs get` of an image
+# from three loopback `vmifs serve` stores (k=4, m=2) against `curl` of the same
+# bytes as one plain file from one of those servers. Prints medians and ratios.
+#   scripts/bench-get.sh [MiB] [runs]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vmifs/target}"
+MIB="${1:-1024}"
+RUNS="${2:-3}"
+cargo build --release --quiet
+VMIFS="$CARGO_TARGET_DIR/release/vmifs"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/vmifs-bench.XXXXXX")"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PORTS=()
+for i in 0 1 2; do
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$VMIFS" serve --no-fsync --root "$WORK/store-$i" --listen "127.0.0.1:$port" 2>/dev/null &
+  PIDS+=($!)
+  PORTS+=("$port")
+done
+for port in "${PORTS[@]}"; do
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
+done
+{
+  printf '[erasure]\ndata = 4\nparity = 2\nchunk_size = "256KiB"\n'
+  for i in 0 1 2; do printf '[[store]]\nname = "s%s"\nurl = "http://127.0.0.1:%s"\n' "$i" "${PORTS[$i]}"; done
+} >"$WORK/config.toml"
+export VMIFS_CONFIG="$WORK/config.toml"
+
+head -c "$((MIB << 20))" /dev/urandom >"$WORK/image.raw"
+mkdir -p "$WORK/store-0/plain"
+cp "$WORK/image.raw" "$WORK/store-0/plain/image.raw"
+
+now() { date +%s.%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+t0=$(now)
+"$VMIFS" push "$WORK/image.raw" --name bench >/dev/null 2>&1
+t1=$(now)
+push_s=$(echo "$t1 - $t0" | bc -l)
+
+get_times=() curl_times=()
+for _ in $(seq "$RUNS"); do
+  rm -f "$WORK/out.raw" "$WORK/curl.raw"
+  sync
+  t0=$(now); curl -sf -o "$WORK/curl.raw" "http://127.0.0.1:${PORTS[0]}/plain/image.raw"; t1=$(now)
+  curl_times+=("$(echo "$t1 - $t0" | bc -l)")
+  sync
+  t0=$(now); "$VMIFS" get bench "$WORK/out.raw" 2>/dev/null; t1=$(now)
+  get_times+=("$(echo "$t1 - $t0" | bc -l)")
+  cmp "$WORK/out.raw" "$WORK/image.raw"
+done
+g=$(printf '%s\n' "${get_times[@]}" | median)
+c=$(printf '%s\n' "${curl_times[@]}" | median)
+printf 'image: %d MiB random data, k=4 m=2, 3 loopback stores, %d runs\n' "$MIB" "$RUNS"
+printf 'push:          %6.2f s  %7.0f MB/s\n' "$push_s" "$(echo "$MIB * 1.048576 / $push_s" | bc -l)"
+printf 'curl (1 file): %6.2f s  %7.0f MB/s  (median)\n' "$c" "$(echo "$MIB * 1.048576 / $c" | bc -l)"
+printf 'vmifs get:     %6.2f s  %7.0f MB/s  (median)\n' "$g" "$(echo "$MIB * 1.048576 / $g" | bc -l)"
+printf 'get speed / curl speed: %.2fx\n' "$(echo "$c / $g" | bc -l)"

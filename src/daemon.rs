@@ -1,0 +1,393 @@
+//! `vmifs mount MOUNTPOINT`: the mount daemon, in the foreground.
+//!
+//! Start-up, in order: open the cache and the stores; read the tags and their
+//! manifests; clear a stale mount a killed daemon left at MOUNTPOINT (stat says
+//! `ENOTCONN`: detach it) and refuse to stack on a live one; mount with fuser
+//! (`mount.threads` FUSE threads, `allow_other` when configured); raise the
+//! mount's kernel read-ahead (bdi `read_ahead_kb`, found through
+//! `/proc/self/mountinfo`); open the status socket; and only then tell systemd
+//! `READY=1`.
+//!
+//! While running: tags are re-read every `mount.refresh` and on SIGHUP (a store
+//! that is down does not empty the mount: the previous view is kept). On SIGTERM
+//! or SIGINT the file system is unmounted (lazily if files are still open) and
+//! the daemon exits 0.
+//!
+//! Status: the socket answers every connection with one JSON document
+//! ([`Status`]) and closes it; `vmifs status` prints it.
+
+use std::collections::HashSet;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cache::{Cache, CacheUsage};
+use crate::config::{Config, Prefetch};
+use crate::fetch::Fetcher;
+use crate::fs::{Fs, Volume};
+use crate::id::ImageId;
+use crate::image::{Chunks, ImageReader, ImageStats, Limits};
+use crate::namespace::{Inodes, TagEntry, Tree};
+use crate::repo::Repo;
+use crate::stats::StoreSnapshot;
+
+/// The status document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub mountpoint: PathBuf,
+    pub images: Vec<ImageStatus>,
+    pub stores: Vec<StoreSnapshot>,
+    pub chunks_fetched: u64,
+    pub degraded_reads: u64,
+    pub cache: CacheUsage,
+    pub open_files: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageStatus {
+    pub name: String,
+    pub tag: String,
+    #[serde(flatten)]
+    pub stats: ImageStats,
+}
+
+/// Where the status socket lives.
+pub fn socket_path(cfg: &Config) -> PathBuf {
+    cfg.mount
+        .socket
+        .clone()
+        .unwrap_or_else(|| cfg.cache.dir.join("vmifs.sock"))
+}
+
+struct Daemon {
+    cfg: Config,
+    mountpoint: PathBuf,
+    repo: Repo,
+    chunks: Arc<Chunks>,
+    vol: Arc<Volume>,
+    inodes: Mutex<Inodes>,
+    tags: Mutex<Vec<TagEntry>>,
+}
+
+impl Daemon {
+    /// Re-read the tags and show them. Keeps the old view if the stores fail.
+    async fn refresh(&self) -> Result<()> {
+        let records = self.repo.tags().await.context("cannot read tags")?;
+        let mut readers = self.vol.readers();
+        let mut entries = Vec::new();
+        let mut live: HashSet<ImageId> = HashSet::new();
+        for ((name, tag), rec) in records {
+            let reader = match readers.get(&rec.image) {
+                Some(r) => r.clone(),
+                None => match self.repo.manifest(&rec.image).await {
+                    Ok(m) => {
+                        let plan = self.chunks.fetcher().plan(m)?;
+                        let r = ImageReader::new(
+                            rec.image,
+                            plan,
+                            self.chunks.clone(),
+                            self.cfg.mount.readahead_chunks,
+                        );
+                        readers.insert(rec.image, r.clone());
+                        r
+                    }
+                    Err(e) => {
+                        tracing::warn!(image = %format!("{name}:{tag}"), "skipping: {e}");
+                        continue;
+                    }
+                },
+            };
+            live.insert(rec.image);
+            entries.push(TagEntry {
+                name,
+                tag,
+                image: rec.image,
+                size: reader.size(),
+                time_ms: rec.time_ms,
+            });
+        }
+        readers.retain(|id, _| live.contains(id));
+        let tree = Tree::build(&entries, &mut self.inodes.lock().unwrap());
+        if self.cfg.mount.prefetch == Prefetch::Mount {
+            for r in readers.values() {
+                r.prefetch_all();
+            }
+        }
+        tracing::info!(
+            tags = entries.len(),
+            versions = readers.len(),
+            "tags refreshed"
+        );
+        self.vol.set(tree, readers);
+        *self.tags.lock().unwrap() = entries;
+        Ok(())
+    }
+
+    fn status(&self) -> Status {
+        let readers = self.vol.readers();
+        let images = self
+            .tags
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|t| {
+                readers.get(&t.image).map(|r| ImageStatus {
+                    name: t.name.to_string(),
+                    tag: t.tag.to_string(),
+                    stats: r.stats(),
+                })
+            })
+            .collect();
+        let stats = self.chunks.fetcher().stats();
+        Status {
+            mountpoint: self.mountpoint.clone(),
+            images,
+            stores: stats.snapshot(),
+            chunks_fetched: stats
+                .chunks_fetched
+                .load(std::sync::atomic::Ordering::Relaxed),
+            degraded_reads: stats
+                .degraded_reads
+                .load(std::sync::atomic::Ordering::Relaxed),
+            cache: self.chunks.cache().usage(),
+            open_files: self.vol.open_files(),
+        }
+    }
+}
+
+/// Run the daemon until SIGTERM/SIGINT.
+pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
+    let meta = match std::fs::metadata(mountpoint) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            tracing::warn!(mountpoint = %mountpoint.display(), "clearing a stale mount left by a daemon that died");
+            detach(mountpoint).context("cannot clear the stale mount")?;
+            std::fs::metadata(mountpoint)
+        }
+        r => r,
+    }
+    .with_context(|| format!("mount point {}", mountpoint.display()))?;
+    if !meta.is_dir() {
+        bail!("mount point {} is not a directory", mountpoint.display());
+    }
+    let mountpoint = mountpoint.canonicalize().context("mount point")?;
+    if mount_of(&mountpoint).is_some_and(|m| m.fstype.starts_with("fuse")) {
+        bail!(
+            "{} is already mounted (another vmifs mount?)",
+            mountpoint.display()
+        );
+    }
+
+    let cache = Arc::new(Cache::open(&cfg.cache.dir, cfg.cache.max_size)?);
+    let repo = Repo::open(&cfg)?;
+    let fetcher = Fetcher::new(repo.stores().to_vec(), cfg.fetch.hedge_after);
+    let limits = Limits {
+        readahead: cfg.fetch.parallel_chunks.clamp(1, 64),
+        prefetch: (cfg.fetch.parallel_chunks / 4).clamp(1, 8),
+    };
+    let chunks = Chunks::new(fetcher, cache, limits);
+    let vol = Volume::new(cfg.mount.prefetch == Prefetch::Open);
+    let daemon = Arc::new(Daemon {
+        cfg: cfg.clone(),
+        mountpoint: mountpoint.clone(),
+        repo,
+        chunks,
+        vol: vol.clone(),
+        inodes: Mutex::default(),
+        tags: Mutex::default(),
+    });
+    if let Err(e) = daemon.refresh().await {
+        // Mount anyway (empty): the stores may come back; refresh retries.
+        tracing::error!("{e:#}");
+    }
+
+    let mut fcfg = fuser::Config::default();
+    fcfg.mount_options = vec![
+        fuser::MountOption::FSName("vmifs".into()),
+        fuser::MountOption::Subtype("vmifs".into()),
+        fuser::MountOption::RO,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::DefaultPermissions,
+    ];
+    fcfg.n_threads = Some(cfg.mount.threads.max(1));
+    fcfg.clone_fd = cfg.mount.threads > 1;
+    if cfg.mount.allow_other {
+        fcfg.acl = fuser::SessionACL::All;
+    }
+    let fs = Fs::new(vol, tokio::runtime::Handle::current(), 64);
+    let mp = mountpoint.clone();
+    let session = tokio::task::spawn_blocking(move || fuser::spawn_mount(fs, &mp, &fcfg))
+        .await?
+        .with_context(|| format!("cannot mount {}", mountpoint.display()))?;
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+    if let Err(e) = raise_readahead(&mountpoint, cfg.mount.kernel_readahead) {
+        tracing::warn!("cannot raise the kernel read-ahead: {e}");
+    }
+
+    let sock = socket_path(&cfg);
+    let _ = std::fs::remove_file(&sock);
+    if let Some(dir) = sock.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let listener = tokio::net::UnixListener::bind(&sock)
+        .with_context(|| format!("status socket {}", sock.display()))?;
+    let d = daemon.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let body = serde_json::to_vec(&d.status()).unwrap_or_default();
+            tokio::spawn(async move {
+                let _ = conn.write_all(&body).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(cfg.mount.refresh.max(Duration::from_secs(1)));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: refreshing tags");
+                if let Err(e) = daemon.refresh().await { tracing::warn!("{e:#}"); }
+            }
+            _ = tick.tick() => {
+                if let Err(e) = daemon.refresh().await { tracing::warn!("{e:#}"); }
+            }
+        }
+    }
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!(mountpoint = %mountpoint.display(), "unmounting");
+    let _ = std::fs::remove_file(&sock);
+    let joined = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || session.umount_and_join()),
+    )
+    .await;
+    match joined {
+        Ok(Ok(Ok(()))) => {}
+        other => {
+            tracing::warn!(
+                "clean unmount failed ({other:?}); detaching the mount (files still open?)"
+            );
+            let _ = detach(&mountpoint);
+        }
+    }
+    Ok(())
+}
+
+/// `umount -l`: detach the mount now, finish when its last user leaves.
+pub fn detach(path: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: c is a valid NUL-terminated path.
+    let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    pub dev: String,
+    pub mountpoint: PathBuf,
+    pub fstype: String,
+}
+
+/// Parse `/proc/self/mountinfo` (mount points have spaces etc. as `\040`).
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            let sep = f.iter().position(|&x| x == "-")?;
+            Some(MountInfo {
+                dev: f.get(2)?.to_string(),
+                mountpoint: PathBuf::from(unescape(f.get(4)?)),
+                fstype: f.get(sep + 1)?.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The last mount at exactly `path`, if any.
+fn mount_of(path: &Path) -> Option<MountInfo> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    parse_mountinfo(&text)
+        .into_iter()
+        .rev()
+        .find(|m| m.mountpoint == path)
+}
+
+fn raise_readahead(mountpoint: &Path, bytes: u64) -> Result<()> {
+    let m = mount_of(mountpoint).context("mount not found in /proc/self/mountinfo")?;
+    let path = format!("/sys/class/bdi/{}/read_ahead_kb", m.dev);
+    std::fs::write(&path, format!("{}", bytes / 1024)).with_context(|| path.clone())?;
+    tracing::info!(bdi = %m.dev, read_ahead_kb = bytes / 1024, "kernel read-ahead raised");
+    Ok(())
+}
+
+/// Read the status document from a running daemon.
+pub fn query_status(socket: &Path) -> Result<serde_json::Value> {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot reach the mount daemon at {} (is `vmifs mount` running?)",
+            socket.display()
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    Ok(serde_json::from_slice(&buf)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines() {
+        let text = "22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                    95 22 0:52 / /var/lib/my\\040vmi rw,nosuid,nodev,relatime shared:50 - fuse.vmifs vmifs ro,user_id=0\n\
+                    garbage\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1].dev, "0:52");
+        assert_eq!(m[1].mountpoint, PathBuf::from("/var/lib/my vmi"));
+        assert_eq!(m[1].fstype, "fuse.vmifs");
+        assert_eq!(unescape("a\\134b"), "a\\b");
+        assert_eq!(unescape("end\\04"), "end\\04");
+    }
+}

@@ -1,0 +1,597 @@
+//! Reading an image version at any offset: the logic behind a mounted file,
+//! with no knowledge of FUSE.
+//!
+//! Contract of [`ImageReader::read_at`]: it returns exactly
+//! `min(len, size - offset)` bytes (empty at or past the end), never fewer — QEMU
+//! takes a short read on a regular file as the end of the file and fills zeros
+//! silently — or an error. Every byte comes from a [`VerifiedChunk`] or from an
+//! all-zero chunk, which is answered without any fetch.
+//!
+//! Chunks come from [`Chunks`], shared by every image of a mount:
+//! - the local [`Cache`] is consulted first;
+//! - each chunk is fetched once at a time however many reads want it
+//!   (single-flight, keyed by chunk id, so identical chunks of different images
+//!   share the download); the fetched chunk is cached before waiters are released;
+//! - priorities: on-demand reads never wait for a permit; read-ahead (started when
+//!   a file is read sequentially) and whole-image prefetch run in background tasks,
+//!   each bounded by its own small semaphore, so they only use spare capacity.
+//!
+//! The offset arithmetic ([`spans`]) is a pure function, table-tested.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared, join_all};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::cache::Cache;
+use crate::error::Error;
+use crate::fetch::{Fetcher, Plan};
+use crate::id::{ChunkId, ImageId};
+
+/// The part of one chunk a read covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub chunk: u64,
+    /// Offset inside the chunk.
+    pub start: usize,
+    pub len: usize,
+}
+
+/// The chunks covering `[offset, offset + len)` of an image of `size` bytes cut
+/// into `chunk_size` chunks, clipped at the end of the image.
+pub fn spans(offset: u64, len: u64, size: u64, chunk_size: u64) -> Vec<Span> {
+    let end = offset.saturating_add(len).min(size);
+    let mut out = Vec::new();
+    let mut pos = offset;
+    while pos < end {
+        let chunk = pos / chunk_size;
+        let chunk_end = ((chunk + 1) * chunk_size).min(end);
+        out.push(Span {
+            chunk,
+            start: (pos - chunk * chunk_size) as usize,
+            len: (chunk_end - pos) as usize,
+        });
+        pos = chunk_end;
+    }
+    out
+}
+
+/// Bytes a read returns: `min(len, size - offset)`, 0 past the end.
+pub fn clipped_len(offset: u64, len: u64, size: u64) -> u64 {
+    size.saturating_sub(offset).min(len)
+}
+
+type SharedFetch = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
+
+/// Concurrency of background work, per kind, for a whole mount.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub readahead: usize,
+    pub prefetch: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            readahead: 8,
+            prefetch: 2,
+        }
+    }
+}
+
+/// Where chunks come from: cache, then stores, single-flight. Shared by all images.
+#[derive(Debug)]
+pub struct Chunks {
+    fetcher: Fetcher,
+    cache: Arc<Cache>,
+    inflight: Mutex<HashMap<ChunkId, SharedFetch>>,
+    readahead: Semaphore,
+    prefetch: Arc<Semaphore>,
+}
+
+impl Chunks {
+    pub fn new(fetcher: Fetcher, cache: Arc<Cache>, limits: Limits) -> Arc<Self> {
+        Arc::new(Chunks {
+            fetcher,
+            cache,
+            inflight: Mutex::new(HashMap::new()),
+            readahead: Semaphore::new(limits.readahead.max(1)),
+            prefetch: Arc::new(Semaphore::new(limits.prefetch.max(1))),
+        })
+    }
+
+    pub fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
+    }
+
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+
+    fn prefetch_permits(&self) -> Arc<Semaphore> {
+        self.prefetch.clone()
+    }
+
+    /// The chunk's bytes, from the cache or fetched (once, whoever else asks).
+    async fn get(
+        self: &Arc<Self>,
+        plan: &Plan,
+        index: u64,
+        id: ChunkId,
+        counters: &Arc<Counters>,
+    ) -> Result<Bytes, Error> {
+        let cache = self.cache.clone();
+        if cache.contains(&id) {
+            let hit = tokio::task::spawn_blocking(move || cache.get(&id))
+                .await
+                .map_err(|e| Error::Invalid(format!("cache task: {e}")))?;
+            if let Some(c) = hit {
+                counters.bytes_from_cache.fetch_add(c.len() as u64, Relaxed);
+                return Ok(c.into_bytes());
+            }
+        }
+        let fut = {
+            let mut map = self.inflight.lock().unwrap();
+            match map.get(&id) {
+                Some(f) => f.clone(),
+                None => {
+                    let me = self.clone();
+                    let plan = plan.clone();
+                    let counters = counters.clone();
+                    let task = tokio::spawn(async move {
+                        let r = me.fetcher.fetch(&plan, index).await;
+                        let r = match r {
+                            Ok(chunk) => {
+                                counters
+                                    .bytes_fetched
+                                    .fetch_add(chunk.len() as u64, Relaxed);
+                                let cache = me.cache.clone();
+                                let c2 = chunk.clone();
+                                let _ = tokio::task::spawn_blocking(move || cache.put(&c2)).await;
+                                Ok(chunk.into_bytes())
+                            }
+                            Err(e) => Err(Arc::new(e)),
+                        };
+                        me.inflight.lock().unwrap().remove(&id);
+                        r
+                    });
+                    let f: BoxFuture<'static, Result<Bytes, Arc<Error>>> = async move {
+                        task.await.unwrap_or_else(|e| {
+                            Err(Arc::new(Error::Invalid(format!("fetch task: {e}"))))
+                        })
+                    }
+                    .boxed();
+                    let f = f.shared();
+                    map.insert(id, f.clone());
+                    f
+                }
+            }
+        };
+        fut.await.map_err(|e| match &*e {
+            Error::Corrupt(m) => Error::Corrupt(m.clone()),
+            other => Error::Unavailable(other.to_string()),
+        })
+    }
+}
+
+/// Per-image counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub reads: AtomicU64,
+    pub bytes_read: AtomicU64,
+    /// Chunk bytes fetched from the stores on behalf of this image.
+    pub bytes_fetched: AtomicU64,
+    /// Chunk bytes served from the local cache.
+    pub bytes_from_cache: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageStats {
+    pub id: ImageId,
+    pub size: u64,
+    pub reads: u64,
+    pub bytes_read: u64,
+    pub bytes_fetched: u64,
+    pub bytes_from_cache: u64,
+    /// Bytes of this image's chunks present in the cache now.
+    pub bytes_cached: u64,
+}
+
+/// One image version, readable at any offset.
+#[derive(Debug)]
+pub struct ImageReader {
+    id: ImageId,
+    plan: Plan,
+    chunks: Arc<Chunks>,
+    counters: Arc<Counters>,
+    readahead_chunks: u64,
+    /// One past the last chunk of the previous read (sequential detection).
+    next_chunk: AtomicU64,
+    /// Read-ahead has been started for chunks below this index.
+    ahead_until: AtomicU64,
+    prefetching: std::sync::atomic::AtomicBool,
+}
+
+impl ImageReader {
+    pub fn new(id: ImageId, plan: Plan, chunks: Arc<Chunks>, readahead_chunks: usize) -> Arc<Self> {
+        Arc::new(ImageReader {
+            id,
+            plan,
+            chunks,
+            counters: Arc::default(),
+            readahead_chunks: readahead_chunks as u64,
+            next_chunk: AtomicU64::new(u64::MAX),
+            ahead_until: AtomicU64::new(0),
+            prefetching: Default::default(),
+        })
+    }
+
+    pub fn id(&self) -> ImageId {
+        self.id
+    }
+
+    pub fn size(&self) -> u64 {
+        self.plan.manifest.size
+    }
+
+    pub fn stats(&self) -> ImageStats {
+        let m = &self.plan.manifest;
+        let cache = self.chunks.cache();
+        let bytes_cached = (0..m.chunk_count())
+            .filter(|&i| m.chunks[i as usize].is_some_and(|id| cache.contains(&id)))
+            .map(|i| m.chunk_len(i) as u64)
+            .sum();
+        ImageStats {
+            id: self.id,
+            size: m.size,
+            reads: self.counters.reads.load(Relaxed),
+            bytes_read: self.counters.bytes_read.load(Relaxed),
+            bytes_fetched: self.counters.bytes_fetched.load(Relaxed),
+            bytes_from_cache: self.counters.bytes_from_cache.load(Relaxed),
+            bytes_cached,
+        }
+    }
+
+    async fn chunk(&self, index: u64) -> Result<Bytes, Error> {
+        let m = &self.plan.manifest;
+        match m.chunks[index as usize] {
+            None => Ok(Bytes::from(vec![0u8; m.chunk_len(index)])),
+            Some(id) => self.chunks.get(&self.plan, index, id, &self.counters).await,
+        }
+    }
+
+    /// Exactly `min(len, size - offset)` bytes at `offset`.
+    pub async fn read_at(self: &Arc<Self>, offset: u64, len: u64) -> Result<Bytes, Error> {
+        let m = &self.plan.manifest;
+        self.counters.reads.fetch_add(1, Relaxed);
+        let want = clipped_len(offset, len, m.size);
+        let parts = spans(offset, len, m.size, m.chunk_size);
+        let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+            return Ok(Bytes::new());
+        };
+        let (first, last) = (first.chunk, last.chunk);
+        let prev_next = self.next_chunk.swap(last + 1, Relaxed);
+        if prev_next != u64::MAX && (first + 1 == prev_next || first == prev_next) {
+            self.read_ahead(last + 1);
+        }
+        let datas = join_all(parts.iter().map(|s| self.chunk(s.chunk))).await;
+        let mut out = BytesMut::with_capacity(want as usize);
+        for (s, d) in parts.iter().zip(datas) {
+            let d = d?;
+            if parts.len() == 1 {
+                self.counters.bytes_read.fetch_add(s.len as u64, Relaxed);
+                return Ok(d.slice(s.start..s.start + s.len));
+            }
+            out.extend_from_slice(&d[s.start..s.start + s.len]);
+        }
+        debug_assert_eq!(out.len() as u64, want);
+        self.counters.bytes_read.fetch_add(want, Relaxed);
+        Ok(out.freeze())
+    }
+
+    /// Start background fetches of the `readahead_chunks` chunks from `from`.
+    fn read_ahead(self: &Arc<Self>, from: u64) {
+        let m = &self.plan.manifest;
+        let end = (from + self.readahead_chunks).min(m.chunk_count());
+        // Continue where the window ended if it is still ahead of us; after a
+        // jump (or a second pass over the file) start afresh.
+        let prev = self.ahead_until.swap(end, Relaxed);
+        let start = if (from..=end).contains(&prev) {
+            prev
+        } else {
+            from
+        };
+        for index in start..end {
+            let Some(id) = m.chunks[index as usize] else {
+                continue;
+            };
+            if self.chunks.cache().contains(&id) {
+                continue;
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                let Ok(_permit) = me.chunks.readahead.acquire().await else {
+                    return;
+                };
+                if let Err(e) = me.chunks.get(&me.plan, index, id, &me.counters).await {
+                    tracing::debug!(image = %me.id.short(), index, "read-ahead failed: {e}");
+                }
+            });
+        }
+    }
+
+    /// Fetch every chunk of the image into the cache in the background, a few at
+    /// a time, below on-demand reads and read-ahead. Idempotent.
+    pub fn prefetch_all(self: &Arc<Self>) {
+        if self.prefetching.swap(true, Relaxed) {
+            return;
+        }
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let chunks = self.chunks.clone();
+        let n = self.plan.manifest.chunk_count();
+        tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            for index in 0..n {
+                let Ok(permit) = chunks.prefetch_permits().acquire_owned().await else {
+                    return;
+                };
+                // Stop when nobody needs the image any more.
+                let Some(me) = weak.upgrade() else { return };
+                let Some(id) = me.plan.manifest.chunks[index as usize] else {
+                    continue;
+                };
+                if chunks.cache().contains(&id) {
+                    continue;
+                }
+                tasks.push(tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Err(e) = me.chunks.get(&me.plan, index, id, &me.counters).await {
+                        tracing::debug!(image = %me.id.short(), index, "prefetch failed: {e}");
+                    }
+                }));
+            }
+            join_all(tasks).await;
+            tracing::info!("prefetch finished");
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ErasureConfig;
+    use crate::id::{Name, Tag};
+    use crate::publish::{PushRequest, push};
+    use crate::repo::Repo;
+    use crate::store::DynStore;
+    use crate::store::memory::MemoryStore;
+
+    #[test]
+    fn span_table() {
+        let s = |chunk, start, len| Span { chunk, start, len };
+        // (offset, len, size, chunk) → spans
+        let cases: Vec<(u64, u64, u64, u64, Vec<Span>)> = vec![
+            (0, 0, 100, 10, vec![]),
+            (0, 10, 100, 10, vec![s(0, 0, 10)]),
+            (5, 10, 100, 10, vec![s(0, 5, 5), s(1, 0, 5)]),
+            (9, 2, 100, 10, vec![s(0, 9, 1), s(1, 0, 1)]),
+            (10, 10, 100, 10, vec![s(1, 0, 10)]),
+            (
+                5,
+                30,
+                100,
+                10,
+                vec![s(0, 5, 5), s(1, 0, 10), s(2, 0, 10), s(3, 0, 5)],
+            ),
+            // Last chunk short (size 95): clipped at the end.
+            (88, 100, 95, 10, vec![s(8, 8, 2), s(9, 0, 5)]),
+            (90, 5, 95, 10, vec![s(9, 0, 5)]),
+            // At and past the end.
+            (95, 10, 95, 10, vec![]),
+            (200, 10, 95, 10, vec![]),
+            (u64::MAX - 1, 10, 95, 10, vec![]),
+            // Empty image.
+            (0, 10, 0, 10, vec![]),
+        ];
+        for (offset, len, size, chunk, want) in cases {
+            let got = spans(offset, len, size, chunk);
+            assert_eq!(
+                got, want,
+                "offset {offset} len {len} size {size} chunk {chunk}"
+            );
+            let total: u64 = got.iter().map(|s| s.len as u64).sum();
+            assert_eq!(total, clipped_len(offset, len, size));
+        }
+    }
+
+    struct Fixture {
+        data: Vec<u8>,
+        reader: Arc<ImageReader>,
+        stores: Vec<Arc<MemoryStore>>,
+        chunks: Arc<Chunks>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture(size: usize, chunk_size: u64) -> Fixture {
+        fixture_ra(size, chunk_size, 0).await
+    }
+
+    async fn fixture_ra(size: usize, chunk_size: u64, readahead: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = vec![0u8; size];
+        let mut x = 0x9e3779b97f4a7c15u64;
+        for (i, b) in data.iter_mut().enumerate() {
+            // Chunk 1 stays all zero.
+            if (i as u64) / chunk_size != 1 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+        }
+        let file = dir.path().join("img.raw");
+        std::fs::write(&file, &data).unwrap();
+        let stores: Vec<Arc<MemoryStore>> = (0..3)
+            .map(|i| Arc::new(MemoryStore::new(format!("m{i}"))))
+            .collect();
+        let dyns: Vec<DynStore> = stores.iter().map(|s| s.clone() as DynStore).collect();
+        let repo = Repo::from_stores(dyns.clone());
+        let name: Name = "img".parse().unwrap();
+        let tag: Tag = "latest".parse().unwrap();
+        let req = PushRequest {
+            file,
+            name,
+            tag,
+            labels: Default::default(),
+            erasure: ErasureConfig {
+                data: 2,
+                parity: 1,
+                chunk_size,
+            },
+            parallel: 4,
+        };
+        let report = push(&repo, req, None).await.unwrap();
+        let manifest = repo.manifest(&report.id).await.unwrap();
+        let fetcher = Fetcher::new(dyns, None);
+        let plan = fetcher.plan(manifest).unwrap();
+        let cache = Arc::new(Cache::open(&dir.path().join("cache"), 1 << 30).unwrap());
+        let chunks = Chunks::new(fetcher, cache, Limits::default());
+        let reader = ImageReader::new(report.id, plan, chunks.clone(), readahead);
+        Fixture {
+            data,
+            reader,
+            stores,
+            chunks,
+            _dir: dir,
+        }
+    }
+
+    fn shard_gets(chunks: &Chunks) -> u64 {
+        chunks
+            .fetcher()
+            .stats()
+            .snapshot()
+            .iter()
+            .map(|s| s.requests)
+            .sum()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_match_source_at_any_offset() {
+        let cs = 16 * 1024;
+        let size = 10 * cs as usize + 1234;
+        let f = fixture(size, cs).await;
+        let mut cases = vec![
+            (0u64, size as u64),
+            (0, 0),
+            (size as u64, 10),
+            (size as u64 + 5, 10),
+        ];
+        for off in [
+            0,
+            1,
+            cs - 1,
+            cs,
+            cs + 1,
+            3 * cs - 7,
+            10 * cs,
+            10 * cs + 1000,
+            size as u64 - 1,
+        ] {
+            for len in [1, 7, 4096, cs - 1, cs, cs + 1, 3 * cs + 5, 1 << 20] {
+                cases.push((off, len));
+            }
+        }
+        for (off, len) in cases {
+            let got = f.reader.read_at(off, len).await.unwrap();
+            let end = (off + len).min(size as u64) as usize;
+            let want = if (off as usize) < size {
+                &f.data[off as usize..end]
+            } else {
+                &[][..]
+            };
+            assert_eq!(got.len(), want.len(), "offset {off} len {len}");
+            assert!(got[..] == want[..], "offset {off} len {len}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn zero_chunks_cost_nothing_and_chunks_are_fetched_once() {
+        let cs = 16 * 1024;
+        let f = fixture(4 * cs as usize, cs).await;
+        let z = f.reader.read_at(cs, cs).await.unwrap();
+        assert!(z.iter().all(|&b| b == 0));
+        assert_eq!(shard_gets(&f.chunks), 0);
+
+        // Many concurrent readers of chunk 2: one fetch (k = 2 shard requests).
+        let reads = (0..16).map(|i| {
+            let r = f.reader.clone();
+            async move { r.read_at(2 * cs + i * 100, 100).await.unwrap() }
+        });
+        join_all(reads).await;
+        assert_eq!(f.chunks.fetcher().stats().chunks_fetched.load(Relaxed), 1);
+        // Again: from the cache, no new fetch.
+        f.reader.read_at(2 * cs, cs).await.unwrap();
+        assert_eq!(f.chunks.fetcher().stats().chunks_fetched.load(Relaxed), 1);
+        let st = f.reader.stats();
+        assert_eq!(st.bytes_fetched, cs);
+        assert_eq!(st.bytes_cached, cs);
+        assert!(st.bytes_from_cache >= cs);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_store_is_survived() {
+        let cs = 16 * 1024;
+        let size = 6 * cs as usize;
+        let f = fixture(size, cs).await;
+        for k in f.stores[0].keys() {
+            if k.contains("shards") {
+                f.stores[0].overwrite(&k, Bytes::from_static(b"garbage"));
+            }
+        }
+        let got = f.reader.read_at(0, size as u64).await.unwrap();
+        assert!(got[..] == f.data[..]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prefetch_fills_the_cache() {
+        let cs = 16 * 1024;
+        let f = fixture(8 * cs as usize, cs).await;
+        f.reader.prefetch_all();
+        for _ in 0..200 {
+            if f.reader.stats().bytes_cached == 7 * cs {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(f.reader.stats().bytes_cached, 7 * cs);
+        let before = shard_gets(&f.chunks);
+        let got = f.reader.read_at(0, 8 * cs).await.unwrap();
+        assert!(got[..] == f.data[..]);
+        assert_eq!(shard_gets(&f.chunks), before);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sequential_reads_start_read_ahead() {
+        let cs = 16 * 1024;
+        let f = fixture_ra(12 * cs as usize, cs, 4).await;
+        // One read alone is not sequential: nothing beyond it is fetched.
+        f.reader.read_at(0, cs).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(f.reader.stats().bytes_fetched, cs);
+        // The next one is: chunks 3..=6 follow in the background (1 is all zero).
+        f.reader.read_at(cs + 10, cs).await.unwrap();
+        for _ in 0..200 {
+            if f.reader.stats().bytes_cached == 6 * cs {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(f.reader.stats().bytes_cached, 6 * cs);
+    }
+}

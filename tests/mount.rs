@@ -1,0 +1,548 @@
+//! The mount daemon through a real FUSE mount of the real binary.
+//!
+//! Every test mounts at its own fixed path under `/tmp/vmifs-mount-tests/`, first
+//! clearing a stale mount an earlier, killed run may have left there. The
+//! [`Daemon`] guard always detaches the mount (`umount -l`) and kills the daemon
+//! by PID, also when a test fails. Stores listen on 127.0.0.1 only.
+
+mod common;
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Cluster, same_file, write_image};
+
+const CHUNK: u64 = 256 * 1024;
+const MNT_ROOT: &str = "/tmp/vmifs-mount-tests";
+
+fn is_mounted(p: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = p.to_string_lossy().replace(' ', "\\040");
+    text.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+fn lazy_umount(p: &Path) {
+    for _ in 0..5 {
+        if !is_mounted(p) {
+            return;
+        }
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(p)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A fresh mount point for `test`, with any stale mount from an earlier run cleared.
+fn mountpoint(test: &str) -> PathBuf {
+    let p = Path::new(MNT_ROOT).join(test);
+    lazy_umount(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: plain kill(2) on a PID we started.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// A running `vmifs mount`; dropping it always unmounts and kills it.
+struct Daemon {
+    child: Option<Child>,
+    mnt: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(c: &Cluster, mnt: &Path) -> Daemon {
+        let log = c.path(&format!("mount-{}.log", std::process::id()));
+        let log = unique(log);
+        let child = Command::new(BIN)
+            .arg("mount")
+            .arg(mnt)
+            .env("VMIFS_CONFIG", &c.config)
+            .env("VMIFS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child: Some(child),
+            mnt: mnt.to_path_buf(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(st)) = d.child.as_mut().unwrap().try_wait() {
+                panic!("vmifs mount exited ({st}): {}", d.log_text());
+            }
+            if is_mounted(mnt) && c.vmifs(&["status", "--json"]).status.success() {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mount never became ready: {}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM: the daemon must unmount and exit 0.
+    fn stop(&mut self) {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not stop on SIGTERM: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "daemon exit {status}: {}",
+            self.log_text()
+        );
+        assert!(!is_mounted(&self.mnt), "still mounted after SIGTERM");
+    }
+
+    /// kill -9: leaves a stale mount behind.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            common::kill(&mut c);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        lazy_umount(&self.mnt);
+        if let Some(mut c) = self.child.take() {
+            common::kill(&mut c);
+        }
+        lazy_umount(&self.mnt);
+    }
+}
+
+fn unique(p: PathBuf) -> PathBuf {
+    let mut n = 0;
+    loop {
+        let q = p.with_extension(format!("{n}.log"));
+        if !q.exists() {
+            return q;
+        }
+        n += 1;
+    }
+}
+
+fn status(c: &Cluster) -> serde_json::Value {
+    serde_json::from_str(&c.ok(&["status", "--json"])).unwrap()
+}
+
+fn image_stat(st: &serde_json::Value, key: &str) -> u64 {
+    st["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i[key].as_u64().unwrap())
+        .sum()
+}
+
+/// A 3-store cluster (code 2+1, 256 KiB chunks) holding `deb:12`, an image of
+/// `mib` MiB; `config` is appended to its config file.
+fn setup(mib: usize, config: &str) -> (Cluster, PathBuf) {
+    let c = Cluster::start(3, 0, 2, 1, CHUNK);
+    let text = std::fs::read_to_string(&c.config).unwrap();
+    std::fs::write(&c.config, format!("{text}\n{config}\n")).unwrap();
+    let img = c.path("img.raw");
+    write_image(&img, mib);
+    c.ok(&[
+        "push",
+        img.to_str().unwrap(),
+        "--name",
+        "deb",
+        "--tag",
+        "12",
+    ]);
+    (c, img)
+}
+
+fn pread(f: &File, off: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    // One call: a short read (other than at the end) is a bug, not a retry.
+    let n = f.read_at(&mut buf, off).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn mounted_files_match_the_source() {
+    let (c, img) = setup(64, "");
+    let mnt = mountpoint("match");
+    let mut d = Daemon::start(&c, &mnt);
+
+    // Layout and attributes.
+    let mut names: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec![".by-id", "deb"]);
+    let file = mnt.join("deb/12.raw");
+    let meta = std::fs::metadata(&file).unwrap();
+    let size = std::fs::metadata(&img).unwrap().len();
+    assert_eq!(meta.len(), size);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o444);
+    assert_eq!(
+        std::fs::metadata(mnt.join("deb"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o555
+    );
+    let by_id: Vec<_> = std::fs::read_dir(mnt.join(".by-id"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(by_id.len(), 1);
+
+    // Reads of many sizes at many offsets, crossing chunk boundaries.
+    let src = std::fs::read(&img).unwrap();
+    let f = File::open(&file).unwrap();
+    let mut offsets = vec![0, 1, 4095, 4096, size - 1, size - 10, size, size + 4096];
+    for k in [1u64, 2, 7, 40, 100, 255] {
+        offsets.extend([
+            k * CHUNK - 1,
+            k * CHUNK,
+            k * CHUNK + 1,
+            k * CHUNK - 4096,
+            k * CHUNK + 12345,
+        ]);
+    }
+    for &off in &offsets {
+        for len in [
+            1usize,
+            512,
+            4096,
+            70_000,
+            CHUNK as usize,
+            CHUNK as usize + 1,
+            3 * CHUNK as usize + 17,
+            4 << 20,
+        ] {
+            let got = pread(&f, off, len);
+            let start = off.min(size) as usize;
+            let end = (off + len as u64).min(size) as usize;
+            assert_eq!(got.len(), end - start, "short read at {off} len {len}");
+            assert!(got[..] == src[start..end], "wrong bytes at {off} len {len}");
+        }
+    }
+
+    // Whole files, by tag and by id.
+    assert!(same_file(&file, &img));
+    assert!(same_file(&by_id[0], &img));
+    if Command::new("qemu-img")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let o = Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "raw"])
+            .arg(&file)
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "qemu-img compare: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+
+    // Read-only.
+    let err = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    let err = std::fs::write(mnt.join("deb/new.raw"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+
+    // The mount's kernel read-ahead was raised to `mount.kernel_readahead` (1 MiB).
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = mnt.to_string_lossy().to_string();
+    let dev = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        .unwrap()
+        .split(' ')
+        .nth(2)
+        .unwrap();
+    let ra = std::fs::read_to_string(format!("/sys/class/bdi/{dev}/read_ahead_kb")).unwrap();
+    assert_eq!(ra.trim(), "1024");
+
+    let st = status(&c);
+    assert_eq!(st["images"][0]["name"], "deb");
+    assert_eq!(st["images"][0]["size"].as_u64(), Some(size));
+    assert!(c.ok(&["status"]).contains("deb"));
+    drop(f);
+    d.stop();
+}
+
+#[test]
+fn a_small_read_fetches_only_a_few_chunks() {
+    let (c, _img) = setup(256, "");
+    let mnt = mountpoint("lazy");
+    let _d = Daemon::start(&c, &mnt);
+    let f = File::open(mnt.join("deb/12.raw")).unwrap();
+    let got = pread(&f, 128 * (1 << 20) + 12345, 4096);
+    assert_eq!(got.len(), 4096);
+    let fetched = image_stat(&status(&c), "bytes_fetched");
+    // The chunk itself plus at most the kernel's read-ahead window (1 MiB).
+    assert!(
+        fetched > 0 && fetched <= 8 * CHUNK,
+        "fetched {fetched} bytes for a 4 KiB read"
+    );
+}
+
+#[test]
+fn a_store_killed_during_a_sequential_read_is_survived() {
+    let (mut c, img) = setup(128, "");
+    let mnt = mountpoint("kill-store");
+    let d = Daemon::start(&c, &mnt);
+    let file = mnt.join("deb/12.raw");
+    let (f2, i2) = (file.clone(), img.clone());
+    let reader = std::thread::spawn(move || same_file(&f2, &i2));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while image_stat(&status(&c), "bytes_read") < 16 << 20 && !reader.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "read makes no progress: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.servers[1].stop(); // SIGKILL
+    assert!(reader.join().unwrap(), "bytes differ after a store died");
+    let st = status(&c);
+    assert!(st["degraded_reads"].as_u64().unwrap() > 0 || image_stat(&st, "bytes_read") < 16 << 20);
+}
+
+#[test]
+fn a_stopped_store_does_not_stall_reads() {
+    struct Resume(u32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            signal(self.0, libc::SIGCONT);
+        }
+    }
+    let (c, img) = setup(64, "");
+    let mnt = mountpoint("sigstop");
+    let d = Daemon::start(&c, &mnt);
+    let pid = c.servers[0].child.as_ref().unwrap().id();
+    signal(pid, libc::SIGSTOP);
+    let _resume = Resume(pid);
+    let t = Instant::now();
+    assert!(same_file(&mnt.join("deb/12.raw"), &img));
+    assert!(
+        t.elapsed() < Duration::from_secs(120),
+        "took {:?}: {}",
+        t.elapsed(),
+        d.log_text()
+    );
+    let st = status(&c);
+    let hedged: u64 = st["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["hedges"].as_u64().unwrap())
+        .sum();
+    assert!(hedged > 0 || st["degraded_reads"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn corrupt_shards_are_repaired_and_counted() {
+    let (c, img) = setup(32, "");
+    let mut corrupted = 0;
+    for p in c.servers[0].shard_files() {
+        let mut b = std::fs::read(&p).unwrap();
+        let at = b.len() - 1;
+        b[at] ^= 0x55;
+        std::fs::write(&p, b).unwrap();
+        corrupted += 1;
+    }
+    assert!(corrupted > 0);
+    let mnt = mountpoint("corrupt");
+    let _d = Daemon::start(&c, &mnt);
+    assert!(same_file(&mnt.join("deb/12.raw"), &img));
+    let st = status(&c);
+    let bad = st["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == c.servers[0].name.as_str())
+        .unwrap()["corrupt_shards"]
+        .as_u64()
+        .unwrap();
+    assert!(bad > 0, "{st}");
+}
+
+#[test]
+fn a_restarted_daemon_reuses_its_cache() {
+    let (c, img) = setup(48, "");
+    let mnt = mountpoint("restart");
+    let mut d = Daemon::start(&c, &mnt);
+    assert!(same_file(&mnt.join("deb/12.raw"), &img));
+    assert!(image_stat(&status(&c), "bytes_fetched") > 0);
+    d.stop();
+    drop(d);
+    let _d = Daemon::start(&c, &mnt);
+    assert!(same_file(&mnt.join("deb/12.raw"), &img));
+    let st = status(&c);
+    assert_eq!(image_stat(&st, "bytes_fetched"), 0, "{st}");
+    assert_eq!(st["chunks_fetched"].as_u64(), Some(0));
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// A tmpfs mounted for the test; always unmounted.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        lazy_umount(&self.0);
+    }
+}
+
+#[test]
+fn the_cache_never_exceeds_its_cap() {
+    let (c, img) = setup(80, "");
+    let cap = 16u64 << 20;
+    let text = std::fs::read_to_string(&c.config).unwrap();
+    std::fs::write(
+        &c.config,
+        text.replace("max_size = \"1GiB\"", "max_size = \"16MiB\""),
+    )
+    .unwrap();
+    // The cache lives on a file system exactly as big as the cap: one byte over
+    // it, at any instant, would fail a write (ENOSPC), which the daemon logs. A
+    // directory walk cannot prove this: it is not an atomic snapshot.
+    let cache = c.path("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let ok = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={cap}"),
+            "vmifs-test-cache",
+        ])
+        .arg(&cache)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "cannot mount a tmpfs");
+    let _tmpfs = Tmpfs(cache.clone());
+    let mnt = mountpoint("cap");
+    let d = Daemon::start(&c, &mnt);
+    assert!(same_file(&mnt.join("deb/12.raw"), &img));
+    let log = d.log_text();
+    assert!(!log.contains("cannot write to the chunk cache"), "{log}");
+    let used = dir_bytes(&cache);
+    assert!(
+        used <= cap && used > cap / 2,
+        "cache holds {used} bytes, cap {cap}"
+    );
+    let st = status(&c);
+    assert!(st["cache"]["used_bytes"].as_u64().unwrap() <= cap);
+    drop(d);
+}
+
+#[test]
+fn a_stale_mount_is_cleared_by_the_next_daemon() {
+    let (c, img) = setup(16, "");
+    let mnt = mountpoint("stale");
+    let mut d = Daemon::start(&c, &mnt);
+    let pid = d.pid();
+    d.kill9();
+    assert!(
+        is_mounted(&mnt),
+        "daemon {pid} killed, mount should be stale"
+    );
+    let err = std::fs::metadata(mnt.join("deb")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN));
+    let _d2 = Daemon::start(&c, &mnt);
+    assert!(same_file(&mnt.join("deb/12.raw"), &img));
+}
+
+#[test]
+fn an_open_file_keeps_its_version_when_the_tag_moves() {
+    let (c, img) = setup(16, "");
+    let mnt = mountpoint("moved-tag");
+    let d = Daemon::start(&c, &mnt);
+    let file = mnt.join("deb/12.raw");
+    let old = File::open(&file).unwrap();
+    let first = pread(&old, 0, 1 << 20);
+
+    let img2 = c.path("img2.raw");
+    std::fs::write(&img2, vec![0x5au8; 3 << 20]).unwrap();
+    c.ok(&[
+        "push",
+        img2.to_str().unwrap(),
+        "--name",
+        "deb",
+        "--tag",
+        "12",
+    ]);
+    signal(d.pid(), libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) != 3 << 20 {
+        assert!(
+            Instant::now() < deadline,
+            "tag move never showed: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The new open sees the new version; the old handle still reads the old one.
+    assert!(same_file(&file, &img2));
+    let src = std::fs::read(&img).unwrap();
+    assert_eq!(pread(&old, 0, 1 << 20), first);
+    let off = 5 << 20;
+    assert!(pread(&old, off, 1 << 20)[..] == src[off as usize..off as usize + (1 << 20)]);
+    assert_eq!(std::fs::read_dir(mnt.join(".by-id")).unwrap().count(), 1);
+}
