@@ -58,7 +58,8 @@ fn push_get_survives_a_stopped_and_a_corrupt_store() {
         if i % 3 == 0 {
             b.truncate(b.len() / 2);
         } else {
-            let at = b.len() - 1 - i % 100;
+            // Somewhere in the payload, past the 76-byte header.
+            let at = b.len() - 1 - i % (b.len() - vmifs::erasure::HEADER_LEN);
             b[at] ^= 0x10;
         }
         std::fs::write(f, b).unwrap();
