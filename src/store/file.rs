@@ -2,10 +2,14 @@
 //! `vmifs serve`.
 //!
 //! Keys map to paths under the root; [`check_key`] refuses any key that could
-//! escape it. A put writes to `<root>/.tmp/`, fsyncs when asked, and renames into
-//! place, so readers never see a partial object and a crash leaves at most a
-//! stray temp file (cleared on open). Any plain file an operator drops under the
-//! root is an object with its relative path as key.
+//! escape it. A put writes a temporary `.vmifs-put.*` file in the object's own
+//! directory, fsyncs it when asked, and renames it into place, so readers never
+//! see a partial object and a crash leaves at most a stray temporary file, which
+//! is never listed or served. Staging beside the target (not in one shared
+//! staging directory) keeps every create and rename inside one of the 256 shard
+//! directories: with a single staging directory, concurrent puts serialised on
+//! its lock and a store spent most of its CPU time in the kernel. Any plain file
+//! an operator drops under the root is an object with its relative path as key.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
@@ -18,6 +22,8 @@ use bytes::Bytes;
 use super::{ErrorKind, ObjectMeta, Store, StoreError, check_key, clamp_range};
 
 const TMP: &str = ".tmp";
+/// Name prefix of files being written.
+const PUT_PREFIX: &str = ".vmifs-put.";
 
 #[derive(Debug)]
 pub struct FileStore {
@@ -64,7 +70,10 @@ impl FileStore {
 
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         check_key(&self.name, key)?;
-        if key == TMP || key.starts_with(".tmp/") {
+        if key == TMP
+            || key.starts_with(".tmp/")
+            || key.split('/').any(|s| s.starts_with(PUT_PREFIX))
+        {
             return Err(self.err(ErrorKind::Permanent, format!("invalid key {key:?}")));
         }
         Ok(self.root.join(key))
@@ -106,27 +115,26 @@ impl FileStore {
     /// Blocking body of `put`.
     pub fn put_sync(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
         let path = self.path(key)?;
-        let tmp = self.root.join(TMP).join(format!(
-            "{}.{}",
+        let parent = path.parent().unwrap_or(&self.root).to_path_buf();
+        let tmp = parent.join(format!(
+            "{PUT_PREFIX}{}.{}",
             std::process::id(),
             self.seq.fetch_add(1, Ordering::Relaxed)
         ));
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = match std::fs::File::create(&tmp) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(&parent)?;
+                    std::fs::File::create(&tmp)?
+                }
+                Err(e) => return Err(e),
+            };
             f.write_all(data)?;
             if self.fsync {
                 f.sync_all()?;
             }
-            // Create the parent directories only when the rename says they are missing.
-            if let Err(e) = std::fs::rename(&tmp, &path) {
-                match path.parent() {
-                    Some(parent) if e.kind() == std::io::ErrorKind::NotFound => {
-                        std::fs::create_dir_all(parent)?;
-                        std::fs::rename(&tmp, &path)?;
-                    }
-                    _ => return Err(e),
-                }
-            }
+            std::fs::rename(&tmp, &path)?;
             if self.fsync {
                 if let Some(parent) = path.parent() {
                     std::fs::File::open(parent)?.sync_all()?;
@@ -192,7 +200,8 @@ impl FileStore {
                     Some(r) => r.to_string(),
                     None => continue,
                 };
-                if rel == TMP || rel.starts_with(".tmp/") {
+                let put_in_progress = entry.file_name().to_string_lossy().starts_with(PUT_PREFIX);
+                if rel == TMP || rel.starts_with(".tmp/") || put_in_progress {
                     continue;
                 }
                 let ft = entry.file_type().map_err(|e| self.io_err(&rel, e))?;
