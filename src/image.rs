@@ -84,9 +84,51 @@ impl Default for Limits {
     }
 }
 
-/// Where chunks come from: cache, then stores, single-flight. Shared by all images.
+/// Recently used chunks in memory (already verified), in front of the disk
+/// cache: a sequential reader asks for each chunk several times (kernel
+/// requests are smaller than chunks), and a hit here costs no disk read and
+/// no re-hash.
+#[derive(Debug)]
+struct Hot {
+    lru: lru::LruCache<ChunkId, Bytes>,
+    bytes: u64,
+    cap: u64,
+}
+
+impl Hot {
+    const CAP: u64 = 64 << 20;
+
+    fn new() -> Self {
+        Hot {
+            lru: lru::LruCache::unbounded(),
+            bytes: 0,
+            cap: Self::CAP,
+        }
+    }
+
+    fn get(&mut self, id: &ChunkId) -> Option<Bytes> {
+        self.lru.get(id).cloned()
+    }
+
+    fn put(&mut self, id: ChunkId, data: Bytes) {
+        if let Some(old) = self.lru.put(id, data.clone()) {
+            self.bytes -= old.len() as u64;
+        }
+        self.bytes += data.len() as u64;
+        while self.bytes > self.cap {
+            match self.lru.pop_lru() {
+                Some((_, b)) => self.bytes -= b.len() as u64,
+                None => break,
+            }
+        }
+    }
+}
+
+/// Where chunks come from: memory, disk cache, then stores, single-flight.
+/// Shared by all images.
 #[derive(Debug)]
 pub struct Chunks {
+    hot: Mutex<Hot>,
     fetcher: Fetcher,
     cache: Arc<Cache>,
     inflight: Mutex<HashMap<ChunkId, SharedFetch>>,
@@ -97,6 +139,7 @@ pub struct Chunks {
 impl Chunks {
     pub fn new(fetcher: Fetcher, cache: Arc<Cache>, limits: Limits) -> Arc<Self> {
         Arc::new(Chunks {
+            hot: Mutex::new(Hot::new()),
             fetcher,
             cache,
             inflight: Mutex::new(HashMap::new()),
@@ -125,6 +168,10 @@ impl Chunks {
         id: ChunkId,
         counters: &Arc<Counters>,
     ) -> Result<Bytes, Error> {
+        if let Some(b) = self.hot.lock().unwrap().get(&id) {
+            counters.bytes_from_cache.fetch_add(b.len() as u64, Relaxed);
+            return Ok(b);
+        }
         let cache = self.cache.clone();
         if cache.contains(&id) {
             let hit = tokio::task::spawn_blocking(move || cache.get(&id))
@@ -132,7 +179,9 @@ impl Chunks {
                 .map_err(|e| Error::Invalid(format!("cache task: {e}")))?;
             if let Some(c) = hit {
                 counters.bytes_from_cache.fetch_add(c.len() as u64, Relaxed);
-                return Ok(c.into_bytes());
+                let b = c.into_bytes();
+                self.hot.lock().unwrap().put(id, b.clone());
+                return Ok(b);
             }
         }
         let fut = {
@@ -153,7 +202,9 @@ impl Chunks {
                                 let cache = me.cache.clone();
                                 let c2 = chunk.clone();
                                 let _ = tokio::task::spawn_blocking(move || cache.put(&c2)).await;
-                                Ok(chunk.into_bytes())
+                                let b = chunk.into_bytes();
+                                me.hot.lock().unwrap().put(id, b.clone());
+                                Ok(b)
                             }
                             Err(e) => Err(Arc::new(e)),
                         };
