@@ -64,6 +64,23 @@ impl S3Store {
         endpoint: Option<&str>,
         region: Option<&str>,
     ) -> Result<Self, StoreError> {
+        // Without credentials in the environment the S3 client would ask the
+        // cloud instance-metadata endpoint (a link-local address) for them; a
+        // host that is not a cloud VM must get a clear error instead.
+        let has = |v: &str| std::env::var_os(v).is_some_and(|x| !x.is_empty());
+        let env_keys = has("AWS_ACCESS_KEY_ID") && has("AWS_SECRET_ACCESS_KEY");
+        let other_source = has("AWS_WEB_IDENTITY_TOKEN_FILE")
+            || has("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            || has("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+            || std::env::var("VMIFS_S3_INSTANCE_CREDENTIALS").is_ok_and(|v| v == "1");
+        if !env_keys && !other_source {
+            return Err(StoreError::new(
+                ErrorKind::Permanent,
+                name,
+                "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                 (or VMIFS_S3_INSTANCE_CREDENTIALS=1 to use the cloud instance's role)",
+            ));
+        }
         Self::build(name, bucket, prefix, endpoint, region, None)
     }
 
