@@ -29,6 +29,16 @@ echo "== tests"
 # Stale FUSE mounts of a killed earlier run would fail the mount tests.
 grep -o ' [^ ]*vmifs[^ ]* fuse' /proc/mounts 2>/dev/null | awk '{print $1}' | xargs -r -n1 umount -l 2>/dev/null || true
 cargo test --release --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/vmifs-test.log"
+if command -v systemd-analyze >/dev/null; then
+  echo "== systemd-analyze verify"
+  units="$(mktemp -d)"
+  for f in systemd/*.service; do
+    sed "s|/usr/local/bin/vmifs|$CARGO_TARGET_DIR/release/vmifs|g" "$f" >"$units/$(basename "$f")"
+  done
+  mv "$units/vmifs-serve@.service" "$units/vmifs-serve@eu-west.service"
+  systemd-analyze verify "$units"/*.service
+  rm -rf "$units"
+fi
 echo "== benchmarks (test mode)"
 cargo bench --bench codec --quiet -- --test
 summary=$(grep -E '^test result:' "${TMPDIR:-/tmp}/vmifs-test.log" | awk '{p+=$4; f+=$6; i+=$8} END {print p" passed, "f" failed, "i" skipped"}')
