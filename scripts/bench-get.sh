@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side, in one run: `vmifs push` throughput, and `vmifs get` of an image
 # from three loopback `vmifs serve` stores (k=4, m=2) against `curl` of the same
-# bytes as one plain file from one of those servers. Prints medians and ratios.
+# bytes as one plain file from one of those servers. Prints medians and ratios,
+# with the servers' page cache warm (everything in memory) and cold (dropped
+# before each download, so both read from disk).
 #   scripts/bench-get.sh [MiB] [runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,21 +49,27 @@ t0=$(now)
 t1=$(now)
 push_s=$(echo "$t1 - $t0" | bc -l)
 
-get_times=() curl_times=()
-for _ in $(seq "$RUNS"); do
-  rm -f "$WORK/out.raw" "$WORK/curl.raw"
-  sync
-  t0=$(now); curl -sf -o "$WORK/curl.raw" "http://127.0.0.1:${PORTS[0]}/plain/image.raw"; t1=$(now)
-  curl_times+=("$(echo "$t1 - $t0" | bc -l)")
-  sync
-  t0=$(now); "$VMIFS" get bench "$WORK/out.raw" 2>/dev/null; t1=$(now)
-  get_times+=("$(echo "$t1 - $t0" | bc -l)")
-  cmp "$WORK/out.raw" "$WORK/image.raw"
-done
-g=$(printf '%s\n' "${get_times[@]}" | median)
-c=$(printf '%s\n' "${curl_times[@]}" | median)
-printf 'image: %d MiB random data, k=4 m=2, 3 loopback stores, %d runs\n' "$MIB" "$RUNS"
-printf 'push:          %6.2f s  %7.0f MB/s\n' "$push_s" "$(echo "$MIB * 1.048576 / $push_s" | bc -l)"
-printf 'curl (1 file): %6.2f s  %7.0f MB/s  (median)\n' "$c" "$(echo "$MIB * 1.048576 / $c" | bc -l)"
-printf 'vmifs get:     %6.2f s  %7.0f MB/s  (median)\n' "$g" "$(echo "$MIB * 1.048576 / $g" | bc -l)"
-printf 'get speed / curl speed: %.2fx\n' "$(echo "$c / $g" | bc -l)"
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+measure() { # $1: warm|cold
+  local get_times=() curl_times=() t0 t1
+  for _ in $(seq "$RUNS"); do
+    rm -f "$WORK/out.raw" "$WORK/curl.raw"
+    if [ "$1" = cold ]; then drop; else sync; fi
+    t0=$(now); curl -sf -o "$WORK/curl.raw" "http://127.0.0.1:${PORTS[0]}/plain/image.raw"; t1=$(now)
+    curl_times+=("$(echo "$t1 - $t0" | bc -l)")
+    rm -f "$WORK/curl.raw"
+    if [ "$1" = cold ]; then drop; else sync; fi
+    t0=$(now); "$VMIFS" get bench "$WORK/out.raw" 2>/dev/null; t1=$(now)
+    get_times+=("$(echo "$t1 - $t0" | bc -l)")
+    cmp "$WORK/out.raw" "$WORK/image.raw"
+  done
+  local g c
+  g=$(printf '%s\n' "${get_times[@]}" | median)
+  c=$(printf '%s\n' "${curl_times[@]}" | median)
+  printf '%s server cache: curl %6.2f s %6.0f MB/s | vmifs get %6.2f s %6.0f MB/s | get/curl speed %.2fx\n' \
+    "$1" "$c" "$(echo "$MIB * 1.048576 / $c" | bc -l)" "$g" "$(echo "$MIB * 1.048576 / $g" | bc -l)" "$(echo "$c / $g" | bc -l)"
+}
+printf 'image: %d MiB random data, k=4 m=2, 256 KiB chunks, 3 loopback stores, median of %d runs\n' "$MIB" "$RUNS"
+printf 'push: %6.2f s  %6.0f MB/s\n' "$push_s" "$(echo "$MIB * 1.048576 / $push_s" | bc -l)"
+measure warm
+measure cold

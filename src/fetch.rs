@@ -6,15 +6,19 @@
 //!    current cost of their store ([`Stats`]), data shards first among equals (so a
 //!    healthy read needs no decoding);
 //! 2. requests the first `k` at once; whenever a request fails, or a shard fails
-//!    its header check (truncated, rotted, misplaced), it requests the next one and
-//!    charges the store;
+//!    its header check (truncated, misplaced, not a shard), it requests the next
+//!    one and charges the store;
 //! 3. when no shard arrived for the hedge delay (configured, or three times the
 //!    slowest in-flight store's smoothed latency, 20 ms..2 s), requests one more
 //!    shard without cancelling the late one (a hedge);
 //! 4. with `k` good shards, decodes (only if a parity shard is among them) and
-//!    verifies the chunk against its id. If verification fails — a store forged a
-//!    consistent shard — it fetches every shard and tries each `k`-subset until one
-//!    verifies, then re-encodes to find and charge the stores that lied.
+//!    verifies the chunk against its id. The shards' own payload checksums are
+//!    not computed on this path: the chunk hash covers every byte, and hashing
+//!    twice cost a fifth of a download's CPU time. If verification fails (a
+//!    rotted payload, or a store that forged a consistent shard), it re-checks
+//!    every shard in full, fetches the others, and tries each `k`-subset of the
+//!    good ones until one verifies; it then re-encodes the chunk to find and
+//!    charge the stores whose shards disagree.
 //!
 //! Nothing leaves this module unverified: the result is a [`VerifiedChunk`].
 
@@ -27,7 +31,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::chunk::VerifiedChunk;
-use crate::erasure::{Codec, open_shard};
+use crate::erasure::{Codec, open_shard, shard_payload};
 use crate::error::Error;
 use crate::id::ChunkId;
 use crate::layout;
@@ -125,6 +129,8 @@ impl Fetcher {
 
         let mut problems: Vec<String> = Vec::new();
         let mut got: Vec<Option<Bytes>> = vec![None; n];
+        // The stored objects behind `got`, re-checked in full if the chunk fails.
+        let mut raw: Vec<Option<Bytes>> = vec![None; n];
         let mut have = 0;
         let mut next = 0;
         let mut inflight_meta: Vec<(usize, usize, Instant)> = Vec::new();
@@ -159,10 +165,11 @@ impl Fetcher {
                     inflight_meta.retain(|&(sh, _, _)| sh != shard);
                     let name = self.stores[s].name();
                     match r {
-                        Ok(obj) => match open_shard(&obj, id, shard, codec, len) {
+                        Ok(obj) => match shard_payload(&obj, id, shard, codec, len) {
                             Ok(payload) => {
                                 self.stats.stores[s].record_ok(took, obj.len());
                                 got[shard] = Some(payload);
+                                raw[shard] = Some(obj);
                                 have += 1;
                             }
                             Err(e) => {
@@ -201,11 +208,13 @@ impl Fetcher {
                 self.stats.chunks_fetched.fetch_add(1, Relaxed);
                 Ok(chunk)
             }
-            Err(_) => self.recover(plan, index, id, len, &cands, got).await,
+            Err(_) => self.recover(plan, index, id, len, &cands, raw).await,
         }
     }
 
-    /// Slow path: a shard passed its header check but the chunk did not verify.
+    /// Slow path: the shards passed their header checks but the chunk did not
+    /// verify. Re-check every shard in full (payload checksums), fetch the rest,
+    /// and try each `k`-subset of the good ones.
     async fn recover(
         &self,
         plan: &Plan,
@@ -213,18 +222,27 @@ impl Fetcher {
         id: ChunkId,
         len: usize,
         cands: &[(usize, usize)],
-        mut got: Vec<Option<Bytes>>,
+        raw: Vec<Option<Bytes>>,
     ) -> Result<VerifiedChunk, Error> {
         let codec = &plan.codec;
         let (k, n) = (codec.data_shards(), codec.total_shards());
         let mut owner = vec![None; n];
+        let mut got: Vec<Option<Bytes>> = vec![None; n];
         for &(shard, s) in cands {
             owner[shard] = Some(s);
-            if got[shard].is_none() {
-                let key = layout::shard_key(&id, k, codec.parity_shards(), shard);
-                if let Ok(obj) = self.stores[s].get_range(&key, None).await {
-                    if let Ok(p) = open_shard(&obj, id, shard, codec, len) {
-                        got[shard] = Some(p);
+            let obj = match &raw[shard] {
+                Some(obj) => Some(obj.clone()),
+                None => {
+                    let key = layout::shard_key(&id, k, codec.parity_shards(), shard);
+                    self.stores[s].get_range(&key, None).await.ok()
+                }
+            };
+            if let Some(obj) = obj {
+                match open_shard(&obj, id, shard, codec, len) {
+                    Ok(p) => got[shard] = Some(p),
+                    Err(e) => {
+                        self.stats.stores[s].record_corrupt();
+                        tracing::warn!(store = self.stores[s].name(), chunk = %id.short(), shard, "bad shard: {e}");
                     }
                 }
             }
