@@ -7,33 +7,13 @@
 #   scripts/bench-get.sh [MiB] [runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vmifs/target}"
 MIB="${1:-1024}"
 RUNS="${2:-3}"
-cargo build --release --quiet
-VMIFS="$CARGO_TARGET_DIR/release/vmifs"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/vmifs-bench.XXXXXX")"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-PORTS=()
-for i in 0 1 2; do
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$VMIFS" serve --no-fsync --root "$WORK/store-$i" --listen "127.0.0.1:$port" 2>/dev/null &
-  PIDS+=($!)
-  PORTS+=("$port")
-done
-for port in "${PORTS[@]}"; do
-  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
-done
+source scripts/lib.sh
+start_stores 3 --no-fsync
 {
   printf '[erasure]\ndata = 4\nparity = 2\nchunk_size = "256KiB"\n'
-  for i in 0 1 2; do printf '[[store]]\nname = "s%s"\nurl = "http://127.0.0.1:%s"\n' "$i" "${PORTS[$i]}"; done
+  store_config s0 s1 s2
 } >"$WORK/config.toml"
 export VMIFS_CONFIG="$WORK/config.toml"
 
@@ -41,24 +21,21 @@ head -c "$((MIB << 20))" /dev/urandom >"$WORK/image.raw"
 mkdir -p "$WORK/store-0/plain"
 cp "$WORK/image.raw" "$WORK/store-0/plain/image.raw"
 
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 t0=$(now)
 "$VMIFS" push "$WORK/image.raw" --name bench >/dev/null 2>&1
 t1=$(now)
 push_s=$(echo "$t1 - $t0" | bc -l)
 
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 measure() { # $1: warm|cold
   local get_times=() curl_times=() t0 t1
   for _ in $(seq "$RUNS"); do
     rm -f "$WORK/out.raw" "$WORK/curl.raw"
-    if [ "$1" = cold ]; then drop; else sync; fi
+    if [ "$1" = cold ]; then drop_caches; else sync; fi
     t0=$(now); curl -sf -o "$WORK/curl.raw" "http://127.0.0.1:${PORTS[0]}/plain/image.raw"; t1=$(now)
     curl_times+=("$(echo "$t1 - $t0" | bc -l)")
     rm -f "$WORK/curl.raw"
-    if [ "$1" = cold ]; then drop; else sync; fi
+    if [ "$1" = cold ]; then drop_caches; else sync; fi
     t0=$(now); "$VMIFS" get bench "$WORK/out.raw" 2>/dev/null; t1=$(now)
     get_times+=("$(echo "$t1 - $t0" | bc -l)")
     cmp "$WORK/out.raw" "$WORK/image.raw"

@@ -5,39 +5,19 @@
 #  - warm sequential read (chunk cache full, page cache dropped) vs a local file;
 #  - 4 KiB random-read latency p50/p99 through the mount, cold and warm.
 #   scripts/bench-mount.sh [MiB]
+#   BENCH_MOUNT_CONFIG=$'[mount]\nkernel_readahead = "128KiB"' scripts/bench-mount.sh 512
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vmifs/target}"
 MIB="${1:-1024}"
-cargo build --release --quiet
-VMIFS="$CARGO_TARGET_DIR/release/vmifs"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/vmifs-bench.XXXXXX")"
-MNT="$WORK/mnt"
-PIDS=()
+source scripts/lib.sh
 MOUNT_PID=
-cleanup() {
-  if grep -q " $MNT " /proc/mounts 2>/dev/null; then umount -l "$MNT" 2>/dev/null || true; fi
-  [ -n "$MOUNT_PID" ] && kill "$MOUNT_PID" 2>/dev/null || true
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-PORTS=()
-for i in 0 1 2; do
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$VMIFS" serve --no-fsync --root "$WORK/store-$i" --listen "127.0.0.1:$port" 2>/dev/null &
-  PIDS+=($!)
-  PORTS+=("$port")
-done
-for port in "${PORTS[@]}"; do
-  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
-done
+start_stores 3 --no-fsync
 {
   printf '[erasure]\ndata = 4\nparity = 2\nchunk_size = "256KiB"\n'
-  for i in 0 1 2; do printf '[[store]]\nname = "s%s"\nurl = "http://127.0.0.1:%s"\n' "$i" "${PORTS[$i]}"; done
+  store_config s0 s1 s2
   printf '[cache]\ndir = "%s"\nmax_size = "%dMiB"\n' "$WORK/cache" "$((MIB * 2))"
+  # Extra settings to compare, e.g. BENCH_MOUNT_CONFIG=$'[mount]\nthreads = 1'
+  printf '%s\n' "${BENCH_MOUNT_CONFIG:-}"
 } >"$WORK/config.toml"
 export VMIFS_CONFIG="$WORK/config.toml"
 
@@ -46,15 +26,14 @@ mkdir -p "$WORK/store-0/plain" "$MNT"
 cp "$WORK/image.raw" "$WORK/store-0/plain/image.raw"
 "$VMIFS" push "$WORK/image.raw" --name bench >/dev/null 2>&1
 
-now() { date +%s.%N; }
 mount_it() {
   "$VMIFS" mount "$MNT" 2>"$WORK/mount.log" &
   MOUNT_PID=$!
+  PIDS+=("$MOUNT_PID")
   for _ in $(seq 200); do [ -e "$MNT/bench/latest.raw" ] && return; sleep 0.05; done
   echo "mount did not come up" >&2; cat "$WORK/mount.log" >&2; exit 1
 }
 unmount_it() { kill -TERM "$MOUNT_PID"; wait "$MOUNT_PID" 2>/dev/null || true; MOUNT_PID=; }
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 seq_read() { local t0 t1; t0=$(now); dd if="$1" of=/dev/null bs=1M status=none; t1=$(now); echo "$t1 - $t0" | bc -l; }
 latency() {
   python3 - "$1" "$2" <<'PY'
@@ -74,27 +53,27 @@ print(f"{lat[len(lat)//2]*1000:.3f} {lat[int(len(lat)*0.99)]*1000:.3f}")
 PY
 }
 
-drop
+drop_caches
 t0=$(now); curl -sf -o /dev/null "http://127.0.0.1:${PORTS[0]}/plain/image.raw"; t1=$(now)
 curl_s=$(echo "$t1 - $t0" | bc -l)
 
 mount_it
-drop
+drop_caches
 cold_s=$(seq_read "$MNT/bench/latest.raw")
 unmount_it
 
 mount_it
-drop
+drop_caches
 warm_s=$(seq_read "$MNT/bench/latest.raw")
-drop
+drop_caches
 local_s=$(seq_read "$WORK/image.raw")
-drop
+drop_caches
 read -r warm_p50 warm_p99 < <(latency "$MNT/bench/latest.raw" 2000)
 unmount_it
 
 rm -rf "$WORK/cache"
 mount_it
-drop
+drop_caches
 read -r cold_p50 cold_p99 < <(latency "$MNT/bench/latest.raw" 300)
 unmount_it
 

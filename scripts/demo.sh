@@ -6,51 +6,18 @@
 # Everything lives in a temporary directory that is removed (and unmounted) at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vmifs/target}"
 MIB="${DEMO_MIB:-256}"
-
-cargo build --release --quiet
-VMIFS="$CARGO_TARGET_DIR/release/vmifs"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/vmifs-demo.XXXXXX")"
-PIDS=()
-MNT="$WORK/mnt"
-cleanup() {
-  if grep -q " $MNT " /proc/mounts 2>/dev/null; then umount -l "$MNT" 2>/dev/null || true; fi
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+source scripts/lib.sh
 
 echo "== three stores on loopback"
-PORTS=()
-for i in 0 1 2; do
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$VMIFS" serve --root "$WORK/store-$i" --listen "127.0.0.1:$port" 2>"$WORK/serve-$i.log" &
-  PIDS+=($!)
-  PORTS+=("$port")
-done
-for port in "${PORTS[@]}"; do
-  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
-done
-
+start_stores 3
 cat >"$WORK/config.toml" <<TOML
 [erasure]
 data = 4
 parity = 2
 chunk_size = "256KiB"
 
-[[store]]
-name = "eu-west"
-url = "http://127.0.0.1:${PORTS[0]}"
-
-[[store]]
-name = "us-east"
-url = "http://127.0.0.1:${PORTS[1]}"
-
-[[store]]
-name = "ap-south"
-url = "http://127.0.0.1:${PORTS[2]}"
+$(store_config eu-west us-east ap-south)
 
 [cache]
 dir = "$WORK/cache"
