@@ -29,6 +29,16 @@ echo "== tests"
 # Stale FUSE mounts of a killed earlier run would fail the mount tests.
 grep -o ' [^ ]*vmifs[^ ]* fuse' /proc/mounts 2>/dev/null | awk '{print $1}' | xargs -r -n1 umount -l 2>/dev/null || true
 cargo test --release --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/vmifs-test.log"
+if command -v garage >/dev/null || [ -x "$HOME/.cargo/bin/garage" ]; then
+  # Garage is the S3 store we recommend; when it is installed, the store
+  # conformance suite runs against a real single-node Garage too.
+  echo "== store conformance against Garage"
+  gdir="$(mktemp -d "${TMPDIR:-/tmp}/vmifs-garage.XXXXXX")"
+  trap 'scripts/garage.sh stop "$gdir" >/dev/null 2>&1 || true; rm -rf "$gdir"' EXIT
+  eval "$(scripts/garage.sh "$gdir")"
+  cargo test --release --test store_conformance garage 2>&1 | tee -a "${TMPDIR:-/tmp}/vmifs-test.log"
+  scripts/garage.sh stop "$gdir" >/dev/null 2>&1 || true
+fi
 if command -v systemd-analyze >/dev/null; then
   echo "== systemd-analyze verify"
   units="$(mktemp -d)"
