@@ -80,7 +80,9 @@ fn read(c: &mut Criterion) {
             let slots: Vec<Option<Vec<u8>>> = objs
                 .iter()
                 .enumerate()
-                .map(|(i, o)| (i >= 2).then(|| shard_payload(o, id, i, &codec, cs).unwrap().to_vec()))
+                .map(|(i, o)| {
+                    (i >= 2).then(|| shard_payload(o, id, i, &codec, cs).unwrap().to_vec())
+                })
                 .collect();
             let out = codec.decode(slots, cs).unwrap();
             black_box(VerifiedChunk::verify(id, Bytes::from(out)).unwrap());
