@@ -605,3 +605,49 @@ fn federation_image_reads_cold_with_a_store_killed_and_warm() {
     assert!(same_file(&file, &img), "warm read differs");
     assert_eq!(image_stat(&status(&c), "bytes_fetched"), fetched);
 }
+
+/// `prefetch = "mount"` fills the cache with the whole image without any read;
+/// `prefetch = "open"` starts when a file is opened, and an on-demand read
+/// still returns the right bytes while the prefetch runs.
+#[test]
+fn background_prefetch_fetches_the_whole_image() {
+    for (mode, name) in [("mount", "prefetch-mount"), ("open", "prefetch-open")] {
+        let (c, img) = setup(64, &format!("[mount]\nprefetch = \"{mode}\"\n"));
+        // Bytes of distinct non-zero chunks: each is fetched once.
+        let stored = {
+            let data = std::fs::read(&img).unwrap();
+            let mut seen = std::collections::HashSet::new();
+            data.chunks(CHUNK as usize)
+                .filter(|ch| ch.iter().any(|&b| b != 0))
+                .filter(|ch| seen.insert(vmifs::id::ChunkId::of(ch)))
+                .map(|ch| ch.len() as u64)
+                .sum::<u64>()
+        };
+        let mnt = mountpoint(name);
+        let d = Daemon::start(&c, &mnt);
+        let file = mnt.join("deb/12.raw");
+        let _open = if mode == "open" {
+            let f = File::open(&file).unwrap();
+            let got = pread(&f, 40 << 20, 100_000);
+            let want = std::fs::read(&img).unwrap()[40 << 20..(40 << 20) + 100_000].to_vec();
+            assert_eq!(got, want);
+            Some(f)
+        } else {
+            None
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let fetched = image_stat(&status(&c), "bytes_fetched");
+            if fetched >= stored {
+                assert_eq!(fetched, stored, "{mode}: every chunk fetched once");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: prefetch stalled at {fetched} of {stored}: {}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
