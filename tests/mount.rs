@@ -177,6 +177,12 @@ fn setup(mib: usize, config: &str) -> (Cluster, PathBuf) {
     let c = Cluster::start(3, 0, 2, 1, CHUNK);
     let text = std::fs::read_to_string(&c.config).unwrap();
     std::fs::write(&c.config, format!("{text}\n{config}\n")).unwrap();
+    let img = publish(&c, mib);
+    (c, img)
+}
+
+/// Write an image of `mib` MiB and push it as `deb:12`.
+fn publish(c: &Cluster, mib: usize) -> PathBuf {
     let img = c.path("img.raw");
     write_image(&img, mib);
     c.ok(&[
@@ -187,7 +193,7 @@ fn setup(mib: usize, config: &str) -> (Cluster, PathBuf) {
         "--tag",
         "12",
     ]);
-    (c, img)
+    img
 }
 
 fn pread(f: &File, off: u64, len: usize) -> Vec<u8> {
@@ -564,16 +570,7 @@ fn federation_image_reads_cold_with_a_store_killed_and_warm() {
         &format!("max_size = \"{}MiB\"", mib * 2),
     );
     std::fs::write(&c.config, text).unwrap();
-    let img = c.path("img.raw");
-    write_image(&img, mib);
-    c.ok(&[
-        "push",
-        img.to_str().unwrap(),
-        "--name",
-        "deb",
-        "--tag",
-        "12",
-    ]);
+    let img = publish(&c, mib);
 
     let mnt = mountpoint("federation");
     let d = Daemon::start(&c, &mnt);
