@@ -265,7 +265,10 @@ async fn run(cli: Cli) -> Result<()> {
             let r: ImageRef = image.parse()?;
             let cfg = load_config(cfg_path)?;
             let repo = Repo::open(&cfg)?;
-            let id = repo.untag(&r).await?;
+            let (id, missed) = repo.untag(&r).await?;
+            for e in missed {
+                eprintln!("warning: {e} (the tag stays hidden: the removal is newer)");
+            }
             eprintln!(
                 "removed tag {r} (was {}); run gc to free its data",
                 id.short()

@@ -1,5 +1,6 @@
 //! The manifest: what one immutable image version is made of, and the tag record
-//! that points a mutable `name:tag` at a version.
+//! that points a mutable `name:tag` at a version (or, after `rm`, records that it
+//! was removed).
 //!
 //! A manifest is JSON. Its [`ImageId`] is the blake3 of its exact bytes as
 //! stored, so a reader that fetched it under an id can check it was not altered.
@@ -122,6 +123,10 @@ pub struct TagRecord {
     pub image: ImageId,
     /// Milliseconds since the Unix epoch; the newest record wins when stores disagree.
     pub time_ms: u64,
+    /// A tombstone written by `rm`: the tag no longer exists. Kept so that a store
+    /// that was down during `rm` cannot bring the tag back with its older record.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 impl TagRecord {
@@ -177,6 +182,17 @@ mod tests {
         assert!(Manifest::from_bytes(&m.to_bytes()).is_err());
         assert!(Manifest::from_bytes(b"{").is_err());
         assert!(Manifest::from_bytes(b"{\"name\":\"../x\"}").is_err());
+    }
+
+    #[test]
+    fn tag_records_keep_their_bytes() {
+        let id = ImageId::of(b"m");
+        let old = format!("{{\"image\":\"{id}\",\"time_ms\":5}}");
+        let t = TagRecord::from_bytes(old.as_bytes()).unwrap();
+        assert!(!t.removed);
+        assert_eq!(t.to_bytes(), old.as_bytes());
+        let tomb = TagRecord { removed: true, ..t };
+        assert!(TagRecord::from_bytes(&tomb.to_bytes()).unwrap().removed);
     }
 
     #[test]

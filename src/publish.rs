@@ -320,6 +320,7 @@ async fn upload(
     let tag = TagRecord {
         image: id,
         time_ms: now_ms(),
+        removed: false,
     };
     repo.put_everywhere(
         &layout::tag_key(&req.name, &req.tag),

@@ -112,6 +112,7 @@ impl Repo {
             }
         }
         match best {
+            Some(t) if t.removed => Err(Error::NotFound(format!("image {r} not found (removed)"))),
             Some(t) => Ok(t),
             None if errors.len() == self.stores.len() => Err(Error::Unavailable(format!(
                 "cannot read tag {r}: {}",
@@ -219,12 +220,30 @@ impl Repo {
         Ok(out)
     }
 
-    /// Remove a tag from every store.
-    pub async fn untag(&self, r: &ImageRef) -> Result<ImageId, Error> {
+    /// Remove a tag: write a tombstone, newer than any record of the tag, to
+    /// every store. One store that accepts it is enough to hide the tag (the
+    /// newest record wins); a store that was down keeps its older record, which
+    /// loses to the tombstone when it comes back. Returns the image the tag
+    /// pointed at and the errors of the stores that could not be written.
+    pub async fn untag(&self, r: &ImageRef) -> Result<(ImageId, Vec<StoreError>), Error> {
         let t = self.resolve(r).await?;
-        self.delete_everywhere(&layout::tag_key(&r.name, &r.tag))
-            .await?;
-        Ok(t.image)
+        let tomb = TagRecord {
+            image: t.image,
+            time_ms: now_ms().max(t.time_ms + 1),
+            removed: true,
+        };
+        let key = layout::tag_key(&r.name, &r.tag);
+        let bytes = Bytes::from(tomb.to_bytes());
+        let results = join_all(self.stores.iter().map(|s| s.put(&key, bytes.clone()))).await;
+        let failed: Vec<StoreError> = results.into_iter().filter_map(Result::err).collect();
+        if failed.len() == self.stores.len() {
+            return Err(failed
+                .into_iter()
+                .next()
+                .expect("at least one store")
+                .into());
+        }
+        Ok((t.image, failed))
     }
 
     /// Take a lock of `kind` ("push" or "gc") on every store. Returns its key.

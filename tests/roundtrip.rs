@@ -250,3 +250,36 @@ async fn catalog_rm_and_gc() {
     assert!(vmifs::gc::gc(&repo, false).await.is_err());
     repo.unlock(&lock).await;
 }
+
+#[tokio::test]
+async fn rm_with_a_store_down_stays_removed_when_it_returns() {
+    use vmifs::store::fault::{FaultMode, Faulty};
+    let dir = tempfile::tempdir().unwrap();
+    let mem: Vec<Arc<MemoryStore>> = (0..3)
+        .map(|i| Arc::new(MemoryStore::new(format!("s{i}"))))
+        .collect();
+    let faulty = Faulty::new(mem[2].clone() as DynStore);
+    let control = faulty.control();
+    let stores: Vec<DynStore> = vec![mem[0].clone(), mem[1].clone(), Arc::new(faulty)];
+    let repo = Repo::from_stores(stores);
+    push_bytes(&repo, dir.path(), &image(4096 * 6, 9), 2, 1, 4096).await;
+
+    control.set(FaultMode::Down);
+    let (_, missed) = repo.untag(&"img:v1".parse().unwrap()).await.unwrap();
+    assert_eq!(missed.len(), 1);
+    control.set(FaultMode::Healthy);
+    // The store that missed the removal still holds the old record; it loses.
+    assert!(mem[2].keys().iter().any(|k| k == "tags/img/v1"));
+    assert!(matches!(
+        repo.resolve(&"img:v1".parse().unwrap()).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(repo.catalog().await.unwrap().is_empty());
+    let err = get_bytes(&repo, dir.path()).await.unwrap_err().to_string();
+    assert!(err.contains("not found"), "{err}");
+
+    // Pushing the tag again brings it back.
+    let data = image(4096 * 5, 10);
+    push_bytes(&repo, dir.path(), &data, 2, 1, 4096).await;
+    assert_eq!(get_bytes(&repo, dir.path()).await.unwrap().0, data);
+}
