@@ -125,7 +125,8 @@ impl Fetcher {
             .enumerate()
             .filter_map(|(shard, &pos)| plan.store_map[pos].map(|s| (shard, s)))
             .collect();
-        cands.sort_by_key(|&(shard, s)| (self.stats.stores[s].cost(), shard >= k, shard));
+        let cost: Vec<u64> = self.stats.stores.iter().map(|s| s.cost()).collect();
+        cands.sort_by_key(|&(shard, s)| (cost[s], shard >= k, shard));
 
         let mut problems: Vec<String> = Vec::new();
         let mut got: Vec<Option<Bytes>> = vec![None; n];
@@ -297,14 +298,9 @@ fn decode_verify(
         v.truncate(len);
         v
     } else {
-        let mut slots: Vec<Option<Vec<u8>>> =
+        // Every shard here passed `shard_payload`, which checked its length.
+        let slots: Vec<Option<Vec<u8>>> =
             got.iter().map(|s| s.as_ref().map(|b| b.to_vec())).collect();
-        // Use exactly the shards we have; decode needs at least k of them.
-        for s in slots.iter_mut() {
-            if s.as_ref().is_some_and(|b| b.len() != codec.shard_len(len)) {
-                *s = None;
-            }
-        }
         codec.decode(slots, len)?
     };
     VerifiedChunk::verify(id, Bytes::from(data)).map_err(|e| Error::Corrupt(e.to_string()))

@@ -133,6 +133,13 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(Config::load(&Config::locate(path))?)
 }
 
+/// The configuration and the repository of its stores.
+fn open_repo(path: Option<&Path>) -> Result<(Config, Repo)> {
+    let cfg = load_config(path)?;
+    let repo = Repo::open(&cfg)?;
+    Ok((cfg, repo))
+}
+
 fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
@@ -173,8 +180,7 @@ async fn run(cli: Cli) -> Result<()> {
             if !file.is_file() {
                 bail!("{}: no such file", file.display());
             }
-            let cfg = load_config(cfg_path)?;
-            let repo = Repo::open(&cfg)?;
+            let (cfg, repo) = open_repo(cfg_path)?;
             let pb = bar(0, "push");
             let p = pb.clone();
             let progress: vmifs::publish::Progress = Arc::new(move |done, total| {
@@ -208,8 +214,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", report.id);
         }
         Cmd::Ls { json } => {
-            let cfg = load_config(cfg_path)?;
-            let repo = Repo::open(&cfg)?;
+            let (_, repo) = open_repo(cfg_path)?;
             print_catalog(&repo.catalog().await?.iter().collect::<Vec<_>>(), json);
         }
         Cmd::Search { terms, json } => {
@@ -217,8 +222,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .map(|t| Term::parse(t))
                 .collect::<Result<Vec<_>, _>>()?;
-            let cfg = load_config(cfg_path)?;
-            let repo = Repo::open(&cfg)?;
+            let (_, repo) = open_repo(cfg_path)?;
             let all = repo.catalog().await?;
             let hits: Vec<_> = all
                 .iter()
@@ -228,8 +232,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Get { image, out } => {
             let r: ImageRef = image.parse()?;
-            let cfg = load_config(cfg_path)?;
-            let repo = Repo::open(&cfg)?;
+            let (cfg, repo) = open_repo(cfg_path)?;
             let (id, manifest) = repo.load(&r).await?;
             let fetcher = Fetcher::new(repo.stores().to_vec(), cfg.fetch.hedge_after);
             let pb = bar(manifest.stored_bytes(), "get ");
@@ -263,8 +266,7 @@ async fn run(cli: Cli) -> Result<()> {
                 bail!("rm takes NAME:TAG, got {image:?}");
             }
             let r: ImageRef = image.parse()?;
-            let cfg = load_config(cfg_path)?;
-            let repo = Repo::open(&cfg)?;
+            let (_, repo) = open_repo(cfg_path)?;
             let (id, missed) = repo.untag(&r).await?;
             for e in missed {
                 eprintln!("warning: {e} (the tag stays hidden: the removal is newer)");
@@ -275,8 +277,7 @@ async fn run(cli: Cli) -> Result<()> {
             );
         }
         Cmd::Gc { dry_run } => {
-            let cfg = load_config(cfg_path)?;
-            let repo = Repo::open(&cfg)?;
+            let (_, repo) = open_repo(cfg_path)?;
             let r = vmifs::gc::gc(&repo, dry_run).await?;
             eprintln!(
                 "{}{} manifest(s), {} shard(s), {} bytes; kept {} shard(s)",

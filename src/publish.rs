@@ -207,6 +207,23 @@ async fn upload(
     let mut scheduled: HashSet<ChunkId> = HashSet::new();
     let (mut zero, mut reused, mut read) = (0u64, 0u64, 0u64);
     let mut failure: Option<Error> = None;
+    let (mut uploaded_bytes, mut uploaded_chunks) = (0u64, 0u64);
+    // Count a finished upload task, or keep its error (the first one wins).
+    let mut settle = |done: Result<Result<u64, Error>, tokio::task::JoinError>,
+                      failure: &mut Option<Error>| {
+        match done
+            .map_err(|e| Error::Invalid(e.to_string()))
+            .and_then(|r| r)
+        {
+            Ok(b) => {
+                uploaded_bytes += b;
+                uploaded_chunks += 1;
+            }
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    };
 
     while let Some(piece) = rx.recv().await {
         let piece = match piece {
@@ -245,12 +262,7 @@ async fn upload(
                 }
                 // Stop early if an upload already failed.
                 while let Some(done) = tasks.try_join_next() {
-                    if let Err(e) = done
-                        .map_err(|e| Error::Invalid(e.to_string()))
-                        .and_then(|r| r)
-                    {
-                        failure = Some(e);
-                    }
+                    settle(done, &mut failure);
                 }
                 if failure.is_some() {
                     break;
@@ -275,21 +287,8 @@ async fn upload(
     }
     drop(rx);
     let _ = reader.join();
-    let mut uploaded_bytes = 0;
-    let mut uploaded_chunks = 0;
     while let Some(done) = tasks.join_next().await {
-        match done
-            .map_err(|e| Error::Invalid(e.to_string()))
-            .and_then(|r| r)
-        {
-            Ok(b) => {
-                uploaded_bytes += b;
-                uploaded_chunks += 1;
-            }
-            Err(e) => {
-                failure.get_or_insert(e);
-            }
-        }
+        settle(done, &mut failure);
     }
     if let Some(e) = failure {
         return Err(e);

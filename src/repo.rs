@@ -17,7 +17,7 @@
 //! that sees a push gives up without deleting anything. Locks older than
 //! [`STALE_LOCK`] (a push or gc killed hard) are ignored and `gc` removes them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -83,10 +83,14 @@ impl Repo {
         self.stores.iter().position(|s| s.name() == name)
     }
 
+    /// Write `data` under `key` on every store, in parallel; one result per store.
+    async fn put_all(&self, key: &str, data: Bytes) -> Vec<Result<(), StoreError>> {
+        join_all(self.stores.iter().map(|s| s.put(key, data.clone()))).await
+    }
+
     /// Write `data` under `key` on every store; fails if any store fails.
     pub async fn put_everywhere(&self, key: &str, data: Bytes) -> Result<(), Error> {
-        let results = join_all(self.stores.iter().map(|s| s.put(key, data.clone()))).await;
-        first_error(results)
+        first_error(self.put_all(key, data).await)
     }
 
     pub async fn delete_everywhere(&self, key: &str) -> Result<(), Error> {
@@ -161,32 +165,28 @@ impl Repo {
     /// Every tag with its newest record, across all reachable stores.
     pub async fn tags(&self) -> Result<BTreeMap<(Name, Tag), TagRecord>, Error> {
         let listings = join_all(self.stores.iter().map(|s| s.list(layout::TAGS))).await;
-        let mut keys = BTreeMap::new();
+        let mut keys = BTreeSet::new();
         let mut failures = Vec::new();
-        for (s, l) in self.stores.iter().zip(listings) {
+        for l in listings {
             match l {
-                Ok(objs) => {
-                    for o in objs {
-                        if let Some(nt) = layout::parse_tag_key(&o.key) {
-                            keys.entry(nt).or_insert_with(Vec::new).push(s.clone());
-                        }
-                    }
-                }
+                Ok(objs) => keys.extend(objs.iter().filter_map(|o| layout::parse_tag_key(&o.key))),
                 Err(e) => failures.push(e.to_string()),
             }
         }
         if failures.len() == self.stores.len() {
             return Err(Error::Unavailable(failures.join("; ")));
         }
+        // Resolve all tags at once: each is one small read per store.
+        let refs: Vec<ImageRef> = keys
+            .into_iter()
+            .map(|(name, tag)| ImageRef { name, tag })
+            .collect();
+        let records = join_all(refs.iter().map(|r| self.resolve(r))).await;
         let mut out = BTreeMap::new();
-        for ((name, tag), _) in keys {
-            let r = ImageRef {
-                name: name.clone(),
-                tag: tag.clone(),
-            };
-            match self.resolve(&r).await {
+        for (r, rec) in refs.into_iter().zip(records) {
+            match rec {
                 Ok(t) => {
-                    out.insert((name, tag), t);
+                    out.insert((r.name, r.tag), t);
                 }
                 Err(Error::NotFound(_)) => {}
                 Err(e) => return Err(e),
@@ -233,8 +233,7 @@ impl Repo {
             removed: true,
         };
         let key = layout::tag_key(&r.name, &r.tag);
-        let bytes = Bytes::from(tomb.to_bytes());
-        let results = join_all(self.stores.iter().map(|s| s.put(&key, bytes.clone()))).await;
+        let results = self.put_all(&key, Bytes::from(tomb.to_bytes())).await;
         let failed: Vec<StoreError> = results.into_iter().filter_map(Result::err).collect();
         if failed.len() == self.stores.len() {
             return Err(failed

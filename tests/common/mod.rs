@@ -151,25 +151,17 @@ impl Cluster {
     /// `serve` HTTP stores and `s3` S3 stores, code k+m, chunk size in bytes.
     pub fn start(serve: usize, s3: usize, k: usize, m: usize, chunk: u64) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let mut servers = Vec::new();
-        for i in 0..serve {
-            servers.push(Server {
-                name: format!("http-{i}"),
-                port: free_port(),
-                root: dir.path().join(format!("store-{i}")),
-                kind: Kind::Serve,
-                child: None,
-            });
-        }
-        for i in 0..s3 {
-            servers.push(Server {
-                name: format!("s3-{i}"),
-                port: free_port(),
-                root: dir.path().join(format!("s3-{i}")),
-                kind: Kind::S3,
-                child: None,
-            });
-        }
+        let server = |kind, name: String, dir_name: String| Server {
+            name,
+            port: free_port(),
+            root: dir.path().join(dir_name),
+            kind,
+            child: None,
+        };
+        let servers: Vec<Server> = (0..serve)
+            .map(|i| server(Kind::Serve, format!("http-{i}"), format!("store-{i}")))
+            .chain((0..s3).map(|i| server(Kind::S3, format!("s3-{i}"), format!("s3-{i}"))))
+            .collect();
         let mut toml = format!(
             "[erasure]\ndata = {k}\nparity = {m}\nchunk_size = {chunk}\n\n[cache]\ndir = \"{}\"\nmax_size = \"1GiB\"\n",
             dir.path().join("cache").display()
