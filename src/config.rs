@@ -160,6 +160,9 @@ pub struct MountConfig {
     /// Status socket (default: `<cache dir>/vmifs.sock`).
     #[serde(default)]
     pub socket: Option<PathBuf>,
+    /// On the first open of an image, prefetch its boot profile.
+    #[serde(default = "d_true")]
+    pub boot_profiles: bool,
 }
 
 impl Default for MountConfig {
@@ -172,6 +175,7 @@ impl Default for MountConfig {
             kernel_readahead: d_readahead(),
             readahead_chunks: d_window(),
             socket: None,
+            boot_profiles: true,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! | pure core | [`id`], [`chunk`], [`chunker`], [`manifest`], [`erasure`], [`placement`], [`layout`], [`format`], [`catalog`], [`config`], [`error`] |
 //! | I/O adapters | [`store`], [`cache`] |
 //! | orchestration | [`repo`], [`stats`], [`fetch`], [`publish`], [`download`], [`gc`] |
-//! | images | [`image`] (`ImageReader::read_at`; no FUSE), [`namespace`] (the mount's tree, pure) |
+//! | images | [`image`] (`ImageReader::read_at`; no FUSE), [`profile`] (boot profiles), [`namespace`] (the mount's tree, pure) |
 //! | edges | `serve`, [`fs`] (fuser adapter), [`daemon`] (`vmifs mount`), the CLI in `main.rs` |
 
 pub mod cache;
@@ -30,6 +30,7 @@ pub mod layout;
 pub mod manifest;
 pub mod namespace;
 pub mod placement;
+pub mod profile;
 pub mod publish;
 pub mod repo;
 pub mod serve;

@@ -96,6 +96,31 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Boot profiles: the chunks a boot reads, in order, prefetched by mounts.
+    #[command(subcommand)]
+    Profile(ProfileCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ProfileCmd {
+    /// Publish what the running mount daemon saw an image's reads touch, in
+    /// order, within WINDOW of its first read, as the image's boot profile.
+    Record {
+        /// NAME[:TAG] as the mount shows it, or an image id.
+        image: String,
+        /// Keep the chunks first read within this time (e.g. 30s, 2m).
+        #[arg(long, default_value = "60s", value_parser = parse_window)]
+        window: std::time::Duration,
+    },
+    /// Show the published boot profile of an image.
+    Show {
+        /// NAME[:TAG]
+        image: ImageRef,
+    },
+}
+
+fn parse_window(s: &str) -> Result<std::time::Duration, String> {
+    vmifs::config::parse_duration(s)
 }
 
 fn main() -> ExitCode {
@@ -280,9 +305,10 @@ async fn run(cli: Cli) -> Result<()> {
             let (_, repo) = open_repo(cfg_path)?;
             let r = vmifs::gc::gc(&repo, dry_run).await?;
             eprintln!(
-                "{}{} manifest(s), {} shard(s), {} bytes; kept {} shard(s)",
+                "{}{} manifest(s), {} boot profile(s), {} shard(s), {} bytes; kept {} shard(s)",
                 if dry_run { "would delete " } else { "deleted " },
                 r.manifests_deleted,
+                r.profiles_deleted,
                 r.shards_deleted,
                 r.bytes_freed,
                 r.shards_kept
@@ -292,6 +318,46 @@ async fn run(cli: Cli) -> Result<()> {
             let cfg = load_config(cfg_path)?;
             cfg.require_stores()?;
             vmifs::daemon::run(cfg, &mountpoint).await?;
+        }
+        Cmd::Profile(ProfileCmd::Record { image, window }) => {
+            let (cfg, repo) = open_repo(cfg_path)?;
+            let socket = vmifs::daemon::socket_path(&cfg);
+            let v = vmifs::daemon::query(&socket, &format!("profile {image} {}", window.as_millis()))?;
+            let p: vmifs::profile::Profile = serde_json::from_value(v["profile"].clone())
+                .context("bad profile from the mount daemon")?;
+            if p.chunks.is_empty() {
+                bail!("nothing of {image} has been read on this mount yet: boot from it first");
+            }
+            let (ok, failed) = repo.put_profile(&p).await?;
+            for e in &failed {
+                eprintln!("vmifs: warning: {e}");
+            }
+            let last_ms = p.chunks.last().map_or(0, |c| c.1);
+            println!(
+                "boot profile of {image} ({}): {} chunks read in the first {:.1} s, written to {ok} of {} stores",
+                p.image.short(),
+                p.chunks.len(),
+                last_ms as f64 / 1000.0,
+                ok + failed.len()
+            );
+        }
+        Cmd::Profile(ProfileCmd::Show { image }) => {
+            let (_, repo) = open_repo(cfg_path)?;
+            let (id, m) = repo.load(&image).await?;
+            let Some(p) = repo.profile(&id).await else {
+                bail!("{image} ({}) has no boot profile", id.short());
+            };
+            let order = p.prefetch_order(&id, &m);
+            println!(
+                "boot profile of {image} ({}): {} chunks, {} usable, {}",
+                id.short(),
+                p.chunks.len(),
+                order.len(),
+                human(order.iter().map(|&i| m.chunk_len(i) as u64).sum())
+            );
+            for (index, ms) in &p.chunks {
+                println!("{ms:>8} ms  chunk {index}");
+            }
         }
         Cmd::Status { json } => {
             let cfg = load_config(cfg_path)?;

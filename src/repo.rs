@@ -28,6 +28,7 @@ use crate::error::{Error, ErrorKind, StoreError};
 use crate::id::{ImageId, ImageRef, Name, Tag};
 use crate::layout;
 use crate::manifest::{Manifest, TagRecord};
+use crate::profile::Profile;
 use crate::store::{self, DynStore, StoreExt};
 
 /// A lock older than this is left over from a killed process.
@@ -243,6 +244,43 @@ impl Repo {
                 .into());
         }
         Ok((t.image, failed))
+    }
+
+    /// Write a boot profile to every store. A profile is a hint, so stores that
+    /// are down are skipped; it fails only if no store took it. Returns how
+    /// many did and the errors of the others.
+    pub async fn put_profile(&self, p: &Profile) -> Result<(usize, Vec<StoreError>), Error> {
+        let key = layout::profile_key(&p.image);
+        let results = self.put_all(&key, Bytes::from(p.to_bytes())).await;
+        let failed: Vec<StoreError> = results.into_iter().filter_map(Result::err).collect();
+        let ok = self.stores.len() - failed.len();
+        if ok == 0 {
+            return Err(failed
+                .into_iter()
+                .next()
+                .expect("at least one store")
+                .into());
+        }
+        Ok((ok, failed))
+    }
+
+    /// The boot profile of version `id` from the first store that has a
+    /// readable one for exactly that version; `None` if there is none. Never
+    /// an error: a profile only steers prefetch.
+    pub async fn profile(&self, id: &ImageId) -> Option<Profile> {
+        let key = layout::profile_key(id);
+        for s in &self.stores {
+            match s.get_opt(&key).await {
+                Ok(Some(b)) => match Profile::from_bytes(&b) {
+                    Ok(p) if p.image == *id => return Some(p),
+                    Ok(_) => tracing::warn!(store = s.name(), "boot profile {} is for another image", id.short()),
+                    Err(e) => tracing::warn!(store = s.name(), "{e}"),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::debug!("boot profile {}: {e}", id.short()),
+            }
+        }
+        None
     }
 
     /// Take a lock of `kind` ("push" or "gc") on every store. Returns its key.
