@@ -401,7 +401,11 @@ impl ImageReader {
 
     /// Add the data chunks in `range` to the trace.
     fn record(&self, range: std::ops::RangeInclusive<u64>) {
-        let ms = self.first_read.get_or_init(Instant::now).elapsed().as_millis() as u64;
+        let ms = self
+            .first_read
+            .get_or_init(Instant::now)
+            .elapsed()
+            .as_millis() as u64;
         let chunks = &self.plan.manifest.chunks;
         let mut trace = self.trace.lock().unwrap();
         for i in range.filter(|&i| chunks[i as usize].is_some()) {
@@ -432,7 +436,9 @@ impl ImageReader {
             };
             let order = p.prefetch_order(&me.id, &me.plan.manifest);
             tracing::info!(image = %me.id.short(), chunks = order.len(), "prefetching the boot profile");
-            me.counters.profile_chunks.store(order.len() as u64, Relaxed);
+            me.counters
+                .profile_chunks
+                .store(order.len() as u64, Relaxed);
             let permits = me.chunks.profile.clone();
             me.prefetch_in_order(order, permits, "boot profile");
         });

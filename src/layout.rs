@@ -58,7 +58,10 @@ pub fn profile_key(id: &ImageId) -> String {
 }
 
 pub fn parse_profile_key(key: &str) -> Option<ImageId> {
-    key.strip_prefix(PROFILES)?.strip_suffix(".json")?.parse().ok()
+    key.strip_prefix(PROFILES)?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
 }
 
 pub fn tag_key(name: &Name, tag: &Tag) -> String {

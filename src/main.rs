@@ -322,7 +322,8 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Profile(ProfileCmd::Record { image, window }) => {
             let (cfg, repo) = open_repo(cfg_path)?;
             let socket = vmifs::daemon::socket_path(&cfg);
-            let v = vmifs::daemon::query(&socket, &format!("profile {image} {}", window.as_millis()))?;
+            let v =
+                vmifs::daemon::query(&socket, &format!("profile {image} {}", window.as_millis()))?;
             let p: vmifs::profile::Profile = serde_json::from_value(v["profile"].clone())
                 .context("bad profile from the mount daemon")?;
             if p.chunks.is_empty() {

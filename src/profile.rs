@@ -153,7 +153,10 @@ mod tests {
         assert!(t.touch(9, 3000));
         assert_eq!(t.len(), 3);
         let id = ImageId::of(b"img");
-        assert_eq!(t.profile(id, 60_000).chunks, vec![(5, 0), (1, 10), (9, 3000)]);
+        assert_eq!(
+            t.profile(id, 60_000).chunks,
+            vec![(5, 0), (1, 10), (9, 3000)]
+        );
         assert_eq!(t.profile(id, 1000).chunks, vec![(5, 0), (1, 10)]);
         assert!(t.profile(id, 0).chunks == vec![(5, 0)]);
     }
@@ -167,7 +170,15 @@ mod tests {
             version: VERSION,
             image: id,
             // 1 is all zero, 7 and u64::MAX are past the end, 2 twice.
-            chunks: vec![(2, 0), (1, 1), (7, 2), (0, 3), (2, 4), (u64::MAX, 5), (3, 6)],
+            chunks: vec![
+                (2, 0),
+                (1, 1),
+                (7, 2),
+                (0, 3),
+                (2, 4),
+                (u64::MAX, 5),
+                (3, 6),
+            ],
         };
         assert_eq!(p.prefetch_order(&id, &m), vec![2, 0, 3]);
         assert!(p.prefetch_order(&ImageId::of(b"other"), &m).is_empty());

@@ -273,7 +273,11 @@ impl Repo {
             match s.get_opt(&key).await {
                 Ok(Some(b)) => match Profile::from_bytes(&b) {
                     Ok(p) if p.image == *id => return Some(p),
-                    Ok(_) => tracing::warn!(store = s.name(), "boot profile {} is for another image", id.short()),
+                    Ok(_) => tracing::warn!(
+                        store = s.name(),
+                        "boot profile {} is for another image",
+                        id.short()
+                    ),
                     Err(e) => tracing::warn!(store = s.name(), "{e}"),
                 },
                 Ok(None) => {}

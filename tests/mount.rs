@@ -434,18 +434,11 @@ fn a_restarted_daemon_reuses_its_cache() {
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
+    walk(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// A tmpfs mounted for the test; always unmounted.
@@ -647,4 +640,93 @@ fn background_prefetch_fetches_the_whole_image() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Boot profiles end to end: reads on one mount are recorded with
+/// `vmifs profile record` and published; a fresh mount with an empty cache
+/// prefetches exactly those chunks when the file is opened, so the same reads
+/// then fetch nothing; a garbage profile on every store changes nothing but
+/// the prefetch.
+#[test]
+fn a_boot_profile_is_recorded_published_and_prefetched_on_open() {
+    let (c, img) = setup(
+        64,
+        "[mount]\nkernel_readahead = \"128KiB\"\nreadahead_chunks = 0\n",
+    );
+    let src = std::fs::read(&img).unwrap();
+    // A "boot": small reads scattered over the image, out of order.
+    let reads: Vec<(u64, usize)> = [50u64, 3, 33, 12, 60, 21, 7, 45]
+        .iter()
+        .map(|&mib| ((mib << 20) + 12_345, 4096))
+        .collect();
+    let boot = |f: &File| {
+        for &(off, len) in &reads {
+            let want = &src[off as usize..off as usize + len];
+            assert!(pread(f, off, len) == want, "read at {off}");
+        }
+    };
+    let mnt = mountpoint("profile");
+    let cache = c.path("cache");
+    {
+        let _d = Daemon::start(&c, &mnt);
+        boot(&File::open(mnt.join("deb/12.raw")).unwrap());
+        let out = c.ok(&["profile", "record", "deb:12", "--window", "10m"]);
+        assert!(out.contains("written to 3 of 3 stores"), "{out}");
+    }
+    let shown = c.ok(&["profile", "show", "deb:12"]);
+    let listed = shown.lines().filter(|l| l.contains(" chunk ")).count();
+    assert!(listed >= 1 && listed <= reads.len(), "{shown}");
+
+    std::fs::remove_dir_all(&cache).unwrap();
+    {
+        let d = Daemon::start(&c, &mnt);
+        let f = File::open(mnt.join("deb/12.raw")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let st = status(&c);
+            let n = image_stat(&st, "profile_chunks");
+            if n == listed as u64 && image_stat(&st, "bytes_cached") >= n * CHUNK {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "profile not prefetched: {st} {}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let before = status(&c)["chunks_fetched"].as_u64().unwrap();
+        boot(&f);
+        assert_eq!(status(&c)["chunks_fetched"].as_u64().unwrap(), before);
+    }
+
+    // Garbage where the profile was, on every store: reads are unaffected.
+    for s in &c.servers {
+        for p in walk(&s.root)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("profiles"))
+        {
+            std::fs::write(&p, b"{not a profile").unwrap();
+        }
+    }
+    std::fs::remove_dir_all(&cache).unwrap();
+    let _d = Daemon::start(&c, &mnt);
+    boot(&File::open(mnt.join("deb/12.raw")).unwrap());
+    assert_eq!(image_stat(&status(&c), "profile_chunks"), 0);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
