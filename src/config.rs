@@ -28,6 +28,18 @@ pub struct Config {
     pub mount: MountConfig,
     #[serde(default)]
     pub fetch: FetchConfig,
+    #[serde(default)]
+    pub trust: TrustConfig,
+}
+
+/// Whose tags a host accepts (see [`crate::sign`]).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Public keys (`ed25519:<hex>`). When any is set, only tags signed by one
+    /// of them are used.
+    #[serde(default)]
+    pub keys: Vec<crate::sign::PublicKey>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -50,7 +50,8 @@ pub async fn gc(repo: &Repo, dry_run: bool) -> Result<GcReport, Error> {
 
 async fn sweep(repo: &Repo, dry_run: bool) -> Result<GcReport, Error> {
     let mut report = GcReport::default();
-    let tags = repo.tags().await?;
+    // Every tag counts, signed or not: gc must not delete what any tag needs.
+    let tags = repo.untrusted().tags().await?;
     let live: HashSet<ImageId> = tags.values().map(|t| t.image).collect();
 
     let listings = join_all(repo.stores().iter().map(|s| s.list(layout::MANIFESTS))).await;

@@ -584,6 +584,7 @@ mod tests {
                 chunk_size,
             },
             parallel: 4,
+            sign_key: None,
         };
         let report = push(&repo, req, None).await.unwrap();
         let manifest = repo.manifest(&report.id).await.unwrap();

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | pure core | [`id`], [`chunk`], [`chunker`], [`manifest`], [`erasure`], [`placement`], [`layout`], [`format`], [`catalog`], [`config`], [`error`] |
 //! | I/O adapters | [`store`], [`cache`] |
+//! | trust | [`sign`] (Ed25519 tag signatures) |
 //! | orchestration | [`repo`], [`stats`], [`fetch`], [`publish`], [`download`], [`gc`] |
 //! | images | [`image`] (`ImageReader::read_at`; no FUSE), [`profile`] (boot profiles), [`namespace`] (the mount's tree, pure) |
 //! | edges | `serve`, [`fs`] (fuser adapter), [`daemon`] (`vmifs mount`), the CLI in `main.rs` |
@@ -34,6 +35,7 @@ pub mod profile;
 pub mod publish;
 pub mod repo;
 pub mod serve;
+pub mod sign;
 pub mod stats;
 pub mod store;
 

@@ -56,6 +56,9 @@ enum Cmd {
         /// A label key=value (repeatable).
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// Sign the tag with this secret key (from `vmifs keygen`).
+        #[arg(long, value_name = "FILE", env = "VMIFS_SIGN_KEY")]
+        sign_key: Option<PathBuf>,
     },
     /// List images: name, tag, id, size, labels.
     Ls {
@@ -79,6 +82,15 @@ enum Cmd {
     Rm {
         /// NAME:TAG
         image: String,
+        /// Sign the removal (hosts that require signatures ignore unsigned ones).
+        #[arg(long, value_name = "FILE", env = "VMIFS_SIGN_KEY")]
+        sign_key: Option<PathBuf>,
+    },
+    /// Make a signing key pair: the secret key in FILE (mode 0600), the public
+    /// key in FILE.pub, to list under `[trust] keys` on the hosts.
+    Keygen {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
     /// Delete manifests no tag points at and shards no manifest references.
     Gc {
@@ -154,6 +166,11 @@ fn main() -> ExitCode {
     }
 }
 
+fn load_sign_key(path: Option<&Path>) -> Result<Option<vmifs::sign::SecretKey>> {
+    path.map(|p| Ok(vmifs::sign::SecretKey::load(p)?))
+        .transpose()
+}
+
 fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(Config::load(&Config::locate(path))?)
 }
@@ -198,6 +215,7 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             tag,
             labels,
+            sign_key,
         } => {
             let name: Name = name.parse()?;
             let tag: Tag = tag.parse()?;
@@ -205,7 +223,13 @@ async fn run(cli: Cli) -> Result<()> {
             if !file.is_file() {
                 bail!("{}: no such file", file.display());
             }
+            let sign_key = load_sign_key(sign_key.as_deref())?;
             let (cfg, repo) = open_repo(cfg_path)?;
+            if sign_key.is_none() && !cfg.trust.keys.is_empty() {
+                eprintln!(
+                    "vmifs: warning: pushing {name}:{tag} unsigned; hosts with [trust] keys will refuse it (use --sign-key)"
+                );
+            }
             let pb = bar(0, "push");
             let p = pb.clone();
             let progress: vmifs::publish::Progress = Arc::new(move |done, total| {
@@ -221,6 +245,7 @@ async fn run(cli: Cli) -> Result<()> {
                     labels,
                     erasure: cfg.erasure.clone(),
                     parallel: cfg.fetch.parallel_chunks,
+                    sign_key: sign_key.map(Arc::new),
                 },
                 Some(progress),
             )
@@ -286,13 +311,37 @@ async fn run(cli: Cli) -> Result<()> {
             result.with_context(|| format!("get {r}"))?;
             eprintln!("{r} ({}) written to {}", id.short(), out.display());
         }
-        Cmd::Rm { image } => {
+        Cmd::Keygen { file } => {
+            let pub_file = PathBuf::from(format!("{}.pub", file.display()));
+            for f in [&file, &pub_file] {
+                if f.exists() {
+                    bail!("{} exists; not overwriting a key", f.display());
+                }
+            }
+            let key = vmifs::sign::SecretKey::generate()?;
+            write_new(&file, key.to_text().as_bytes(), 0o600)?;
+            write_new(&pub_file, format!("{}\n", key.public()).as_bytes(), 0o644)?;
+            eprintln!(
+                "secret key in {}, public key in {}; on the hosts: [trust] keys = [\"{}\"]",
+                file.display(),
+                pub_file.display(),
+                key.public()
+            );
+            println!("{}", key.public());
+        }
+        Cmd::Rm { image, sign_key } => {
             if !image.contains(':') {
                 bail!("rm takes NAME:TAG, got {image:?}");
             }
             let r: ImageRef = image.parse()?;
-            let (_, repo) = open_repo(cfg_path)?;
-            let (id, missed) = repo.untag(&r).await?;
+            let sign_key = load_sign_key(sign_key.as_deref())?;
+            let (cfg, repo) = open_repo(cfg_path)?;
+            if sign_key.is_none() && !cfg.trust.keys.is_empty() {
+                // It would replace the signed record, and hosts like this one
+                // would then refuse the tag without honouring the removal.
+                bail!("this host trusts only signed tags: rm {r} needs --sign-key");
+            }
+            let (id, missed) = repo.untag(&r, sign_key.as_ref()).await?;
             for e in missed {
                 eprintln!("warning: {e} (the tag stays hidden: the removal is newer)");
             }
@@ -495,4 +544,19 @@ fn print_catalog(entries: &[&vmifs::repo::CatalogEntry], json: bool) {
             labels.join(",")
         );
     }
+}
+
+/// Create `path` with `mode`; never replace an existing file.
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
