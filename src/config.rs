@@ -97,6 +97,41 @@ pub struct StoreConfig {
     /// file://: fsync each object before it becomes visible.
     #[serde(default = "d_true")]
     pub fsync: bool,
+    /// S3: static credentials (else from the environment). A config holding
+    /// them should be readable by its owner only.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+}
+
+/// A credential from the config: never shown by `Debug` or in messages.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// `scheme://user:password@host…` with the password replaced by `***`, for
+/// messages. Other strings come back unchanged.
+pub fn redact_url(s: &str) -> String {
+    let Some(start) = s.find("://").map(|i| i + 3) else {
+        return s.to_string();
+    };
+    let authority_end = s[start..]
+        .find(['/', '?', '#'])
+        .map_or(s.len(), |i| start + i);
+    match s[start..authority_end].rfind('@') {
+        Some(at) => match s[start..start + at].find(':') {
+            Some(colon) => format!("{}***{}", &s[..start + colon + 1], &s[start + at..]),
+            None => s.to_string(),
+        },
+        None => s.to_string(),
+    }
 }
 
 fn d_timeout() -> Duration {
@@ -172,6 +207,10 @@ pub struct MountConfig {
     /// Status socket (default: `<cache dir>/vmifs.sock`).
     #[serde(default)]
     pub socket: Option<PathBuf>,
+    /// Files readable only by this group (mode 0440), e.g. the group QEMU runs
+    /// as; needs `allow_other` for users other than the daemon's own.
+    #[serde(default)]
+    pub group: Option<String>,
     /// On the first open of an image, prefetch its boot profile.
     #[serde(default = "d_true")]
     pub boot_profiles: bool,
@@ -187,6 +226,7 @@ impl Default for MountConfig {
             kernel_readahead: d_readahead(),
             readahead_chunks: d_window(),
             socket: None,
+            group: None,
             boot_profiles: true,
         }
     }
@@ -241,7 +281,27 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read config {}: {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| Error::Config(format!("config {}: {e}", path.display())))
+        let c = Self::parse(&text)
+            .map_err(|e| Error::Config(format!("config {}: {e}", path.display())))?;
+        if c.holds_secrets() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode());
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "config {} holds credentials and other users may read it (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+        }
+        Ok(c)
+    }
+
+    /// Whether the config itself holds credentials (S3 keys, a password in a URL).
+    pub fn holds_secrets(&self) -> bool {
+        self.stores
+            .iter()
+            .any(|s| s.secret_access_key.is_some() || redact_url(&s.url) != s.url)
     }
 
     pub fn parse(text: &str) -> Result<Self, Error> {
@@ -287,8 +347,17 @@ impl Config {
                     s.name
                 )));
             }
-            crate::store::scheme_of(&s.url)
-                .map_err(|m| Error::Config(format!("store {}: {m}", s.name)))?;
+            let location = crate::store::scheme_of(&s.url)
+                .map_err(|m| Error::Config(format!("store {}: {}", s.name, redact_url(&m))))?;
+            let s3 = matches!(location, crate::store::Location::S3 { .. });
+            if s.access_key_id.is_some() != s.secret_access_key.is_some()
+                || (!s3 && s.access_key_id.is_some())
+            {
+                return Err(Error::Config(format!(
+                    "store {}: access_key_id and secret_access_key go together, on s3:// stores only",
+                    s.name
+                )));
+            }
             if s.concurrency == 0 {
                 return Err(Error::Config(format!(
                     "store {}: concurrency must be >= 1",
@@ -379,6 +448,50 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_redacted_and_inline_keys_are_checked() {
+        for (url, shown) in [
+            ("http://u:pw@h:1/p", "http://u:***@h:1/p"),
+            ("https://u:p@w@h/x?y#z", "https://u:***@h/x?y#z"),
+            (
+                "URL \"http://a:b@h\" has no host",
+                "URL \"http://a:***@h\" has no host",
+            ),
+            ("http://u@h/p", "http://u@h/p"),
+            ("http://h/p@q", "http://h/p@q"),
+            ("s3://bucket/prefix", "s3://bucket/prefix"),
+            ("no url", "no url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let base = "[[store]]\nname = \"a\"\n";
+        let c = Config::parse(&format!(
+            "{base}url = \"s3://b\"\naccess_key_id = \"AK\"\nsecret_access_key = \"SK\"\n"
+        ))
+        .unwrap();
+        assert!(c.holds_secrets());
+        assert!(!format!("{c:?}").contains("SK"));
+        assert!(
+            Config::parse(&format!("{base}url = \"http://u:p@h\"\n"))
+                .unwrap()
+                .holds_secrets()
+        );
+        assert!(
+            !Config::parse(&format!("{base}url = \"http://h\"\n"))
+                .unwrap()
+                .holds_secrets()
+        );
+        for bad in [
+            "url = \"s3://b\"\naccess_key_id = \"AK\"\n",
+            "url = \"http://h\"\naccess_key_id = \"AK\"\nsecret_access_key = \"SK\"\n",
+        ] {
+            let e = Config::parse(&format!("{base}{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("go together") && !e.contains("SK"), "{e}");
+        }
+    }
 
     #[test]
     fn sizes_and_durations() {

@@ -33,7 +33,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cache::{Cache, CacheUsage};
 use crate::config::{Config, Prefetch};
 use crate::fetch::Fetcher;
-use crate::fs::{Fs, OnOpen, Volume};
+use crate::fs::{Fs, OnOpen, Owner, Volume};
 use crate::id::{ImageId, ImageRef};
 use crate::image::{Chunks, ImageReader, ImageStats, Limits};
 use crate::namespace::{Inodes, TagEntry, Tree};
@@ -265,7 +265,15 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
     if cfg.mount.allow_other {
         fcfg.acl = fuser::SessionACL::All;
     }
-    let fs = Fs::new(vol, tokio::runtime::Handle::current(), 64);
+    let mut owner = Owner::current();
+    if let Some(group) = &cfg.mount.group {
+        owner.gid = group_id(group)?;
+        owner.group_only = true;
+    }
+    if !cfg.mount.allow_other {
+        tracing::info!("only this user can use the mount (mount.allow_other = false)");
+    }
+    let fs = Fs::new(vol, tokio::runtime::Handle::current(), 64, owner);
     let mp = mountpoint.clone();
     let session = tokio::task::spawn_blocking(move || fuser::spawn_mount(fs, &mp, &fcfg))
         .await?
@@ -336,6 +344,22 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The id of group `name` (or a number).
+fn group_id(name: &str) -> Result<u32> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let c = std::ffi::CString::new(name).context("group name")?;
+    // SAFETY: c is a valid C string; getgrnam returns NULL or a pointer to a
+    // static entry, read at once.
+    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+    if gr.is_null() {
+        bail!("mount.group: no group {name:?} on this host");
+    }
+    // SAFETY: gr is non-null, pointing at a valid group entry.
+    Ok(unsafe { (*gr).gr_gid })
 }
 
 /// `umount -l`: detach the mount now, finish when its last user leaves.

@@ -92,14 +92,44 @@ pub struct Fs {
     vol: Arc<Volume>,
     rt: tokio::runtime::Handle,
     max_background: u16,
+    owner: Owner,
+}
+
+/// Who owns the mount's files, and their modes.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    /// Readable by the group only (0440 / 0550), else by everyone the kernel
+    /// lets in (0444 / 0555; without `allow_other` that is the mounting user).
+    pub group_only: bool,
+}
+
+impl Owner {
+    /// The daemon's own user and group, modes 0444 / 0555.
+    pub fn current() -> Self {
+        // SAFETY: geteuid/getegid cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        Owner {
+            uid,
+            gid,
+            group_only: false,
+        }
+    }
 }
 
 impl Fs {
-    pub fn new(vol: Arc<Volume>, rt: tokio::runtime::Handle, max_background: u16) -> Self {
+    pub fn new(
+        vol: Arc<Volume>,
+        rt: tokio::runtime::Handle,
+        max_background: u16,
+        owner: Owner,
+    ) -> Self {
         Fs {
             vol,
             rt,
             max_background,
+            owner,
         }
     }
 
@@ -110,12 +140,18 @@ impl Fs {
                 entries, time_ms, ..
             } => (
                 FileType::Directory,
-                0o555,
+                if self.owner.group_only { 0o550 } else { 0o555 },
                 0,
                 2 + entries.len() as u32,
                 *time_ms,
             ),
-            Node::File { size, time_ms, .. } => (FileType::RegularFile, 0o444, *size, 1, *time_ms),
+            Node::File { size, time_ms, .. } => (
+                FileType::RegularFile,
+                if self.owner.group_only { 0o440 } else { 0o444 },
+                *size,
+                1,
+                *time_ms,
+            ),
         };
         let t = UNIX_EPOCH + Duration::from_millis(time_ms);
         Ok(FileAttr {
@@ -129,8 +165,8 @@ impl Fs {
             kind,
             perm,
             nlink,
-            uid: 0,
-            gid: 0,
+            uid: self.owner.uid,
+            gid: self.owner.gid,
             rdev: 0,
             blksize: BLOCK,
             flags: 0,

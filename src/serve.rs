@@ -426,7 +426,7 @@ async fn dispatch(app: &Arc<App>, req: Request) -> Reply {
 }
 
 /// Percent-decode; `None` on a malformed escape.
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -121,6 +121,17 @@ impl SecretKey {
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("sign key {}", path.display()), e))?;
+        let mode = std::fs::metadata(path).map_or(0, |m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.permissions().mode()
+        });
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "sign key {} may be read by other users (mode {:o}); chmod 600 it",
+                path.display(),
+                mode & 0o777
+            );
+        }
         Self::from_text(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
     }
 

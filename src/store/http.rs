@@ -26,9 +26,11 @@ use super::{ErrorKind, ObjectMeta, Store, StoreError, check_key, clamp_range};
 #[derive(Debug)]
 pub struct HttpStore {
     name: String,
-    /// Base URL without a trailing `/`.
+    /// Base URL without a trailing `/`, and without credentials.
     base: String,
     client: reqwest::Client,
+    /// Basic-auth user and password, from `http://user:password@host…`.
+    auth: Option<(String, crate::config::Secret)>,
 }
 
 /// One entry of the JSON answer to `GET /?list&prefix=P`.
@@ -42,11 +44,34 @@ struct ListEntry {
 
 impl HttpStore {
     /// A store at `base_url` (`http://host:port[/prefix]` or `https://…`).
+    /// Credentials in the URL (`http://user:password@host`) are sent as HTTP
+    /// basic auth and never appear in messages.
     pub fn new(name: &str, base_url: &str) -> Result<Self, StoreError> {
+        let original_url = base_url;
         let perm = |m: String| StoreError::new(ErrorKind::Permanent, name, m);
-        let base = base_url.trim_end_matches('/').to_string();
-        let url =
-            reqwest::Url::parse(&base).map_err(|e| perm(format!("bad URL {base_url:?}: {e}")))?;
+        let shown = crate::config::redact_url(base_url);
+        let base_url = shown.as_str();
+        let mut url = reqwest::Url::parse(base_url.trim_end_matches('/'))
+            .map_err(|e| perm(format!("bad URL {base_url:?}: {e}")))?;
+        let decode = |s: &str| {
+            crate::serve::percent_decode(s)
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    perm(format!(
+                        "bad percent-encoding in the credentials of {base_url:?}"
+                    ))
+                })
+        };
+        let auth = match reqwest::Url::parse(original_url).ok() {
+            Some(u) if !u.username().is_empty() || u.password().is_some() => Some((
+                decode(u.username())?,
+                crate::config::Secret(decode(u.password().unwrap_or(""))?),
+            )),
+            _ => None,
+        };
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let base = url.as_str().trim_end_matches('/').to_string();
         if !matches!(url.scheme(), "http" | "https") {
             return Err(perm(format!("URL {base_url:?} is not http:// or https://")));
         }
@@ -69,6 +94,7 @@ impl HttpStore {
             name: name.to_string(),
             base,
             client,
+            auth,
         })
     }
 
@@ -91,6 +117,10 @@ impl HttpStore {
         what: &str,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, StoreError> {
+        let req = match &self.auth {
+            Some((user, pass)) => req.basic_auth(user, Some(&pass.0)),
+            None => req,
+        };
         req.send().await.map_err(|e| self.net_err(what, e))
     }
 
@@ -459,6 +489,45 @@ mod tests {
         }
         let u = Utc::of(UNIX_EPOCH + Duration::from_millis(951_782_400_123));
         assert_eq!(u.rfc3339(), "2000-02-29T00:00:00.123Z");
+    }
+
+    /// Credentials in the URL go out as basic auth and nowhere else: not in
+    /// the base URL, `Debug`, or an error message.
+    #[tokio::test]
+    async fn url_credentials_become_basic_auth_and_stay_out_of_messages() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = conn.read(&mut buf).unwrap();
+            conn.write_all(b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_lowercase()
+        });
+        let s = HttpStore::new(
+            "h",
+            &format!("http://op%40x:pa%3Ass-word@127.0.0.1:{port}/p"),
+        )
+        .unwrap();
+        assert_eq!(s.base_url(), format!("http://127.0.0.1:{port}/p"));
+        assert!(!format!("{s:?}").contains("ss-word"), "{s:?}");
+        let e = crate::store::StoreExt::get(&s, "k")
+            .await
+            .unwrap_err()
+            .to_string();
+        let request = server.join().unwrap();
+        // base64("op@x:pa:ss-word")
+        assert!(
+            request.contains("authorization: basic b3baedpwytpzcy13b3jk"),
+            "{request}"
+        );
+        assert!(!e.contains("pa:ss") && !e.contains("pa%3Ass"), "{e}");
+        let e = HttpStore::new("h", "http://u:topsecret@")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("topsecret"), "{e}");
     }
 
     #[test]

@@ -220,13 +220,24 @@ pub fn open_base(cfg: &crate::config::StoreConfig) -> Result<DynStore, StoreErro
     Ok(match scheme_of(&cfg.url).map_err(perm)? {
         Location::File(p) => Arc::new(Arc::new(file::FileStore::open(&cfg.name, p, cfg.fsync)?)),
         Location::Http(url) => Arc::new(http::HttpStore::new(&cfg.name, &url)?),
-        Location::S3 { bucket, prefix } => Arc::new(s3::S3Store::new(
-            &cfg.name,
-            &bucket,
-            &prefix,
-            cfg.endpoint.as_deref(),
-            cfg.region.as_deref(),
-        )?),
+        Location::S3 { bucket, prefix } => match (&cfg.access_key_id, &cfg.secret_access_key) {
+            (Some(id), Some(secret)) => Arc::new(s3::S3Store::with_keys(
+                &cfg.name,
+                &bucket,
+                &prefix,
+                cfg.endpoint.as_deref(),
+                cfg.region.as_deref(),
+                id,
+                &secret.0,
+            )?),
+            _ => Arc::new(s3::S3Store::new(
+                &cfg.name,
+                &bucket,
+                &prefix,
+                cfg.endpoint.as_deref(),
+                cfg.region.as_deref(),
+            )?),
+        },
     })
 }
 

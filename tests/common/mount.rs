@@ -53,10 +53,16 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(c: &Cluster, mnt: &Path) -> Daemon {
+        Self::start_with(c, mnt, &[], &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables set and others
+    /// removed.
+    pub fn start_with(c: &Cluster, mnt: &Path, set: &[(&str, &str)], remove: &[&str]) -> Daemon {
         let log = c.path(&format!("mount-{}.log", std::process::id()));
         let log = unique(log);
-        let child = Command::new(BIN)
-            .arg("mount")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("mount")
             .arg(mnt)
             .env("VMIFS_CONFIG", &c.config)
             .env("VMIFS_LOG", "info")
@@ -64,9 +70,14 @@ impl Daemon {
             .env("AWS_SECRET_ACCESS_KEY", super::S3_SECRET)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(File::create(&log).unwrap());
+        for (k, v) in set {
+            cmd.env(k, v);
+        }
+        for k in remove {
+            cmd.env_remove(k);
+        }
+        let child = cmd.spawn().unwrap();
         let mut d = Daemon {
             child: Some(child),
             mnt: mnt.to_path_buf(),
