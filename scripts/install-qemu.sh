@@ -39,34 +39,10 @@ backports="$codename-backports"
 apt_opts=(-y -qq -o DPkg::Lock::Timeout=600)
 export DEBIAN_FRONTEND=noninteractive
 
-# The mirror and keyring of the release's own sources (deb822 or one-line form).
-mirror_of_release() {
-  local f
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -f "$f" ] || continue
-    awk -v suite="$codename" '
-      function flush() {
-        if (uri != "" && (" " suites " ") ~ (" " suite " ")) { print uri, key; found = 1; exit }
-        uri = ""; suites = ""; key = ""
-      }
-      /^[[:space:]]*$/ { flush(); next }
-      tolower($1) == "uris:" { uri = $2 }
-      tolower($1) == "suites:" { $1 = ""; suites = $0 }
-      tolower($1) == "signed-by:" { key = $2 }
-      END { if (!found) flush() }
-    ' "$f"
-  done | head -n1 | grep . && return
-  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-    sed -n "s/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\)[[:space:]]\+$codename[[:space:]].*/\2/p" |
-    head -n1 | grep .
-}
-
 if [ -n "$need_qemu" ] &&
   ! grep -rqsE "^[^#]*[[:space:]]$backports([[:space:]]|$)" /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  read -r uri key < <(mirror_of_release) || {
-    echo "install-qemu.sh: no Debian '$codename' mirror found in apt's sources" >&2
-    exit 1
-  }
+  mirror=$("$(dirname "$0")/debian-mirror.sh" "$codename")
+  read -r uri key <<<"$mirror"
   {
     echo "Types: deb"
     echo "URIs: $uri"
