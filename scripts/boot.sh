@@ -64,7 +64,7 @@ qemu-system-x86_64 -accel tcg -m "${BOOT_MEM:-512}" -nodefaults -no-user-config 
   </dev/null >"$tmp/qemu.err" 2>&1 &
 qemu_pid=$!
 
-took= pending=
+took='' pending=''
 while [ -z "$took" ] && [ "$(date +%s)" -lt "$deadline" ]; do
   if IFS= read -r -t 1 line <&3; then
     line="$pending$line" pending=
@@ -88,7 +88,11 @@ if [ -n "$took" ]; then
   exit 0
 fi
 {
-  echo "boot.sh: no $MARKER within ${timeout_s}s; QEMU said:"
+  if kill -0 "$qemu_pid" 2>/dev/null; then
+    echo "boot.sh: no $MARKER within ${timeout_s}s; QEMU said:"
+  else
+    echo "boot.sh: the guest stopped without printing $MARKER; QEMU said:"
+  fi
   tail -n 5 "$tmp/qemu.err"
   echo "boot.sh: last lines of the serial console:"
   tail -n 25 "$log"

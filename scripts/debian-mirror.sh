@@ -29,7 +29,7 @@ found=$(
     ' "$f"
   done
   cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-    sed -n "s/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\)[[:space:]]\+$suite[[:space:]].*/\2/p" || true
+    sed -n "s/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\)[[:space:]]\+${suite}[[:space:]].*/\2/p" || true
 )
 found=$(grep -m1 . <<<"$found" || true)
 [ -n "$found" ] || { echo "debian-mirror.sh: no mirror for '$suite' in apt's sources" >&2; exit 1; }

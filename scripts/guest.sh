@@ -97,7 +97,13 @@ if [ -z "$pkg" ]; then
 fi
 [ -n "$pkg" ] || die "apt knows no linux-image-amd64"
 say "kernel: $pkg"
-(cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >/dev/null)
+download() { (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >/dev/null); }
+if ! download 2>/dev/null; then
+  # Stale package lists name a kernel the mirror no longer has.
+  apt-get update -qq -o DPkg::Lock::Timeout=600
+  pkg="$(kernel_pkg)"
+  download
+fi
 dpkg-deb -x "$tmp"/"$pkg"_*.deb "$tmp/kernel"
 kver="${pkg#linux-image-}"
 moddir="$tmp/kernel/lib/modules/$kver"

@@ -19,12 +19,12 @@ missing() {
   done
 }
 
-need_qemu=$(missing "${qemu_pkgs[@]}")
-need_tools=$(missing "${tool_pkgs[@]}")
-[ -z "$need_qemu$need_tools" ] && exit 0
+mapfile -t need_qemu < <(missing "${qemu_pkgs[@]}")
+mapfile -t need_tools < <(missing "${tool_pkgs[@]}")
+((${#need_qemu[@]} + ${#need_tools[@]})) || exit 0
 
 if [ "$(id -u)" != 0 ]; then
-  echo "install-qemu.sh: must run as root to install: $need_qemu $need_tools" >&2
+  echo "install-qemu.sh: must run as root to install: ${need_qemu[*]} ${need_tools[*]}" >&2
   exit 1
 fi
 
@@ -39,7 +39,7 @@ backports="$codename-backports"
 apt_opts=(-y -qq -o DPkg::Lock::Timeout=600)
 export DEBIAN_FRONTEND=noninteractive
 
-if [ -n "$need_qemu" ] &&
+if ((${#need_qemu[@]})) &&
   ! grep -rqsE "^[^#]*[[:space:]]$backports([[:space:]]|$)" /etc/apt/sources.list /etc/apt/sources.list.d/; then
   mirror=$("$(dirname "$0")/debian-mirror.sh" "$codename")
   read -r uri key <<<"$mirror"
@@ -53,14 +53,14 @@ if [ -n "$need_qemu" ] &&
   echo "== added $backports ($uri) to apt's sources"
 fi
 
-echo "== installing $(echo $need_qemu $need_tools)"
+all=("${need_qemu[@]}" "${need_tools[@]}")
+echo "== installing ${all[*]}"
 apt-get update -qq -o DPkg::Lock::Timeout=600
-if [ -n "$need_qemu" ]; then
+if ((${#need_qemu[@]})); then
   # All three from backports together, so their versions match.
   apt-get install "${apt_opts[@]}" -t "$backports" "${qemu_pkgs[@]}" >/dev/null 2> >(grep -v '^debconf: delaying' >&2)
 fi
-if [ -n "$need_tools" ]; then
-  # shellcheck disable=SC2086
-  apt-get install "${apt_opts[@]}" $need_tools >/dev/null 2> >(grep -v '^debconf: delaying' >&2)
+if ((${#need_tools[@]})); then
+  apt-get install "${apt_opts[@]}" "${need_tools[@]}" >/dev/null 2> >(grep -v '^debconf: delaying' >&2)
 fi
 qemu-system-x86_64 --version | head -n1
