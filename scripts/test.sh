@@ -10,9 +10,10 @@ export CARGO_TERM_COLOR=never
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vmifs/target}"
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# QEMU (with qemu-utils) and the tools that build the boot test's guest.
+scripts/install-qemu.sh
 need_apt=()
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
-command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 command -v curl >/dev/null || need_apt+=(curl)
 if ((${#need_apt[@]})); then
   echo "== installing ${need_apt[*]}"
@@ -20,6 +21,8 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 scripts/s3-server.sh
+# The small guest tests/boot.rs boots from the mount (cached in ~/.cache/vmifs/guest).
+if [ "${VMIFS_SKIP_BOOT:-}" != 1 ]; then scripts/guest.sh small >/dev/null; fi
 
 echo "== cargo fmt --check"
 cargo fmt --check

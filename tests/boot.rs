@@ -1,0 +1,309 @@
+//! A real guest boots from the mount: QEMU (TCG) boots the `small` guest of
+//! `scripts/guest.sh` through `scripts/boot.sh`, from a fresh qcow2 overlay whose
+//! backing file is the guest's raw root image on a `vmifs mount`. The image is
+//! pushed with k=4, m=2 over three `vmifs serve` stores and one S3 store, and one
+//! store is killed with SIGKILL as soon as the guest starts reading its disk. The
+//! guest checks a 16 MiB random file on its root file system against its sha256
+//! before it prints the boot marker, so the marker means the bytes were right.
+//!
+//! Needs `qemu-system-x86_64` and the tools of `scripts/install-qemu.sh`
+//! (`scripts/test.sh` installs them); without them the test fails, unless
+//! `VMIFS_SKIP_BOOT=1` says to skip it. The mount point is under
+//! `/tmp/vmifs-boot-tests/`; the [`Daemon`] guard always unmounts and kills the
+//! daemon by PID, and the [`Boot`] guard kills QEMU's process group.
+
+mod common;
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Cluster};
+
+const CHUNK: u64 = 256 * 1024;
+const MNT_ROOT: &str = "/tmp/vmifs-boot-tests";
+const MARKER: &str = "VMIFS-BOOT-OK";
+/// The limit `scripts/boot.sh` puts on one boot (a TCG boot here takes seconds,
+/// but the machine may be busy).
+const BOOT_TIMEOUT_S: u64 = 600;
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
+}
+
+/// The kernel, initramfs and root image of the `small` guest, built (or found in
+/// the cache) by `scripts/guest.sh`; `None` only when `VMIFS_SKIP_BOOT=1`.
+fn small_guest() -> Option<Vec<(String, String)>> {
+    if std::env::var("VMIFS_SKIP_BOOT").as_deref() == Ok("1") {
+        eprintln!("boot test skipped: VMIFS_SKIP_BOOT=1");
+        return None;
+    }
+    let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
+    assert!(
+        qemu.is_ok_and(|o| o.status.success()),
+        "qemu-system-x86_64 is not installed: run scripts/install-qemu.sh \
+         (or set VMIFS_SKIP_BOOT=1 to skip this test)"
+    );
+    let out = Command::new(scripts().join("guest.sh"))
+        .arg("small")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/guest.sh small failed (set VMIFS_SKIP_BOOT=1 to skip this test): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vars: Vec<(String, String)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), unquote(v)))
+        .collect();
+    for key in ["GUEST_KERNEL", "GUEST_INITRD", "GUEST_ROOT", "GUEST_APPEND"] {
+        assert!(
+            vars.iter().any(|(k, _)| k == key),
+            "scripts/guest.sh printed no {key}: {vars:?}"
+        );
+    }
+    Some(vars)
+}
+
+/// Undo bash's `printf %q` for printable text: a backslash quotes the next byte.
+fn unquote(v: &str) -> String {
+    assert!(!v.starts_with("$'"), "unexpected quoting: {v}");
+    let mut out = String::new();
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn is_mounted(p: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = p.to_string_lossy().replace(' ', "\\040");
+    text.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+fn lazy_umount(p: &Path) {
+    for _ in 0..5 {
+        if !is_mounted(p) {
+            return;
+        }
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(p)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A fresh mount point, with any stale mount an earlier, killed run left cleared.
+fn mountpoint(test: &str) -> PathBuf {
+    let p = Path::new(MNT_ROOT).join(test);
+    lazy_umount(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// A running `vmifs mount`; dropping it always unmounts and kills it.
+struct Daemon {
+    child: Option<Child>,
+    mnt: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(c: &Cluster, mnt: &Path) -> Daemon {
+        let log = c.path("mount.log");
+        let child = Command::new(BIN)
+            .arg("mount")
+            .arg(mnt)
+            .env("VMIFS_CONFIG", &c.config)
+            .env("VMIFS_LOG", "info")
+            .env("AWS_ACCESS_KEY_ID", common::S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", common::S3_SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child: Some(child),
+            mnt: mnt.to_path_buf(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(st)) = d.child.as_mut().unwrap().try_wait() {
+                panic!("vmifs mount exited ({st}): {}", d.log_text());
+            }
+            if is_mounted(mnt) && c.vmifs(&["status", "--json"]).status.success() {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mount never became ready: {}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        lazy_umount(&self.mnt);
+        if let Some(mut c) = self.child.take() {
+            common::kill(&mut c);
+        }
+        lazy_umount(&self.mnt);
+    }
+}
+
+/// `scripts/boot.sh` with its QEMU, in a process group of their own; dropping it
+/// kills the group.
+struct Boot {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Boot {
+    fn start(c: &Cluster, raw: &Path, guest: &[(String, String)], console: &Path) -> Boot {
+        let (stdout, stderr) = (c.path("boot.out"), c.path("boot.err"));
+        let child = Command::new(scripts().join("boot.sh"))
+            .arg(raw)
+            .envs(guest.iter().map(|(k, v)| (k, v)))
+            .env("BOOT_TIMEOUT", BOOT_TIMEOUT_S.to_string())
+            .env("BOOT_MEM", "256")
+            .env("BOOT_LOG", console)
+            .env("TMPDIR", c.dir.path())
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).unwrap())
+            .stderr(File::create(&stderr).unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Boot {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn finished(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    /// Waits for boot.sh (which bounds the boot itself); its exit status,
+    /// stdout and stderr.
+    fn wait(&mut self) -> (bool, String, String) {
+        let deadline = Instant::now() + Duration::from_secs(BOOT_TIMEOUT_S + 120);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "scripts/boot.sh never exited");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        (status.success(), read(&self.stdout), read(&self.stderr))
+    }
+}
+
+impl Drop for Boot {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) on the process group this test created.
+            unsafe {
+                libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn status(c: &Cluster) -> serde_json::Value {
+    serde_json::from_str(&c.ok(&["status", "--json"])).unwrap()
+}
+
+fn bytes_read(st: &serde_json::Value) -> u64 {
+    st["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["bytes_read"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_guest_boots_from_the_mount_while_a_store_dies() {
+    let Some(guest) = small_guest() else {
+        return;
+    };
+    let root = &guest.iter().find(|(k, _)| k == "GUEST_ROOT").unwrap().1;
+    let mut c = Cluster::start(3, 1, 4, 2, CHUNK);
+    c.ok(&["push", root, "--name", "small", "--tag", "ci"]);
+
+    let mnt = mountpoint("boot");
+    let d = Daemon::start(&c, &mnt);
+    let backing = mnt.join("small/ci.raw");
+    assert_eq!(
+        std::fs::metadata(&backing).unwrap().len(),
+        std::fs::metadata(root).unwrap().len()
+    );
+
+    let console = c.path("console.log");
+    let mut boot = Boot::start(&c, &backing, &guest, &console);
+    // Kill one HTTP store once the guest has begun to read its disk.
+    let deadline = Instant::now() + Duration::from_secs(BOOT_TIMEOUT_S);
+    while bytes_read(&status(&c)) == 0 && !boot.finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the guest never read its disk: {}",
+            std::fs::read_to_string(&console).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let read_at_kill = bytes_read(&status(&c));
+    c.servers[1].stop(); // SIGKILL
+
+    let (ok, stdout, stderr) = boot.wait();
+    let console_text = std::fs::read_to_string(&console).unwrap_or_default();
+    assert!(
+        ok,
+        "no boot marker: {stderr}\nconsole:\n{console_text}\nmount log:\n{}",
+        d.log_text()
+    );
+    assert!(console_text.lines().any(|l| l.contains(MARKER)));
+    assert!(
+        !console_text.contains("VMIFS-BOOT-FAILED"),
+        "{console_text}"
+    );
+    let seconds: f64 = stdout.trim().parse().expect("boot.sh prints seconds");
+
+    // The guest read its root file system (at least the 16 MiB payload) through
+    // the mount; what it read after the kill needed the other stores.
+    let st = status(&c);
+    let read = bytes_read(&st);
+    eprintln!(
+        "booted from the mount in {seconds:.1} s; read {read} bytes, {read_at_kill} before the store was killed; {} degraded chunk reads",
+        st["degraded_reads"]
+    );
+    assert!(read >= 16 << 20, "the guest read only {read} bytes: {st}");
+    if read - read_at_kill >= 1 << 20 {
+        assert!(st["degraded_reads"].as_u64().unwrap() > 0, "{st}");
+    }
+}
