@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Cluster};
+use common::Cluster;
+use common::mount::Daemon;
 
 const CHUNK: u64 = 256 * 1024;
 const MNT_ROOT: &str = "/tmp/vmifs-boot-tests";
@@ -85,91 +86,8 @@ fn unquote(v: &str) -> String {
     out
 }
 
-fn is_mounted(p: &Path) -> bool {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = p.to_string_lossy().replace(' ', "\\040");
-    text.lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-}
-
-fn lazy_umount(p: &Path) {
-    for _ in 0..5 {
-        if !is_mounted(p) {
-            return;
-        }
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(p)
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// A fresh mount point, with any stale mount an earlier, killed run left cleared.
 fn mountpoint(test: &str) -> PathBuf {
-    let p = Path::new(MNT_ROOT).join(test);
-    lazy_umount(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
-
-/// A running `vmifs mount`; dropping it always unmounts and kills it.
-struct Daemon {
-    child: Option<Child>,
-    mnt: PathBuf,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(c: &Cluster, mnt: &Path) -> Daemon {
-        let log = c.path("mount.log");
-        let child = Command::new(BIN)
-            .arg("mount")
-            .arg(mnt)
-            .env("VMIFS_CONFIG", &c.config)
-            .env("VMIFS_LOG", "info")
-            .env("AWS_ACCESS_KEY_ID", common::S3_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", common::S3_SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut d = Daemon {
-            child: Some(child),
-            mnt: mnt.to_path_buf(),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(st)) = d.child.as_mut().unwrap().try_wait() {
-                panic!("vmifs mount exited ({st}): {}", d.log_text());
-            }
-            if is_mounted(mnt) && c.vmifs(&["status", "--json"]).status.success() {
-                return d;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mount never became ready: {}",
-                d.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        lazy_umount(&self.mnt);
-        if let Some(mut c) = self.child.take() {
-            common::kill(&mut c);
-        }
-        lazy_umount(&self.mnt);
-    }
+    common::mount::mountpoint(MNT_ROOT, test)
 }
 
 /// `scripts/boot.sh` with its QEMU, in a process group of their own; dropping it
