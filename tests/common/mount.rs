@@ -1,0 +1,166 @@
+//! A real `vmifs mount` daemon for tests, with a guard that always detaches the
+//! mount (`umount -l`) and kills the daemon by PID, also when a test fails.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{BIN, Cluster, S3_KEY, S3_SECRET};
+
+pub fn is_mounted(p: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = p.to_string_lossy().replace(' ', "\\040");
+    text.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+pub fn lazy_umount(p: &Path) {
+    for _ in 0..5 {
+        if !is_mounted(p) {
+            return;
+        }
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(p)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A fresh mount point `<tmp>/<suite>/<test>`, with any stale mount an earlier,
+/// killed run may have left there cleared. `suite` keeps test files apart.
+pub fn mountpoint(suite: &str, test: &str) -> PathBuf {
+    let p = Path::new("/tmp").join(suite).join(test);
+    lazy_umount(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: plain kill(2) on a PID we started.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// A running `vmifs mount`; dropping it always unmounts and kills it.
+#[derive(Debug)]
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub mnt: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Start the daemon on `mnt` (a stale mount there is the daemon's to clear)
+    /// and wait until it is mounted and answers `status`.
+    pub fn start(c: &Cluster, mnt: &Path) -> Daemon {
+        let mut n = 0;
+        let log = loop {
+            let p = c.path(&format!("mount-{n}.log"));
+            if !p.exists() {
+                break p;
+            }
+            n += 1;
+        };
+        let child = Command::new(BIN)
+            .arg("mount")
+            .arg(mnt)
+            .env("VMIFS_CONFIG", &c.config)
+            .env("VMIFS_LOG", "info")
+            .env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child: Some(child),
+            mnt: mnt.to_path_buf(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(st)) = d.child.as_mut().unwrap().try_wait() {
+                panic!("vmifs mount exited ({st}): {}", d.log_text());
+            }
+            if is_mounted(mnt)
+                && std::fs::metadata(mnt).is_ok()
+                && c.vmifs(&["status", "--json"]).status.success()
+            {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mount never became ready: {}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM: the daemon must unmount and exit 0.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not stop on SIGTERM: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "daemon exit {status}: {}",
+            self.log_text()
+        );
+        assert!(!is_mounted(&self.mnt), "still mounted after SIGTERM");
+    }
+
+    /// kill -9: leaves a stale mount behind.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            super::kill(&mut c);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        lazy_umount(&self.mnt);
+        if let Some(mut c) = self.child.take() {
+            super::kill(&mut c);
+        }
+        lazy_umount(&self.mnt);
+    }
+}
+
+/// `vmifs status --json` of the cluster's running daemon.
+pub fn status(c: &Cluster) -> serde_json::Value {
+    serde_json::from_str(&c.ok(&["status", "--json"])).unwrap()
+}
+
+/// The sum of one per-image figure of a status document.
+pub fn image_stat(st: &serde_json::Value, key: &str) -> u64 {
+    st["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i[key].as_u64().unwrap())
+        .sum()
+}
