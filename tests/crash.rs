@@ -350,3 +350,138 @@ fn gc_during_a_push_removes_nothing_it_needs() {
         log.lines().last().unwrap_or_default()
     );
 }
+
+fn total_shards(c: &Cluster) -> usize {
+    c.servers.iter().map(|s| s.shard_files().len()).sum()
+}
+
+/// Run `vmifs gc`: `true` if it ran, `false` if it refused because a push
+/// holds a live lock (any other failure fails the test).
+fn try_gc(c: &Cluster) -> bool {
+    let o = c.vmifs(&["gc"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() || err.contains("push is running"),
+        "gc failed: {err}"
+    );
+    o.status.success()
+}
+
+/// A push killed with SIGKILL leaves its lock on the stores. While the lock's
+/// lease runs (20 s here) gc refuses — a dead push cannot be told from a live
+/// one — and deletes nothing; the same push run again meanwhile, with gc
+/// retried all along, completes and reads back byte-identical; once the dead
+/// lock's lease has run out, gc runs and removes it.
+#[test]
+fn a_killed_push_leaves_a_lock_that_expires() {
+    let c = Cluster::start(3, 1, 4, 2, CHUNK);
+    c.add_config("[locks]\nlease = \"20s\"\n");
+    let img = c.path("img.raw");
+    write_image(&img, MIB);
+    let args = [
+        "push",
+        img.to_str().unwrap(),
+        "--name",
+        "deb",
+        "--tag",
+        "12",
+    ];
+    let mut push = c.spawn(&args, "push-1");
+    wait_until(120, "shards on every store", || {
+        c.servers.iter().all(|s| s.shard_files().len() >= 50)
+    });
+    assert!(push.try_wait().unwrap().is_none(), "push ended too soon");
+    common::kill(&mut push);
+    let killed = Instant::now();
+    for s in &c.servers {
+        assert_eq!(s.files("locks").len(), 1, "no lock left on {}", s.name);
+    }
+    let left = total_shards(&c);
+    assert!(!try_gc(&c), "gc ran right after the push was killed");
+    assert_eq!(total_shards(&c), left, "gc deleted shards");
+
+    let mut push = c.spawn(&args, "push-2");
+    let mut refused = 0;
+    while push.try_wait().unwrap().is_none() {
+        assert!(!try_gc(&c), "gc ran while a push was running");
+        refused += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let st = wait(&mut push, 1);
+    let log = std::fs::read_to_string(c.path("push-2.err")).unwrap();
+    assert!(st.success(), "push failed: {log}");
+    let out = c.path("out.raw");
+    c.ok(&["get", "deb:12", out.to_str().unwrap()]);
+    assert_eq!(first_difference(&out, &img).unwrap(), None);
+
+    // The dead push's lock expires: gc runs and removes it.
+    wait_until(120, "gc to run", || try_gc(&c));
+    let waited = killed.elapsed();
+    // Renewed every 2.5 s, so it was at most that old when the push died.
+    assert!(
+        waited >= Duration::from_millis(17_500),
+        "a dead push's lock was ignored after {waited:?}, before its 20 s lease"
+    );
+    for s in &c.servers {
+        assert!(s.files("locks").is_empty(), "lock left on {}", s.name);
+    }
+    std::fs::remove_file(&out).unwrap();
+    c.ok(&["get", "deb:12", out.to_str().unwrap()]);
+    assert_eq!(first_difference(&out, &img).unwrap(), None);
+    println!(
+        "killed push: gc refused {refused} times during the rerun; ran {:.1} s after the kill",
+        waited.as_secs_f64()
+    );
+}
+
+/// A gc killed with SIGKILL in the middle of its deletes leaves its lock: a
+/// push started then waits for the lock's lease to run out instead of failing
+/// or racing the dead gc, completes, and reads back byte-identical; the next
+/// gc finishes the job.
+#[test]
+fn a_killed_gc_leaves_a_lock_that_expires() {
+    let c = Cluster::start(3, 0, 2, 1, CHUNK);
+    c.add_config("[locks]\nlease = \"10s\"\n");
+    let old = c.path("old.raw");
+    write_image(&old, MIB);
+    c.ok(&["push", old.to_str().unwrap(), "--name", "old", "--tag", "1"]);
+    c.ok(&["rm", "old:1"]);
+    let before = total_shards(&c);
+    let mut gc = c.spawn(&["gc"], "gc");
+    wait_until(120, "gc to delete", || total_shards(&c) + 200 < before);
+    assert!(gc.try_wait().unwrap().is_none(), "gc ended too soon");
+    common::kill(&mut gc);
+    let killed = Instant::now();
+    assert!(total_shards(&c) > 0, "gc ended too soon");
+
+    let img = c.path("img.raw");
+    write_image(&img, 32);
+    let mut push = c.spawn(
+        &["push", img.to_str().unwrap(), "--name", "new", "--tag", "1"],
+        "push",
+    );
+    let st = wait(&mut push, 300);
+    let waited = killed.elapsed();
+    let log = std::fs::read_to_string(c.path("push.err")).unwrap();
+    assert!(st.success(), "push failed: {log}");
+    assert!(
+        waited >= Duration::from_millis(8_750),
+        "the push went ahead {waited:?} after the gc died, within its lock's 10 s lease"
+    );
+    let out = c.path("out.raw");
+    c.ok(&["get", "new:1", out.to_str().unwrap()]);
+    assert_eq!(first_difference(&out, &img).unwrap(), None);
+
+    assert!(try_gc(&c));
+    for s in &c.servers {
+        assert!(s.files("locks").is_empty(), "lock left on {}", s.name);
+        assert!(s.files("manifests").len() == 1, "{}", s.name);
+    }
+    std::fs::remove_file(&out).unwrap();
+    c.ok(&["get", "new:1", out.to_str().unwrap()]);
+    assert_eq!(first_difference(&out, &img).unwrap(), None);
+    println!(
+        "killed gc: the push completed {:.1} s after the kill",
+        waited.as_secs_f64()
+    );
+}
