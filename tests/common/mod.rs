@@ -279,9 +279,18 @@ impl Cluster {
 }
 
 /// Write an image of `mib` MiB made of random, repeated and all-zero regions.
+/// The same size always gives the same bytes, and a smaller image is a prefix
+/// of a bigger one (up to its last few bytes).
 pub fn write_image(path: &Path, mib: usize) {
+    write_image_seeded(path, mib, 0x2545f4914f6cdd1d);
+}
+
+/// [`write_image`] with its random regions drawn from `seed` (non-zero):
+/// different seeds give images that share only their all-zero chunks.
+pub fn write_image_seeded(path: &Path, mib: usize, seed: u64) {
+    assert_ne!(seed, 0);
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = 0x2545f4914f6cdd1du64;
+    let mut x = seed;
     let mut block = vec![0u8; 1 << 20];
     let mut first = Vec::new();
     for i in 0..mib {
