@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use common::mount::{Daemon, mountpoint, status};
 use common::{Cluster, write_image_seeded};
 
-const SUITE: &str = "vmifs-load-tests";
+const SUITE: &str = "/tmp/vmifs-load-tests";
 const CHUNK: u64 = 256 * 1024;
 const IMAGES: usize = 4;
 const IMAGE_MIB: usize = 128;
@@ -106,7 +106,7 @@ fn reader(
     };
     let files: Vec<File> = mounted.iter().map(open).collect();
     let srcs: Vec<File> = sources.iter().map(|p| File::open(p).unwrap()).collect();
-    let mut rng = Rng(0x9e3779b97f4a7c15 ^ (id as u64 + 1) * 0x2545f4914f6cdd1d);
+    let mut rng = Rng(0x9e3779b97f4a7c15 ^ (id as u64 + 1).wrapping_mul(0x2545f4914f6cdd1d));
     let (mut buf, mut want) = (aligned(), vec![0u8; READ]);
     let mut t = Tally::default();
     while Instant::now() < until {
@@ -124,7 +124,9 @@ fn reader(
             rng.next() % size
         };
         let want_len = (size - offset).min(READ as u64) as usize;
-        srcs[img].read_exact_at(&mut want[..want_len], offset).unwrap();
+        srcs[img]
+            .read_exact_at(&mut want[..want_len], offset)
+            .unwrap();
         let got = window(&mut buf);
         let start = Instant::now();
         let res = files[img].read_at(got, offset);
@@ -152,12 +154,7 @@ fn reader(
             // Drop the pages just read, so the next read of them reaches the daemon.
             // SAFETY: posix_fadvise on an open descriptor.
             unsafe {
-                libc::posix_fadvise(
-                    files[img].as_raw_fd(),
-                    0,
-                    0,
-                    libc::POSIX_FADV_DONTNEED,
-                );
+                libc::posix_fadvise(files[img].as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
             }
         }
     }
@@ -190,10 +187,16 @@ fn inject(c: &Mutex<Cluster>, stop: &AtomicBool, t0: Instant) -> Faults {
         let name = c.lock().unwrap().servers[s].name.clone();
         c.lock().unwrap().servers[s].stop();
         f.kills += 1;
-        f.log.push(format!("{:5.1}s kill -9 {name}", t0.elapsed().as_secs_f64()));
+        f.log.push(format!(
+            "{:5.1}s kill -9 {name}",
+            t0.elapsed().as_secs_f64()
+        ));
         nap(Duration::from_secs(3));
         c.lock().unwrap().servers[s].start();
-        f.log.push(format!("{:5.1}s restarted {name}", t0.elapsed().as_secs_f64()));
+        f.log.push(format!(
+            "{:5.1}s restarted {name}",
+            t0.elapsed().as_secs_f64()
+        ));
         nap(Duration::from_secs(2));
         if stop.load(Relaxed) {
             break;
@@ -202,10 +205,16 @@ fn inject(c: &Mutex<Cluster>, stop: &AtomicBool, t0: Instant) -> Faults {
         let name = c.lock().unwrap().servers[s].name.clone();
         c.lock().unwrap().servers[s].pause();
         f.stops += 1;
-        f.log.push(format!("{:5.1}s SIGSTOP {name}", t0.elapsed().as_secs_f64()));
+        f.log.push(format!(
+            "{:5.1}s SIGSTOP {name}",
+            t0.elapsed().as_secs_f64()
+        ));
         nap(Duration::from_secs(4));
         c.lock().unwrap().servers[s].resume();
-        f.log.push(format!("{:5.1}s SIGCONT {name}", t0.elapsed().as_secs_f64()));
+        f.log.push(format!(
+            "{:5.1}s SIGCONT {name}",
+            t0.elapsed().as_secs_f64()
+        ));
         nap(Duration::from_secs(2));
         i += 1;
     }
@@ -322,9 +331,7 @@ fn phase(
         .collect();
     let tallies: Vec<Tally> = readers.into_iter().map(|r| r.join().unwrap()).collect();
     stop.store(true, Relaxed);
-    let faults = injector
-        .map(|t| t.join().unwrap())
-        .unwrap_or_default();
+    let faults = injector.map(|t| t.join().unwrap()).unwrap_or_default();
     let secs = t0.elapsed().as_secs_f64();
     let counters = Counters::now(&c.lock().unwrap()).since(before);
     let mut lat: Vec<u32> = tallies.iter().flat_map(|t| t.latencies.clone()).collect();
@@ -395,6 +402,9 @@ fn random_reads_stay_correct_while_stores_die_and_freeze() {
     }
     assert!(faults.kills >= 1 && faults.stops >= 1, "{faults:?}");
     // The faults reached the reads: requests failed or were hedged around.
-    assert!(hard.counters.store_errors + hard.counters.hedges > 0, "{hard}");
+    assert!(
+        hard.counters.store_errors + hard.counters.hedges > 0,
+        "{hard}"
+    );
     drop(d);
 }

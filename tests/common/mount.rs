@@ -1,12 +1,12 @@
-//! A real `vmifs mount` daemon for tests, with a guard that always detaches the
-//! mount (`umount -l`) and kills the daemon by PID, also when a test fails.
+//! A running `vmifs mount` for tests: it always unmounts (`umount -l`) and is
+//! killed by PID when dropped, also when a test fails.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{BIN, Cluster, S3_KEY, S3_SECRET};
+use super::{BIN, Cluster};
 
 pub fn is_mounted(p: &Path) -> bool {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -28,10 +28,10 @@ pub fn lazy_umount(p: &Path) {
     }
 }
 
-/// A fresh mount point `<tmp>/<suite>/<test>`, with any stale mount an earlier,
-/// killed run may have left there cleared. `suite` keeps test files apart.
-pub fn mountpoint(suite: &str, test: &str) -> PathBuf {
-    let p = Path::new("/tmp").join(suite).join(test);
+/// A fresh mount point `root/test`, with any stale mount from an earlier run
+/// cleared. Each test file uses its own `root`, so suites never share one.
+pub fn mountpoint(root: &str, test: &str) -> PathBuf {
+    let p = Path::new(root).join(test);
     lazy_umount(&p);
     std::fs::create_dir_all(&p).unwrap();
     p
@@ -45,32 +45,23 @@ pub fn signal(pid: u32, sig: i32) {
 }
 
 /// A running `vmifs mount`; dropping it always unmounts and kills it.
-#[derive(Debug)]
 pub struct Daemon {
-    pub child: Option<Child>,
-    pub mnt: PathBuf,
-    pub log: PathBuf,
+    child: Option<Child>,
+    mnt: PathBuf,
+    log: PathBuf,
 }
 
 impl Daemon {
-    /// Start the daemon on `mnt` (a stale mount there is the daemon's to clear)
-    /// and wait until it is mounted and answers `status`.
     pub fn start(c: &Cluster, mnt: &Path) -> Daemon {
-        let mut n = 0;
-        let log = loop {
-            let p = c.path(&format!("mount-{n}.log"));
-            if !p.exists() {
-                break p;
-            }
-            n += 1;
-        };
+        let log = c.path(&format!("mount-{}.log", std::process::id()));
+        let log = unique(log);
         let child = Command::new(BIN)
             .arg("mount")
             .arg(mnt)
             .env("VMIFS_CONFIG", &c.config)
             .env("VMIFS_LOG", "info")
-            .env("AWS_ACCESS_KEY_ID", S3_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .env("AWS_ACCESS_KEY_ID", super::S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", super::S3_SECRET)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
@@ -86,10 +77,7 @@ impl Daemon {
             if let Ok(Some(st)) = d.child.as_mut().unwrap().try_wait() {
                 panic!("vmifs mount exited ({st}): {}", d.log_text());
             }
-            if is_mounted(mnt)
-                && std::fs::metadata(mnt).is_ok()
-                && c.vmifs(&["status", "--json"]).status.success()
-            {
+            if is_mounted(mnt) && c.vmifs(&["status", "--json"]).status.success() {
                 return d;
             }
             assert!(
@@ -147,6 +135,17 @@ impl Drop for Daemon {
             super::kill(&mut c);
         }
         lazy_umount(&self.mnt);
+    }
+}
+
+pub fn unique(p: PathBuf) -> PathBuf {
+    let mut n = 0;
+    loop {
+        let q = p.with_extension(format!("{n}.log"));
+        if !q.exists() {
+            return q;
+        }
+        n += 1;
     }
 }
 
