@@ -30,6 +30,8 @@ pub struct Config {
     pub fetch: FetchConfig,
     #[serde(default)]
     pub trust: TrustConfig,
+    #[serde(default)]
+    pub locks: LockConfig,
 }
 
 /// Whose tags a host accepts (see [`crate::sign`]).
@@ -40,6 +42,27 @@ pub struct TrustConfig {
     /// of them are used.
     #[serde(default)]
     pub keys: Vec<crate::sign::PublicKey>,
+}
+
+/// The locks that keep `push` and `gc` apart (see [`crate::repo`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockConfig {
+    /// A lock not renewed for this long belongs to a process that died. Its
+    /// holder renews it every eighth of this and stops (push: before it
+    /// publishes; gc: before it deletes) when it could not renew it for half.
+    #[serde(default = "d_lease", deserialize_with = "duration")]
+    pub lease: Duration,
+}
+
+impl Default for LockConfig {
+    fn default() -> Self {
+        LockConfig { lease: d_lease() }
+    }
+}
+
+fn d_lease() -> Duration {
+    crate::repo::DEFAULT_LEASE
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -365,6 +388,9 @@ impl Config {
                 )));
             }
         }
+        if self.locks.lease < Duration::from_secs(5) {
+            return Err(Error::Config("locks.lease must be at least 5s".into()));
+        }
         if self.cache.max_size < 16 << 20 {
             return Err(Error::Config(
                 "cache.max_size must be at least 16MiB".into(),
@@ -532,6 +558,8 @@ mod tests {
             max_size = "1GiB"
             [mount]
             prefetch = "open"
+            [locks]
+            lease = "2m"
             "#,
         )
         .unwrap();
@@ -539,6 +567,11 @@ mod tests {
         assert_eq!(c.stores[1].timeout, Duration::from_secs(2));
         assert_eq!(c.cache.max_size, 1 << 30);
         assert_eq!(c.mount.prefetch, Prefetch::Open);
+        assert_eq!(c.locks.lease, Duration::from_secs(120));
+        assert_eq!(
+            Config::parse("").unwrap().locks.lease,
+            crate::repo::DEFAULT_LEASE
+        );
     }
 
     #[test]
@@ -557,6 +590,7 @@ mod tests {
             ),
             ("[erasure]\ndatta = 3", "datta"),
             ("[cache]\nmax_size = \"lots\"", "lots"),
+            ("[locks]\nlease = \"1s\"", "locks.lease"),
             ("not toml", "line 1"),
         ];
         for (text, want) in cases {

@@ -217,6 +217,13 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
         bail!("mount point {} is not a directory", mountpoint.display());
     }
     let mountpoint = mountpoint.canonicalize().context("mount point")?;
+    if mount_of(&mountpoint).is_some_and(|m| m.fstype.starts_with("fuse")) && is_stale(&mountpoint)
+    {
+        // The stat above can be answered from the kernel's attribute cache for
+        // a while after the daemon died; statfs always asks the daemon.
+        tracing::warn!(mountpoint = %mountpoint.display(), "clearing a stale mount left by a daemon that died");
+        detach(&mountpoint).context("cannot clear the stale mount")?;
+    }
     if mount_of(&mountpoint).is_some_and(|m| m.fstype.starts_with("fuse")) {
         bail!(
             "{} is already mounted (another vmifs mount?)",
@@ -363,6 +370,21 @@ fn group_id(name: &str) -> Result<u32> {
 }
 
 /// `umount -l`: detach the mount now, finish when its last user leaves.
+/// Whether `path` is a FUSE mount whose daemon is gone ("Transport endpoint is
+/// not connected"). statfs is never answered from a kernel cache.
+fn is_stale(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c is a valid NUL-terminated path; buf is a plain C struct the
+    // kernel fills.
+    let r = unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut buf)
+    };
+    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
+}
+
 pub fn detach(path: &Path) -> std::io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: c is a valid NUL-terminated path.

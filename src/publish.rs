@@ -3,21 +3,25 @@
 //! 1. Container formats (qcow2, vmdk, vhd, vhdx, vdi) are converted to a
 //!    temporary raw file with `qemu-img convert` first.
 //! 2. A push lock is taken on every store (see [`crate::repo`] for how this keeps
-//!    `gc` away) and the shards already on each store are listed, so chunks that
-//!    are already there are not uploaded again.
+//!    `gc` away), the push waits for a running gc to finish, and the shards
+//!    already on each store are listed, so chunks that are already there are not
+//!    uploaded again.
 //! 3. A reader thread cuts the file into chunks and hashes them (one chunk in
 //!    memory per slot of the pipeline); tasks erasure-code each new chunk and upload
 //!    its shards to their stores, all stores in parallel, a bounded number of
 //!    chunks at a time.
 //! 4. Only when every shard is stored is the manifest written to every store,
 //!    and after it the tag. Until then nothing of the new version is visible.
+//!    Before each of the two the push checks that its lock is still certainly
+//!    live ([`Lock::check`]); otherwise a gc may have taken it for dead and
+//!    deleted shards, and the push fails without publishing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -32,7 +36,7 @@ use crate::id::{ChunkId, ImageId, Name, Tag};
 use crate::layout;
 use crate::manifest::{self, Erasure, Manifest, TagRecord};
 use crate::placement;
-use crate::repo::{Repo, first_error, now_ms};
+use crate::repo::{Lock, Repo, first_error, now_ms};
 
 /// What to publish.
 #[derive(Debug, Clone)]
@@ -146,28 +150,38 @@ pub async fn push(
         p
     };
     let codec = Codec::new(req.erasure.data, req.erasure.parity)?;
-    let chunk_size = req.erasure.chunk_size as usize;
 
     let lock = repo.lock("push").await?;
     let result = async {
         wait_for_gc(repo, &lock).await?;
-        upload(repo, &req, &raw_path, fmt, codec, chunk_size, progress).await
+        upload(repo, &req, &raw_path, fmt, codec, progress, &lock).await
     }
     .await;
-    repo.unlock(&lock).await;
+    repo.unlock(lock).await;
     result
 }
 
-async fn wait_for_gc(repo: &Repo, own: &str) -> Result<(), Error> {
-    for _ in 0..60 {
-        if repo.live_locks("gc", own).await?.is_empty() {
+/// Wait while a live gc lock exists: a running gc renews its lock until it
+/// ends, a dead one's lock expires within its lease.
+async fn wait_for_gc(repo: &Repo, own: &Lock) -> Result<(), Error> {
+    let mut deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let gcs = repo.live_locks("gc", own).await?;
+        if gcs.is_empty() {
             return Ok(());
+        }
+        for g in &gcs {
+            let expires = Instant::now() + g.lease.saturating_sub(g.age);
+            deadline = deadline.max(expires + Duration::from_secs(5));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Unavailable(format!(
+                "a gc is running on the stores ({}); try the push again later",
+                gcs[0]
+            )));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Err(Error::Unavailable(
-        "a gc is running on the stores; try the push again later".into(),
-    ))
 }
 
 async fn upload(
@@ -176,9 +190,10 @@ async fn upload(
     raw_path: &Path,
     fmt: Format,
     codec: Codec,
-    chunk_size: usize,
     progress: Option<Progress>,
+    lock: &Lock,
 ) -> Result<PushReport, Error> {
+    let chunk_size = req.erasure.chunk_size as usize;
     let existing = Arc::new(existing_shards(repo).await?);
     let stores = repo.store_names();
     let size = std::fs::metadata(raw_path)
@@ -316,6 +331,7 @@ async fn upload(
     };
     let bytes = manifest.to_bytes();
     let id = Manifest::id_of(&bytes);
+    lock.check()?;
     repo.put_everywhere(&layout::manifest_key(&id), Bytes::from(bytes))
         .await?;
     let mut tag = TagRecord {
@@ -327,6 +343,7 @@ async fn upload(
     if let Some(key) = &req.sign_key {
         tag = key.sign(&req.name, &req.tag, &tag);
     }
+    lock.check()?;
     repo.put_everywhere(
         &layout::tag_key(&req.name, &req.tag),
         Bytes::from(tag.to_bytes()),

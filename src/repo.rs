@@ -13,16 +13,27 @@
 //! any shard, and removes it after the tag is written. `gc` writes `locks/gc-<id>`
 //! to every store, then looks for push locks; a push, after writing its lock, looks
 //! for gc locks. Each writes before it reads, so at least one of the two sees the
-//! other: a push waits (up to a minute) for a running gc and then fails, and a gc
-//! that sees a push gives up without deleting anything. Locks older than
-//! [`STALE_LOCK`] (a push or gc killed hard) are ignored and `gc` removes them.
+//! other: a push waits for a running gc to finish, and a gc that sees a push gives
+//! up without deleting anything.
+//!
+//! A lock is a lease. Its holder rewrites it every eighth of the lease (default
+//! [`DEFAULT_LEASE`], `[locks] lease`, recorded in the lock itself), so a lock
+//! that has not been rewritten for a whole lease belongs to a process that died
+//! (`kill -9`, a lost host): it no longer blocks anyone, and gc removes it. The
+//! age of a lock is measured on the clock of the store that holds it — the
+//! modification time of the lock against that of the reader's own lock, just
+//! written to the same store — so clocks that disagree between hosts do not
+//! matter. A holder that could not renew its lock on every store for half a
+//! lease (stores unreachable, or the process was paused) stops before it acts
+//! on it: a push before it writes its manifest or tag, a gc before each delete.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::future::join_all;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, StoreError};
@@ -33,14 +44,16 @@ use crate::profile::Profile;
 use crate::sign::{SecretKey, Trust};
 use crate::store::{self, DynStore, StoreExt};
 
-/// A lock older than this is left over from a killed process.
-pub const STALE_LOCK: Duration = Duration::from_secs(6 * 3600);
+/// How long a lock stays valid after it was last written, unless configured
+/// otherwise.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 pub struct Repo {
     stores: Vec<DynStore>,
     /// When set, reads use only tag records signed by these keys.
     trust: Option<Arc<Trust>>,
+    lease: Duration,
 }
 
 /// One row of the catalog.
@@ -70,14 +83,25 @@ impl Repo {
             .collect::<Result<Vec<_>, _>>()?;
         let trust =
             (!cfg.trust.keys.is_empty()).then(|| Arc::new(Trust::new(cfg.trust.keys.clone())));
-        Ok(Repo { stores, trust })
+        Ok(Repo {
+            stores,
+            trust,
+            lease: cfg.locks.lease,
+        })
     }
 
     pub fn from_stores(stores: Vec<DynStore>) -> Self {
         Repo {
             stores,
             trust: None,
+            lease: DEFAULT_LEASE,
         }
+    }
+
+    /// The lease of the locks this repository takes.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
     }
 
     /// Use only tag records signed by a key of `trust`.
@@ -89,7 +113,10 @@ impl Repo {
     /// The same stores, reading every tag record whoever signed it: for gc,
     /// which must keep what any tag points at.
     pub fn untrusted(&self) -> Repo {
-        Repo::from_stores(self.stores.clone())
+        Repo {
+            trust: None,
+            ..self.clone()
+        }
     }
 
     pub fn stores(&self) -> &[DynStore] {
@@ -337,39 +364,211 @@ impl Repo {
         None
     }
 
-    /// Take a lock of `kind` ("push" or "gc") on every store. Returns its key.
-    pub async fn lock(&self, kind: &str) -> Result<String, Error> {
-        let id =
-            crate::id::Digest::of(format!("{}-{}-{kind}", std::process::id(), now_ms()).as_bytes());
+    /// Take a lock of `kind` ("push" or "gc") on every store, and keep renewing
+    /// it until [`Repo::unlock`] (or until the [`Lock`] is dropped, which leaves
+    /// it to expire).
+    pub async fn lock(&self, kind: &str) -> Result<Lock, Error> {
+        let id = crate::id::Digest::of(
+            format!(
+                "{}-{}-{kind}-{:?}",
+                std::process::id(),
+                now_ms(),
+                Instant::now()
+            )
+            .as_bytes(),
+        );
         let key = format!("{}{kind}-{}", layout::LOCKS, &id.to_hex()[..16]);
-        let body = serde_json::json!({ "pid": std::process::id(), "time_ms": now_ms() });
-        self.put_everywhere(&key, Bytes::from(body.to_string()))
-            .await?;
-        Ok(key)
+        let lease = self.lease;
+        let body = move || {
+            let b = LockBody {
+                pid: std::process::id(),
+                time_ms: now_ms(),
+                lease_ms: lease.as_millis() as u64,
+            };
+            Bytes::from(serde_json::to_vec(&b).expect("serialisable"))
+        };
+        let started = Instant::now();
+        if let Err(e) = self.put_everywhere(&key, body()).await {
+            // Do not leave a lock on the stores that took it.
+            let _ = self.delete_everywhere(&key).await;
+            return Err(e);
+        }
+        let renewed = Arc::new(Mutex::new(started));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (repo, k, r) = (self.clone(), key.clone(), renewed.clone());
+        let heartbeat = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(lease / 8) => {}
+                    _ = &mut stopped => return,
+                }
+                let t = Instant::now();
+                match repo.put_everywhere(&k, body()).await {
+                    Ok(()) => *r.lock().unwrap() = t,
+                    Err(e) => tracing::warn!(lock = %k, "cannot renew the lock: {e}"),
+                }
+            }
+        });
+        Ok(Lock {
+            key,
+            lease,
+            renewed,
+            stop: Some(stop),
+            heartbeat: Some(heartbeat),
+        })
     }
 
-    /// Live locks of `kind` on any store, excluding `own`.
-    pub async fn live_locks(&self, kind: &str, own: &str) -> Result<Vec<String>, Error> {
-        let prefix = format!("{}{kind}-", layout::LOCKS);
-        let listings = join_all(self.stores.iter().map(|s| s.list(&prefix))).await;
-        let mut live = Vec::new();
-        for l in listings {
-            for o in l? {
-                let fresh = o
-                    .modified
-                    .and_then(|t| t.elapsed().ok())
-                    .is_none_or(|age| age < STALE_LOCK);
-                if o.key != own && fresh && !live.contains(&o.key) {
-                    live.push(o.key);
+    /// Every lock of `kind` ("push", "gc") on the stores other than `own`,
+    /// with its age on the clock of the store that holds it (the youngest copy
+    /// counts) and whether it is still live.
+    pub async fn locks(&self, kind: &str, own: &Lock) -> Result<Vec<HeldLock>, Error> {
+        let per_store = join_all(self.stores.iter().map(|s| store_locks(s, kind, own))).await;
+        let mut out: Vec<HeldLock> = Vec::new();
+        for held in per_store {
+            for h in held? {
+                match out.iter_mut().find(|o| o.key == h.key) {
+                    Some(o) if h.age < o.age => *o = h,
+                    Some(_) => {}
+                    None => out.push(h),
                 }
             }
         }
-        Ok(live)
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
     }
 
-    pub async fn unlock(&self, key: &str) {
-        let _ = self.delete_everywhere(key).await;
+    /// Live locks of `kind` other than `own` (see [`Repo::locks`]).
+    pub async fn live_locks(&self, kind: &str, own: &Lock) -> Result<Vec<HeldLock>, Error> {
+        let mut all = self.locks(kind, own).await?;
+        all.retain(HeldLock::live);
+        Ok(all)
     }
+
+    /// Stop renewing the lock and remove it from every store.
+    pub async fn unlock(&self, mut lock: Lock) {
+        if let Some(stop) = lock.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(h) = lock.heartbeat.take() {
+            // A renewal in flight finishes before the delete below.
+            let _ = h.await;
+        }
+        let _ = self.delete_everywhere(&lock.key).await;
+    }
+}
+
+/// What a lock object holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct LockBody {
+    pid: u32,
+    time_ms: u64,
+    lease_ms: u64,
+}
+
+/// A lock this process holds (see the module docs). Dropping it without
+/// [`Repo::unlock`] stops its renewal and leaves it on the stores to expire,
+/// as a killed process would.
+#[derive(Debug)]
+pub struct Lock {
+    key: String,
+    lease: Duration,
+    /// When the last renewal that reached every store started.
+    renewed: Arc<Mutex<Instant>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Lock {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Ok while the lock is certainly still live on every store: renewed
+    /// everywhere within half its lease. Check before acting on it.
+    pub fn check(&self) -> Result<(), Error> {
+        let since = self.renewed.lock().unwrap().elapsed();
+        if since < self.lease / 2 {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!(
+                "lost lock {}: not renewed on every store for {} s (lease {} s); stopped before acting on it",
+                self.key,
+                since.as_secs(),
+                self.lease.as_secs()
+            )))
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+    }
+}
+
+/// A lock seen on the stores.
+#[derive(Debug, Clone)]
+pub struct HeldLock {
+    pub key: String,
+    /// Time since it was last written, on the clock of its store.
+    pub age: Duration,
+    pub lease: Duration,
+}
+
+impl HeldLock {
+    pub fn live(&self) -> bool {
+        self.age <= self.lease
+    }
+}
+
+impl std::fmt::Display for HeldLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}, renewed {} s ago, lease {} s",
+            self.key,
+            self.age.as_secs(),
+            self.lease.as_secs()
+        )
+    }
+}
+
+/// The locks of `kind` on one store other than `own`, aged on that store's
+/// clock: "now" is the modification time of `own` there (written moments
+/// ago), else this host's clock.
+async fn store_locks(store: &DynStore, kind: &str, own: &Lock) -> Result<Vec<HeldLock>, Error> {
+    let listed = store.list(layout::LOCKS).await?;
+    let now = listed
+        .iter()
+        .find(|o| o.key == own.key)
+        .and_then(|o| o.modified)
+        .unwrap_or_else(SystemTime::now);
+    let prefix = format!("{}{kind}-", layout::LOCKS);
+    let mut out = Vec::new();
+    for o in listed {
+        if o.key == own.key || !o.key.starts_with(&prefix) {
+            continue;
+        }
+        // A store that keeps no times: the lock is as young as it gets.
+        let age = o
+            .modified
+            .map(|t| now.duration_since(t).unwrap_or_default())
+            .unwrap_or_default();
+        let lease = match store.get_opt(&o.key).await? {
+            None => continue, // released since the listing
+            Some(b) => serde_json::from_slice::<LockBody>(&b)
+                .map(|b| Duration::from_millis(b.lease_ms))
+                .unwrap_or(DEFAULT_LEASE),
+        };
+        out.push(HeldLock {
+            key: o.key,
+            age,
+            lease,
+        });
+    }
+    Ok(out)
 }
 
 /// The first error of a set of store results, or Ok.

@@ -99,7 +99,9 @@ impl StoreStats {
 pub struct Stats {
     pub names: Vec<String>,
     pub stores: Vec<StoreStats>,
-    /// Chunks rebuilt with parity because a shard was missing, late or bad.
+    /// Chunks rebuilt with at least one parity shard: a data shard was missing,
+    /// late or bad, or simply sat on a store ranked slower than a parity one
+    /// (stores are tried cheapest first), so this counts decodes, not faults.
     pub degraded_reads: AtomicU64,
     pub chunks_fetched: AtomicU64,
 }

@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Cluster;
-use common::mount::Daemon;
+use common::mount::{Daemon, status};
 
 const CHUNK: u64 = 256 * 1024;
 const MNT_ROOT: &str = "/tmp/vmifs-boot-tests";
@@ -151,10 +151,6 @@ impl Drop for Boot {
             let _ = self.child.wait();
         }
     }
-}
-
-fn status(c: &Cluster) -> serde_json::Value {
-    serde_json::from_str(&c.ok(&["status", "--json"])).unwrap()
 }
 
 fn bytes_read(st: &serde_json::Value) -> u64 {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::mount::{Daemon, is_mounted, lazy_umount, signal};
+use common::mount::{Daemon, image_stat, is_mounted, lazy_umount, signal, status};
 use common::{Cluster, same_file, write_image};
 
 const CHUNK: u64 = 256 * 1024;
@@ -21,19 +21,6 @@ const MNT_ROOT: &str = "/tmp/vmifs-mount-tests";
 
 fn mountpoint(test: &str) -> PathBuf {
     common::mount::mountpoint(MNT_ROOT, test)
-}
-
-fn status(c: &Cluster) -> serde_json::Value {
-    serde_json::from_str(&c.ok(&["status", "--json"])).unwrap()
-}
-
-fn image_stat(st: &serde_json::Value, key: &str) -> u64 {
-    st["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i[key].as_u64().unwrap())
-        .sum()
 }
 
 /// A 3-store cluster (code 2+1, 256 KiB chunks) holding `deb:12`, an image of

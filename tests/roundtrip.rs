@@ -250,7 +250,7 @@ async fn catalog_rm_and_gc() {
     // gc refuses to run while a push holds its lock.
     let lock = repo.lock("push").await.unwrap();
     assert!(vmifs::gc::gc(&repo, false).await.is_err());
-    repo.unlock(&lock).await;
+    repo.unlock(lock).await;
 }
 
 #[tokio::test]

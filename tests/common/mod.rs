@@ -109,14 +109,42 @@ impl Server {
         wait_port(self.port);
     }
 
+    /// kill -9 (if running) and reap.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             kill(&mut c);
         }
     }
 
+    /// kill -9, then start again on the same port and root.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("store is running").id()
+    }
+
+    /// SIGSTOP: the process keeps its port open but answers nothing.
+    pub fn pause(&self) {
+        mount::signal(self.pid(), libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Server::pause`].
+    pub fn resume(&self) {
+        mount::signal(self.pid(), libc::SIGCONT);
+    }
+
     /// Every shard file this store holds on disk.
     pub fn shard_files(&self) -> Vec<PathBuf> {
+        self.files("shards")
+    }
+
+    /// Every file this store holds on disk under the key prefix `dir/`
+    /// (`shards`, `manifests`, `tags`, `locks`).
+    pub fn files(&self, dir: &str) -> Vec<PathBuf> {
+        let needle = format!("/{dir}/");
         let mut out = Vec::new();
         let mut stack = vec![self.root.clone()];
         while let Some(d) = stack.pop() {
@@ -124,7 +152,7 @@ impl Server {
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
-                } else if p.to_string_lossy().contains("/shards/") {
+                } else if p.to_string_lossy().contains(&needle) {
                     out.push(p);
                 }
             }
@@ -210,6 +238,35 @@ impl Cluster {
             .unwrap()
     }
 
+    /// Append TOML to the config file.
+    pub fn add_config(&self, text: &str) {
+        let old = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, format!("{old}\n{text}\n")).unwrap();
+    }
+
+    /// Replace `from` by `to` in the config file (which must contain `from`).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let old = std::fs::read_to_string(&self.config).unwrap();
+        assert!(old.contains(from), "config has no {from:?}");
+        std::fs::write(&self.config, old.replace(from, to)).unwrap();
+    }
+
+    /// Start `vmifs ARGS` in the background, stdout and stderr to files in the
+    /// cluster's directory (`<log>.out`, `<log>.err`).
+    pub fn spawn(&self, args: &[&str], log: &str) -> Child {
+        Command::new(BIN)
+            .args(args)
+            .env("VMIFS_CONFIG", &self.config)
+            .env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .env_remove("VMIFS_LOG")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(self.path(&format!("{log}.out"))).unwrap())
+            .stderr(std::fs::File::create(self.path(&format!("{log}.err"))).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.vmifs(args);
         assert!(
@@ -222,9 +279,18 @@ impl Cluster {
 }
 
 /// Write an image of `mib` MiB made of random, repeated and all-zero regions.
+/// The same size always gives the same bytes, and a smaller image is a prefix
+/// of a bigger one (up to its last few bytes).
 pub fn write_image(path: &Path, mib: usize) {
+    write_image_seeded(path, mib, 0x2545f4914f6cdd1d);
+}
+
+/// [`write_image`] with its random regions drawn from `seed` (non-zero):
+/// different seeds give images that share only their all-zero chunks.
+pub fn write_image_seeded(path: &Path, mib: usize, seed: u64) {
+    assert_ne!(seed, 0);
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = 0x2545f4914f6cdd1du64;
+    let mut x = seed;
     let mut block = vec![0u8; 1 << 20];
     let mut first = Vec::new();
     for i in 0..mib {
@@ -282,4 +348,35 @@ pub fn image_mib() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024)
+}
+
+/// Compare `a` (read first) with `b` block by block: `Ok(None)` when identical,
+/// `Ok(Some(offset))` at the first differing block (or where one ends early),
+/// `Err` when reading fails.
+pub fn first_difference(a: &Path, b: &Path) -> std::io::Result<Option<u64>> {
+    use std::io::Read;
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut pos = 0u64;
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok((fb.read(&mut bb[..1])? != 0).then_some(pos));
+        }
+        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return Ok(Some(pos));
+        }
+        pos += n as u64;
+    }
+}
+
+/// Distinct non-zero chunks of a file cut into `chunk` bytes: what a full read
+/// has to fetch once.
+pub fn distinct_chunks(path: &Path, chunk: u64) -> u64 {
+    let data = std::fs::read(path).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    data.chunks(chunk as usize)
+        .filter(|c| c.iter().any(|&b| b != 0))
+        .filter(|c| seen.insert(vmifs::id::ChunkId::of(c)))
+        .count() as u64
 }

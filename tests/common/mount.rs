@@ -159,3 +159,18 @@ pub fn unique(p: PathBuf) -> PathBuf {
         n += 1;
     }
 }
+
+/// `vmifs status --json` of the cluster's running daemon.
+pub fn status(c: &Cluster) -> serde_json::Value {
+    serde_json::from_str(&c.ok(&["status", "--json"])).unwrap()
+}
+
+/// The sum of one per-image figure of a status document.
+pub fn image_stat(st: &serde_json::Value, key: &str) -> u64 {
+    st["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i[key].as_u64().unwrap())
+        .sum()
+}

@@ -1,0 +1,490 @@
+//! Crash safety with real processes: the mount daemon, `vmifs push` and
+//! `vmifs gc` killed with SIGKILL at the worst moments, over real `vmifs serve`
+//! stores (and the S3-compatible server), then restarted.
+//!
+//! Mount points live under `/tmp/vmifs-crash-tests/`; the [`Daemon`] guard
+//! always detaches them and kills its daemon, also when a test fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::mount::{Daemon, image_stat, is_mounted, mountpoint, signal, status};
+use common::{Cluster, distinct_chunks, first_difference, write_image};
+
+const SUITE: &str = "/tmp/vmifs-crash-tests";
+const CHUNK: u64 = 256 * 1024;
+/// Big enough that a push or a cold read is well under way when it is killed.
+const MIB: usize = 256;
+
+/// Wait for `child` to exit (at most `secs`); its exit status.
+fn wait(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            common::kill(child);
+            panic!("process {} still running after {secs} s", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Poll until `cond` holds (at most `secs`), panicking with `what` otherwise.
+fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn cache_files(cache: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for sub in std::fs::read_dir(cache.join("chunks")).unwrap().flatten() {
+        for f in std::fs::read_dir(sub.path()).unwrap().flatten() {
+            out.push(f.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The mount daemon is killed with SIGKILL while it fills its cache (by an
+/// on-demand sequential read, or by the whole-image prefetch at mount); one
+/// cache file is then bit-flipped and another truncated on disk. The next
+/// daemon clears the stale mount, serves the whole image byte-identical, and
+/// fetches exactly the chunks that were not cached intact.
+fn daemon_killed_while_filling_its_cache(test: &str, prefetch: bool) {
+    let c = Cluster::start(3, 0, 2, 1, CHUNK);
+    if prefetch {
+        c.add_config("[mount]\nprefetch = \"mount\"\n");
+    }
+    let img = c.path("img.raw");
+    write_image(&img, MIB);
+    c.ok(&[
+        "push",
+        img.to_str().unwrap(),
+        "--name",
+        "deb",
+        "--tag",
+        "12",
+    ]);
+    let size = std::fs::metadata(&img).unwrap().len();
+    let distinct = distinct_chunks(&img, CHUNK);
+
+    let mnt = mountpoint(SUITE, test);
+    let mut d = Daemon::start(&c, &mnt);
+    let file = mnt.join("deb/12.raw");
+    let reader = (!prefetch).then(|| {
+        let (f, i) = (file.clone(), img.clone());
+        std::thread::spawn(move || first_difference(&f, &i))
+    });
+    wait_until(300, "a quarter of the image fetched", || {
+        image_stat(&status(&c), "bytes_fetched") >= size / 4
+    });
+    let fetched_before = status(&c)["chunks_fetched"].as_u64().unwrap();
+    d.kill9();
+    assert!(
+        fetched_before < distinct,
+        "the cache was already full when the daemon was killed"
+    );
+    if let Some(r) = reader {
+        // The read in progress fails (the daemon is gone); it must not hang.
+        let _ = r.join();
+    }
+    assert!(is_mounted(&mnt), "a killed daemon leaves a stale mount");
+    // (A stat may still be answered from the kernel's attribute cache; an
+    // open always goes to the daemon.)
+    let err = std::fs::File::open(&file).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN));
+
+    // Damage two cache files: bit rot in one, a torn write in the other.
+    let cache = c.path("cache");
+    let files = cache_files(&cache);
+    assert!(files.len() >= 2, "nothing cached before the kill");
+    let cached = files.len() as u64;
+    let mut b = std::fs::read(&files[0]).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 0x01;
+    std::fs::write(&files[0], b).unwrap();
+    let len = std::fs::metadata(&files[1]).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&files[1])
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
+
+    // Restart on the same cache dir; it clears the stale mount itself.
+    let d2 = Daemon::start(&c, &mnt);
+    assert_eq!(
+        first_difference(&file, &img).unwrap(),
+        None,
+        "bytes differ after the restart: {}",
+        d2.log_text()
+    );
+    let st = status(&c);
+    let fetched = st["chunks_fetched"].as_u64().unwrap();
+    assert_eq!(
+        fetched,
+        distinct - (cached - 2),
+        "{distinct} chunks, {cached} cached before the kill (2 damaged): {st}"
+    );
+    assert!(fetched < distinct);
+    assert_eq!(st["cache"]["corrupt_dropped"].as_u64(), Some(2), "{st}");
+    println!(
+        "{test}: {distinct} chunks; killed after {fetched_before} fetches, {cached} cached; \
+         {fetched} fetched after the restart"
+    );
+    drop(d2);
+    drop(d);
+}
+
+#[test]
+fn a_daemon_killed_during_a_cold_read_restarts_on_its_cache() {
+    daemon_killed_while_filling_its_cache("cold-read", false);
+}
+
+#[test]
+fn a_daemon_killed_during_prefetch_restarts_on_its_cache() {
+    daemon_killed_while_filling_its_cache("prefetch", true);
+}
+
+/// Polls `vmifs ls` in a thread until stopped; counts the polls and how many
+/// of them listed `name`.
+struct LsWatcher {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<(u64, u64)>,
+}
+
+impl LsWatcher {
+    fn start(c: &Cluster, name: &str) -> LsWatcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (config, name, s) = (c.config.clone(), format!("{name} "), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let (mut polls, mut seen) = (0, 0);
+            while !s.load(Relaxed) {
+                let o = std::process::Command::new(common::BIN)
+                    .arg("ls")
+                    .env("VMIFS_CONFIG", &config)
+                    .env("AWS_ACCESS_KEY_ID", common::S3_KEY)
+                    .env("AWS_SECRET_ACCESS_KEY", common::S3_SECRET)
+                    .output()
+                    .unwrap();
+                assert!(
+                    o.status.success(),
+                    "ls failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                polls += 1;
+                if String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.starts_with(&name))
+                {
+                    seen += 1;
+                }
+            }
+            (polls, seen)
+        });
+        LsWatcher { stop, thread }
+    }
+
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// The chunks a push reported as already stored (its last stderr line).
+fn reused_chunks(c: &Cluster, log: &str) -> u64 {
+    let err = std::fs::read_to_string(c.path(&format!("{log}.err"))).unwrap();
+    let line = err.lines().find(|l| l.starts_with("pushed ")).unwrap();
+    let before = line.split(" already stored").next().unwrap();
+    before.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// `vmifs push` killed with SIGKILL in the middle of its upload publishes
+/// nothing (no tag in `ls`, `get` finds nothing, the mount shows nothing, no
+/// manifest on any store); the same push run again completes, reuses what the
+/// killed one stored, and the image reads back byte-identical.
+#[test]
+fn a_push_killed_midway_publishes_nothing_and_a_rerun_completes() {
+    let c = Cluster::start(3, 1, 4, 2, CHUNK);
+    let img = c.path("img.raw");
+    write_image(&img, MIB);
+    let args = [
+        "push",
+        img.to_str().unwrap(),
+        "--name",
+        "deb",
+        "--tag",
+        "12",
+    ];
+
+    // Killed late, when most shards are stored: the last moment a careless
+    // push could make something visible too early.
+    let shards = distinct_chunks(&img, CHUNK) * 6;
+    let watcher = LsWatcher::start(&c, "deb");
+    let mut push = c.spawn(&args, "push-1");
+    wait_until(120, "70% of the shards stored", || {
+        total_shards(&c) as u64 * 10 >= shards * 7
+    });
+    assert!(
+        push.try_wait().unwrap().is_none(),
+        "the push finished before it could be killed"
+    );
+    common::kill(&mut push);
+    let (polls, seen) = watcher.finish();
+    assert!(polls > 0);
+    assert_eq!(seen, 0, "`ls` listed the image during the push");
+    let partial: usize = c.servers.iter().map(|s| s.shard_files().len()).sum();
+
+    // Nothing of it is visible anywhere.
+    assert!(!c.ok(&["ls"]).contains("deb"));
+    let out = c.path("out.raw");
+    let o = c.vmifs(&["get", "deb:12", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not found"), "{err}");
+    assert!(!out.exists());
+    for s in &c.servers {
+        assert!(s.files("manifests").is_empty(), "manifest on {}", s.name);
+        assert!(s.files("tags").is_empty(), "tag on {}", s.name);
+    }
+    let mnt = mountpoint(SUITE, "killed-push");
+    let d = Daemon::start(&c, &mnt);
+    let names: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [".by-id"]);
+    assert_eq!(std::fs::read_dir(mnt.join(".by-id")).unwrap().count(), 0);
+
+    // The same push again: it completes and reuses the shards already stored.
+    let mut push = c.spawn(&args, "push-2");
+    let st = wait(&mut push, 600);
+    let log = std::fs::read_to_string(c.path("push-2.err")).unwrap();
+    assert!(st.success(), "push failed: {log}");
+    let reused = reused_chunks(&c, "push-2");
+    assert!(reused > 0, "nothing reused: {log}");
+    c.ok(&["get", "deb:12", out.to_str().unwrap()]);
+    assert_eq!(first_difference(&out, &img).unwrap(), None);
+
+    // And the mount shows it, byte-identical.
+    signal(d.pid(), libc::SIGHUP);
+    let file = mnt.join("deb/12.raw");
+    wait_until(60, "the tag in the mount", || file.exists());
+    assert_eq!(first_difference(&file, &img).unwrap(), None);
+    println!(
+        "killed push: {polls} ls polls during it, none listed the image; {partial} shards left; \
+         the rerun reused {reused} chunks"
+    );
+}
+
+/// `vmifs gc` run again and again while a push uploads — with garbage on the
+/// stores that the push can reuse (chunks of an untagged image) — deletes
+/// nothing the push needs: the image reads back byte-identical, also after a
+/// final gc.
+#[test]
+fn gc_during_a_push_removes_nothing_it_needs() {
+    let c = Cluster::start(3, 1, 4, 2, CHUNK);
+    // `write_image` is deterministic: the 64 MiB image is a prefix of the
+    // 256 MiB one, so its chunks are garbage the push reuses.
+    let old = c.path("old.raw");
+    write_image(&old, 64);
+    c.ok(&["push", old.to_str().unwrap(), "--name", "old", "--tag", "1"]);
+    c.ok(&["rm", "old:1"]);
+    let img = c.path("img.raw");
+    write_image(&img, MIB);
+
+    let mut push = c.spawn(
+        &[
+            "push",
+            img.to_str().unwrap(),
+            "--name",
+            "deb",
+            "--tag",
+            "12",
+        ],
+        "push",
+    );
+    let (mut refused, mut swept) = (0u64, 0u64);
+    while push.try_wait().unwrap().is_none() {
+        let o = c.vmifs(&["gc"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        if o.status.success() {
+            swept += 1;
+        } else {
+            assert!(err.contains("push is running"), "gc failed: {err}");
+            refused += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = wait(&mut push, 1);
+    let log = std::fs::read_to_string(c.path("push.err")).unwrap();
+    assert!(st.success(), "push failed: {log}");
+    assert!(
+        refused >= 3,
+        "only {refused} gc runs overlapped the push ({swept} ran before it)"
+    );
+
+    let out = c.path("out.raw");
+    c.ok(&["get", "deb:12", out.to_str().unwrap()]);
+    assert_eq!(first_difference(&out, &img).unwrap(), None);
+    let o = c.vmifs(&["gc"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_file(&out).unwrap();
+    c.ok(&["get", "deb:12", out.to_str().unwrap()]);
+    assert_eq!(first_difference(&out, &img).unwrap(), None);
+    for s in &c.servers {
+        assert!(s.files("locks").is_empty(), "lock left on {}", s.name);
+    }
+    println!(
+        "gc during a push: {refused} runs refused, {swept} ran before the push took its lock; \
+         push: {}",
+        log.lines().last().unwrap_or_default()
+    );
+}
+
+fn total_shards(c: &Cluster) -> usize {
+    c.servers.iter().map(|s| s.shard_files().len()).sum()
+}
+
+/// Run `vmifs gc`: `true` if it ran, `false` if it refused because a push
+/// holds a live lock (any other failure fails the test).
+fn try_gc(c: &Cluster) -> bool {
+    let o = c.vmifs(&["gc"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() || err.contains("push is running"),
+        "gc failed: {err}"
+    );
+    o.status.success()
+}
+
+/// A push killed with SIGKILL leaves its lock on the stores. While the lock's
+/// lease runs (20 s here) gc refuses — a dead push cannot be told from a live
+/// one — and deletes nothing; the same push run again meanwhile, with gc
+/// retried all along, completes and reads back byte-identical; once the dead
+/// lock's lease has run out, gc runs and removes it.
+#[test]
+fn a_killed_push_leaves_a_lock_that_expires() {
+    let c = Cluster::start(3, 1, 4, 2, CHUNK);
+    c.add_config("[locks]\nlease = \"20s\"\n");
+    let img = c.path("img.raw");
+    write_image(&img, MIB);
+    let args = [
+        "push",
+        img.to_str().unwrap(),
+        "--name",
+        "deb",
+        "--tag",
+        "12",
+    ];
+    let mut push = c.spawn(&args, "push-1");
+    wait_until(120, "shards on every store", || {
+        c.servers.iter().all(|s| s.shard_files().len() >= 50)
+    });
+    assert!(push.try_wait().unwrap().is_none(), "push ended too soon");
+    common::kill(&mut push);
+    let killed = Instant::now();
+    for s in &c.servers {
+        assert_eq!(s.files("locks").len(), 1, "no lock left on {}", s.name);
+    }
+    let left = total_shards(&c);
+    assert!(!try_gc(&c), "gc ran right after the push was killed");
+    assert_eq!(total_shards(&c), left, "gc deleted shards");
+
+    let mut push = c.spawn(&args, "push-2");
+    let mut refused = 0;
+    while push.try_wait().unwrap().is_none() {
+        assert!(!try_gc(&c), "gc ran while a push was running");
+        refused += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let st = wait(&mut push, 1);
+    let log = std::fs::read_to_string(c.path("push-2.err")).unwrap();
+    assert!(st.success(), "push failed: {log}");
+    let out = c.path("out.raw");
+    c.ok(&["get", "deb:12", out.to_str().unwrap()]);
+    assert_eq!(first_difference(&out, &img).unwrap(), None);
+
+    // The dead push's lock expires: gc runs and removes it.
+    wait_until(120, "gc to run", || try_gc(&c));
+    let waited = killed.elapsed();
+    // Renewed every 2.5 s, so it was at most that old when the push died.
+    assert!(
+        waited >= Duration::from_millis(17_500),
+        "a dead push's lock was ignored after {waited:?}, before its 20 s lease"
+    );
+    for s in &c.servers {
+        assert!(s.files("locks").is_empty(), "lock left on {}", s.name);
+    }
+    std::fs::remove_file(&out).unwrap();
+    c.ok(&["get", "deb:12", out.to_str().unwrap()]);
+    assert_eq!(first_difference(&out, &img).unwrap(), None);
+    println!(
+        "killed push: gc refused {refused} times during the rerun; ran {:.1} s after the kill",
+        waited.as_secs_f64()
+    );
+}
+
+/// A gc killed with SIGKILL in the middle of its deletes leaves its lock: a
+/// push started then waits for the lock's lease to run out instead of failing
+/// or racing the dead gc, completes, and reads back byte-identical; the next
+/// gc finishes the job.
+#[test]
+fn a_killed_gc_leaves_a_lock_that_expires() {
+    let c = Cluster::start(3, 0, 2, 1, CHUNK);
+    c.add_config("[locks]\nlease = \"10s\"\n");
+    let old = c.path("old.raw");
+    write_image(&old, MIB);
+    c.ok(&["push", old.to_str().unwrap(), "--name", "old", "--tag", "1"]);
+    c.ok(&["rm", "old:1"]);
+    let before = total_shards(&c);
+    let mut gc = c.spawn(&["gc"], "gc");
+    wait_until(120, "gc to delete", || total_shards(&c) + 200 < before);
+    assert!(gc.try_wait().unwrap().is_none(), "gc ended too soon");
+    common::kill(&mut gc);
+    let killed = Instant::now();
+    assert!(total_shards(&c) > 0, "gc ended too soon");
+
+    let img = c.path("img.raw");
+    write_image(&img, 32);
+    let mut push = c.spawn(
+        &["push", img.to_str().unwrap(), "--name", "new", "--tag", "1"],
+        "push",
+    );
+    let st = wait(&mut push, 300);
+    let waited = killed.elapsed();
+    let log = std::fs::read_to_string(c.path("push.err")).unwrap();
+    assert!(st.success(), "push failed: {log}");
+    assert!(
+        waited >= Duration::from_millis(8_750),
+        "the push went ahead {waited:?} after the gc died, within its lock's 10 s lease"
+    );
+    let out = c.path("out.raw");
+    c.ok(&["get", "new:1", out.to_str().unwrap()]);
+    assert_eq!(first_difference(&out, &img).unwrap(), None);
+
+    assert!(try_gc(&c));
+    for s in &c.servers {
+        assert!(s.files("locks").is_empty(), "lock left on {}", s.name);
+        assert!(s.files("manifests").len() == 1, "{}", s.name);
+    }
+    std::fs::remove_file(&out).unwrap();
+    c.ok(&["get", "new:1", out.to_str().unwrap()]);
+    assert_eq!(first_difference(&out, &img).unwrap(), None);
+    println!(
+        "killed gc: the push completed {:.1} s after the kill",
+        waited.as_secs_f64()
+    );
+}
