@@ -189,11 +189,7 @@ fn mount_access_follows_the_configured_group() {
         assert_eq!(m.mode() & 0o777, 0o444);
     }
     let text = std::fs::read_to_string(&c.config).unwrap();
-    std::fs::write(
-        &c.config,
-        format!("{text}\n[mount]\nallow_other = true\ngroup = \"12345\"\n"),
-    )
-    .unwrap();
+    c.add_config("[mount]\nallow_other = true\ngroup = \"12345\"");
     {
         let _d = Daemon::start(&c, &mnt);
         let f = std::fs::metadata(mnt.join("a/1.raw")).unwrap();

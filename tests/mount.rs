@@ -27,8 +27,7 @@ fn mountpoint(test: &str) -> PathBuf {
 /// `mib` MiB; `config` is appended to its config file.
 fn setup(mib: usize, config: &str) -> (Cluster, PathBuf) {
     let c = Cluster::start(3, 0, 2, 1, CHUNK);
-    let text = std::fs::read_to_string(&c.config).unwrap();
-    std::fs::write(&c.config, format!("{text}\n{config}\n")).unwrap();
+    c.add_config(config);
     let img = publish(&c, mib);
     (c, img)
 }
@@ -286,7 +285,7 @@ fn a_restarted_daemon_reuses_its_cache() {
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
-    walk(dir)
+    common::files_under(dir)
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
@@ -306,12 +305,7 @@ impl Drop for Tmpfs {
 fn the_cache_never_exceeds_its_cap() {
     let (c, img) = setup(80, "");
     let cap = 16u64 << 20;
-    let text = std::fs::read_to_string(&c.config).unwrap();
-    std::fs::write(
-        &c.config,
-        text.replace("max_size = \"1GiB\"", "max_size = \"16MiB\""),
-    )
-    .unwrap();
+    c.edit_config("max_size = \"1GiB\"", "max_size = \"16MiB\"");
     // The cache lives on a file system exactly as big as the cap: one byte over
     // it, at any instant, would fail a write (ENOSPC), which the daemon logs. A
     // directory walk cannot prove this: it is not an atomic snapshot.
@@ -409,12 +403,10 @@ fn an_open_file_keeps_its_version_when_the_tag_moves() {
 fn federation_image_reads_cold_with_a_store_killed_and_warm() {
     let mut c = Cluster::start(3, 1, 4, 2, CHUNK);
     let mib = common::image_mib();
-    let text = std::fs::read_to_string(&c.config).unwrap();
-    let text = text.replace(
+    c.edit_config(
         "max_size = \"1GiB\"",
         &format!("max_size = \"{}MiB\"", mib * 2),
     );
-    std::fs::write(&c.config, text).unwrap();
     let img = publish(&c, mib);
 
     let mnt = mountpoint("federation");
@@ -554,7 +546,7 @@ fn a_boot_profile_is_recorded_published_and_prefetched_on_open() {
 
     // Garbage where the profile was, on every store: reads are unaffected.
     for s in &c.servers {
-        for p in walk(&s.root)
+        for p in common::files_under(&s.root)
             .into_iter()
             .filter(|p| p.to_string_lossy().contains("profiles"))
         {
@@ -565,20 +557,4 @@ fn a_boot_profile_is_recorded_published_and_prefetched_on_open() {
     let _d = Daemon::start(&c, &mnt);
     boot(&File::open(mnt.join("deb/12.raw")).unwrap());
     assert_eq!(image_stat(&status(&c), "profile_chunks"), 0);
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

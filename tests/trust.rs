@@ -14,19 +14,10 @@ const MNT_ROOT: &str = "/tmp/vmifs-trust-tests";
 
 /// Every file under `dir` whose path contains `part`.
 fn files(dir: &Path, part: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().contains(part) {
-                out.push(p);
-            }
-        }
-    }
-    out
+    common::files_under(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(part))
+        .collect()
 }
 
 fn tag_file(c: &Cluster, store: usize, name: &str, tag: &str) -> PathBuf {
@@ -81,12 +72,7 @@ fn a_trusting_host_serves_only_signed_bytes_whatever_the_stores_do() {
     ]);
 
     // The host trusts the publisher's key from here on.
-    let text = std::fs::read_to_string(&c.config).unwrap();
-    std::fs::write(
-        &c.config,
-        format!("{text}\n[trust]\nkeys = [\"{}\"]\n", public.trim()),
-    )
-    .unwrap();
+    c.add_config(&format!("[trust]\nkeys = [\"{}\"]", public.trim()));
 
     let out = c.path("out.raw");
     let get = |what: &str| {
@@ -253,12 +239,7 @@ fn bad_keys_and_trust_config_get_one_clear_error() {
         ],
         "sign key",
     );
-    let text = std::fs::read_to_string(&c.config).unwrap();
-    std::fs::write(
-        &c.config,
-        format!("{text}\n[trust]\nkeys = [\"ed25519:1234\"]\n"),
-    )
-    .unwrap();
+    c.add_config("[trust]\nkeys = [\"ed25519:1234\"]");
     fails(&c, &["ls"], "not a public key");
     assert!(
         c.ok(&["keygen", c.path("k").to_str().unwrap()])

@@ -380,3 +380,20 @@ pub fn distinct_chunks(path: &Path, chunk: u64) -> u64 {
         .filter(|c| seen.insert(vmifs::id::ChunkId::of(c)))
         .count() as u64
 }
+
+/// Every file below `dir`.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
