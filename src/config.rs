@@ -224,7 +224,8 @@ pub struct MountConfig {
     /// Kernel read-ahead of the mount (bdi read_ahead_kb).
     #[serde(default = "d_readahead", deserialize_with = "size")]
     pub kernel_readahead: u64,
-    /// Chunks read ahead when a file is read sequentially.
+    /// Largest read-ahead window, in chunks, of a sequential reader (it starts
+    /// at one chunk and doubles while the reader keeps up).
     #[serde(default = "d_window")]
     pub readahead_chunks: usize,
     /// Status socket (default: `<cache dir>/vmifs.sock`).

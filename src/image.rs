@@ -267,6 +267,44 @@ pub struct ImageStats {
     pub traced_chunks: u64,
 }
 
+/// A sequential reader's read-ahead window, in chunks. It starts at one chunk
+/// and doubles each time the reader moves on to a chunk inside it, up to the
+/// configured maximum, so a boot's short runs of adjacent reads pull one or two
+/// chunks they may not need while a long copy soon has the whole window in
+/// flight (the way the kernel's on-demand read-ahead ramps up). Pure.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Current size (0: no sequential run yet).
+    pub size: u64,
+    /// Read-ahead has been started for the chunks below this index.
+    pub until: u64,
+}
+
+impl Window {
+    /// The reader has read up to chunk `from - 1` sequentially: the chunks to
+    /// start fetching now (possibly none).
+    pub fn advance(&mut self, from: u64, max: u64) -> std::ops::Range<u64> {
+        if max == 0 {
+            return from..from;
+        }
+        let stale = self.size == 0 || from > self.until || self.until > from + 2 * max;
+        if stale {
+            // A new run (or a jump): start small.
+            self.size = 1;
+            self.until = from + 1;
+            return from..self.until;
+        }
+        if from + self.size <= self.until {
+            // Still in the part of the window read before: nothing new.
+            return from..from;
+        }
+        self.size = (self.size * 2).min(max);
+        let start = self.until;
+        self.until = self.until.max(from + self.size);
+        start..self.until
+    }
+}
+
 /// One image version, readable at any offset.
 #[derive(Debug)]
 pub struct ImageReader {
@@ -277,8 +315,8 @@ pub struct ImageReader {
     readahead_chunks: u64,
     /// One past the last chunk of the previous read (sequential detection).
     next_chunk: AtomicU64,
-    /// Read-ahead has been started for chunks below this index.
-    ahead_until: AtomicU64,
+    /// The read-ahead window of the sequential reader.
+    ahead: Mutex<Window>,
     prefetching: std::sync::atomic::AtomicBool,
     profiling: std::sync::atomic::AtomicBool,
     first_read: OnceLock<Instant>,
@@ -294,7 +332,7 @@ impl ImageReader {
             counters: Arc::default(),
             readahead_chunks: readahead_chunks as u64,
             next_chunk: AtomicU64::new(u64::MAX),
-            ahead_until: AtomicU64::new(0),
+            ahead: Mutex::default(),
             prefetching: Default::default(),
             profiling: Default::default(),
             first_read: OnceLock::new(),
@@ -368,17 +406,14 @@ impl ImageReader {
         Ok(out.freeze())
     }
 
-    /// Start background fetches of the `readahead_chunks` chunks from `from`.
+    /// Start background fetches of the chunks after `from` that the
+    /// sequential reader's growing window now covers.
     fn read_ahead(self: &Arc<Self>, from: u64) {
         let m = &self.plan.manifest;
-        let end = (from + self.readahead_chunks).min(m.chunk_count());
-        // Continue where the window ended if it is still ahead of us; after a
-        // jump (or a second pass over the file) start afresh.
-        let prev = self.ahead_until.swap(end, Relaxed);
-        let start = if (from..=end).contains(&prev) {
-            prev
-        } else {
-            from
+        let (start, end) = {
+            let mut w = self.ahead.lock().unwrap();
+            let r = w.advance(from, self.readahead_chunks);
+            (r.start, r.end.min(m.chunk_count()))
         };
         for index in start..end {
             let Some(id) = m.chunks[index as usize] else {
@@ -500,6 +535,34 @@ mod tests {
     use crate::repo::Repo;
     use crate::store::DynStore;
     use crate::store::memory::MemoryStore;
+
+    #[test]
+    fn read_ahead_window_ramps_up_and_restarts_after_a_jump() {
+        let mut w = Window::default();
+        let mut step = |from| w.advance(from, 8);
+        // A run from chunk 10: 1, 2, 4, 8 chunks ahead, then one per chunk read.
+        assert_eq!(step(11), 11..12);
+        assert_eq!(step(11), 11..11); // another read in chunk 10
+        assert_eq!(step(12), 12..14);
+        assert_eq!(step(12), 12..12);
+        assert_eq!(step(13), 14..17);
+        assert_eq!(step(14), 17..22);
+        assert_eq!(step(15), 22..23);
+        assert_eq!(step(16), 23..24);
+        // A jump forward past the window: small again.
+        assert_eq!(step(100), 100..101);
+        assert_eq!(step(101), 101..103);
+        // A jump back far behind the window: small again.
+        assert_eq!(step(5), 5..6);
+        assert_eq!(Window::default().advance(3, 0), 3..3);
+        // Every chunk is asked for once along a long run.
+        let mut w = Window::default();
+        let mut asked = Vec::new();
+        for from in 1..200 {
+            asked.extend(w.advance(from, 16));
+        }
+        assert_eq!(asked, (1..215).collect::<Vec<_>>());
+    }
 
     #[test]
     fn span_table() {
@@ -715,15 +778,26 @@ mod tests {
         f.reader.read_at(0, cs).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert_eq!(f.reader.stats().bytes_fetched, cs);
-        // The next one is: chunks 3..=6 follow in the background (1 is all zero).
-        f.reader.read_at(cs + 10, cs).await.unwrap();
-        for _ in 0..200 {
-            if f.reader.stats().bytes_cached == 6 * cs {
-                break;
+        // The next one is (it covers chunks 1, all zero, and 2): chunk 3
+        // follows in the background; the one after that (chunk 3) brings two
+        // more, 4 and 5.
+        let reader = f.reader.clone();
+        let cached = |n: u64| {
+            let reader = reader.clone();
+            async move {
+                for _ in 0..200 {
+                    if reader.stats().bytes_cached == n * cs {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                assert_eq!(reader.stats().bytes_cached, n * cs);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(f.reader.stats().bytes_cached, 6 * cs);
+        };
+        f.reader.read_at(cs + 10, cs).await.unwrap();
+        cached(3).await;
+        f.reader.read_at(3 * cs, cs).await.unwrap();
+        cached(5).await;
     }
 
     /// A reader of the same version over the same stores, with an empty cache.
