@@ -28,6 +28,18 @@ pub struct Config {
     pub mount: MountConfig,
     #[serde(default)]
     pub fetch: FetchConfig,
+    #[serde(default)]
+    pub trust: TrustConfig,
+}
+
+/// Whose tags a host accepts (see [`crate::sign`]).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Public keys (`ed25519:<hex>`). When any is set, only tags signed by one
+    /// of them are used.
+    #[serde(default)]
+    pub keys: Vec<crate::sign::PublicKey>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -160,6 +172,9 @@ pub struct MountConfig {
     /// Status socket (default: `<cache dir>/vmifs.sock`).
     #[serde(default)]
     pub socket: Option<PathBuf>,
+    /// On the first open of an image, prefetch its boot profile.
+    #[serde(default = "d_true")]
+    pub boot_profiles: bool,
 }
 
 impl Default for MountConfig {
@@ -172,6 +187,7 @@ impl Default for MountConfig {
             kernel_readahead: d_readahead(),
             readahead_chunks: d_window(),
             socket: None,
+            boot_profiles: true,
         }
     }
 }

@@ -13,8 +13,11 @@
 //! or SIGINT the file system is unmounted (lazily if files are still open) and
 //! the daemon exits 0.
 //!
-//! Status: the socket answers every connection with one JSON document
-//! ([`Status`]) and closes it; `vmifs status` prints it.
+//! The control socket takes one request line per connection, answers with one
+//! JSON document and closes: `status` (or nothing) gives the [`Status`] that
+//! `vmifs status` prints; `profile <name[:tag] | image-id> <window-ms>` gives
+//! `{"profile": ...}`, the boot profile recorded so far for that image
+//! (`vmifs profile record`), or `{"error": "..."}`.
 
 use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
@@ -24,14 +27,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cache::{Cache, CacheUsage};
 use crate::config::{Config, Prefetch};
 use crate::fetch::Fetcher;
-use crate::fs::{Fs, Volume};
-use crate::id::ImageId;
+use crate::fs::{Fs, OnOpen, Volume};
+use crate::id::{ImageId, ImageRef};
 use crate::image::{Chunks, ImageReader, ImageStats, Limits};
 use crate::namespace::{Inodes, TagEntry, Tree};
 use crate::repo::Repo;
@@ -129,6 +132,44 @@ impl Daemon {
         Ok(())
     }
 
+    /// Answer one control request.
+    fn answer(&self, request: &str) -> serde_json::Value {
+        let words: Vec<&str> = request.split_whitespace().collect();
+        match words.as_slice() {
+            [] | ["status"] => serde_json::to_value(self.status()).unwrap_or_default(),
+            ["profile", image, window_ms] => match (self.reader_of(image), window_ms.parse()) {
+                (Ok(r), Ok(ms)) => {
+                    serde_json::json!({ "profile": r.profile(Duration::from_millis(ms)) })
+                }
+                (Err(e), _) => serde_json::json!({ "error": e }),
+                (_, Err(_)) => serde_json::json!({ "error": format!("bad window {window_ms:?}") }),
+            },
+            _ => serde_json::json!({ "error": format!("unknown request {request:?}") }),
+        }
+    }
+
+    /// The reader of `name[:tag]` as the mount shows it now, or of an image id.
+    fn reader_of(&self, image: &str) -> Result<Arc<ImageReader>, String> {
+        let readers = self.vol.readers();
+        let id = match image.parse::<ImageId>() {
+            Ok(id) => id,
+            Err(_) => {
+                let r: ImageRef = image.parse().map_err(|e| format!("{e}"))?;
+                self.tags
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|t| t.name == r.name && t.tag == r.tag)
+                    .map(|t| t.image)
+                    .ok_or(format!("{r} is not on this mount"))?
+            }
+        };
+        readers
+            .get(&id)
+            .cloned()
+            .ok_or(format!("image {} is not on this mount", id.short()))
+    }
+
     fn status(&self) -> Status {
         let readers = self.vol.readers();
         let images = self
@@ -188,10 +229,14 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
     let fetcher = Fetcher::new(repo.stores().to_vec(), cfg.fetch.hedge_after);
     let limits = Limits {
         readahead: cfg.fetch.parallel_chunks.clamp(1, 64),
+        profile: cfg.fetch.parallel_chunks.clamp(1, 64),
         prefetch: (cfg.fetch.parallel_chunks / 4).clamp(1, 8),
     };
     let chunks = Chunks::new(fetcher, cache, limits);
-    let vol = Volume::new(cfg.mount.prefetch == Prefetch::Open);
+    let vol = Volume::new(OnOpen {
+        prefetch_all: cfg.mount.prefetch == Prefetch::Open,
+        profiles: cfg.mount.boot_profiles.then(|| repo.clone()),
+    });
     let daemon = Arc::new(Daemon {
         cfg: cfg.clone(),
         mountpoint: mountpoint.clone(),
@@ -239,11 +284,16 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
         .with_context(|| format!("status socket {}", sock.display()))?;
     let d = daemon.clone();
     tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let body = serde_json::to_vec(&d.status()).unwrap_or_default();
+        while let Ok((conn, _)) = listener.accept().await {
+            let d = d.clone();
             tokio::spawn(async move {
-                let _ = conn.write_all(&body).await;
-                let _ = conn.shutdown().await;
+                let (rd, mut wr) = conn.into_split();
+                let mut line = String::new();
+                let mut rd = tokio::io::BufReader::new(rd.take(4096));
+                let _ = tokio::time::timeout(Duration::from_secs(2), rd.read_line(&mut line)).await;
+                let body = serde_json::to_vec(&d.answer(line.trim())).unwrap_or_default();
+                let _ = wr.write_all(&body).await;
+                let _ = wr.shutdown().await;
             });
         }
     });
@@ -358,9 +408,10 @@ fn raise_readahead(mountpoint: &Path, bytes: u64) -> Result<()> {
     Ok(())
 }
 
-/// Read the status document from a running daemon.
-pub fn query_status(socket: &Path) -> Result<serde_json::Value> {
-    use std::io::Read;
+/// Send one request to a running daemon and read its answer; an answer
+/// `{"error": ...}` becomes an error.
+pub fn query(socket: &Path, request: &str) -> Result<serde_json::Value> {
+    use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
         format!(
             "cannot reach the mount daemon at {} (is `vmifs mount` running?)",
@@ -368,9 +419,21 @@ pub fn query_status(socket: &Path) -> Result<serde_json::Value> {
         )
     })?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(format!("{request}\n").as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    Ok(serde_json::from_slice(&buf)?)
+    let v: serde_json::Value = serde_json::from_slice(&buf)
+        .with_context(|| format!("bad answer from the mount daemon at {}", socket.display()))?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        bail!("mount daemon: {e}");
+    }
+    Ok(v)
+}
+
+/// Read the status document from a running daemon.
+pub fn query_status(socket: &Path) -> Result<serde_json::Value> {
+    query(socket, "status")
 }
 
 #[cfg(test)]

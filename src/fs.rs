@@ -29,6 +29,7 @@ use fuser::{
 use crate::id::ImageId;
 use crate::image::ImageReader;
 use crate::namespace::{Node, Tree};
+use crate::repo::Repo;
 
 /// How long the kernel may cache names and attributes. Short, so a moved tag
 /// shows within a second or so of a refresh.
@@ -42,17 +43,27 @@ pub struct Volume {
     readers: RwLock<HashMap<ImageId, Arc<ImageReader>>>,
     handles: Mutex<HashMap<u64, Arc<ImageReader>>>,
     next_fh: AtomicU64,
-    prefetch_on_open: bool,
+    on_open: OnOpen,
+}
+
+/// What opening an image starts in the background.
+#[derive(Debug, Clone, Default)]
+pub struct OnOpen {
+    /// Prefetch the whole image (`mount.prefetch = "open"`).
+    pub prefetch_all: bool,
+    /// Load the image's boot profile from here and prefetch it
+    /// (`mount.boot_profiles`).
+    pub profiles: Option<Repo>,
 }
 
 impl Volume {
-    pub fn new(prefetch_on_open: bool) -> Arc<Self> {
+    pub fn new(on_open: OnOpen) -> Arc<Self> {
         Arc::new(Volume {
             tree: RwLock::new(Arc::new(Tree::build(&[], &mut Default::default()))),
             readers: RwLock::default(),
             handles: Mutex::default(),
             next_fh: AtomicU64::new(1),
-            prefetch_on_open,
+            on_open,
         })
     }
 
@@ -173,9 +184,14 @@ impl Fs {
             .get(&image)
             .cloned()
             .ok_or(Errno::ENOENT)?;
-        if self.vol.prefetch_on_open {
+        {
             let _guard = self.rt.enter();
-            reader.prefetch_all();
+            if let Some(repo) = &self.vol.on_open.profiles {
+                reader.prefetch_profile(repo.clone());
+            }
+            if self.vol.on_open.prefetch_all {
+                reader.prefetch_all();
+            }
         }
         let fh = self.vol.next_fh.fetch_add(1, Relaxed);
         self.vol.handles.lock().unwrap().insert(fh, reader);

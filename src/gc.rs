@@ -4,6 +4,7 @@
 //!    [`crate::repo`]: a push and a gc can never both proceed).
 //! 2. Manifests that no tag points at are deleted (after `rm`, or when a tag
 //!    moved on to a newer version).
+//!    Their boot profiles go with them.
 //! 3. Shards that no remaining manifest references are deleted. A shard counts as
 //!    referenced by its key, whatever store it sits on.
 //! 4. Locks older than [`STALE_LOCK`](crate::repo::STALE_LOCK), left by killed
@@ -24,6 +25,7 @@ use crate::repo::{Repo, STALE_LOCK};
 #[derive(Debug, Default, Clone)]
 pub struct GcReport {
     pub manifests_deleted: u64,
+    pub profiles_deleted: u64,
     pub shards_deleted: u64,
     pub bytes_freed: u64,
     pub shards_kept: u64,
@@ -48,7 +50,8 @@ pub async fn gc(repo: &Repo, dry_run: bool) -> Result<GcReport, Error> {
 
 async fn sweep(repo: &Repo, dry_run: bool) -> Result<GcReport, Error> {
     let mut report = GcReport::default();
-    let tags = repo.tags().await?;
+    // Every tag counts, signed or not: gc must not delete what any tag needs.
+    let tags = repo.untrusted().tags().await?;
     let live: HashSet<ImageId> = tags.values().map(|t| t.image).collect();
 
     let listings = join_all(repo.stores().iter().map(|s| s.list(layout::MANIFESTS))).await;
@@ -77,6 +80,15 @@ async fn sweep(repo: &Repo, dry_run: bool) -> Result<GcReport, Error> {
         }
     }
     for store in repo.stores() {
+        for o in store.list(layout::PROFILES).await? {
+            let orphan = layout::parse_profile_key(&o.key).is_some_and(|id| !live.contains(&id));
+            if orphan {
+                report.profiles_deleted += 1;
+                if !dry_run {
+                    store.delete(&o.key).await?;
+                }
+            }
+        }
         for o in store.list(layout::SHARDS).await? {
             if referenced.contains(&o.key) {
                 report.shards_kept += 1;

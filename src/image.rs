@@ -13,14 +13,18 @@
 //!   (single-flight, keyed by chunk id, so identical chunks of different images
 //!   share the download); the fetched chunk is cached before waiters are released;
 //! - priorities: on-demand reads never wait for a permit; read-ahead (started when
-//!   a file is read sequentially) and whole-image prefetch run in background tasks,
-//!   each bounded by its own small semaphore, so they only use spare capacity.
+//!   a file is read sequentially), boot-profile prefetch and whole-image prefetch
+//!   run in background tasks, each bounded by its own semaphore.
+//!
+//! Each reader also keeps a [`Trace`] of the chunks its reads touched first, in
+//! order, from which `vmifs profile record` makes a boot [`Profile`].
 //!
 //! The offset arithmetic ([`spans`]) is a pure function, table-tested.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
@@ -32,6 +36,8 @@ use crate::cache::Cache;
 use crate::error::Error;
 use crate::fetch::{Fetcher, Plan};
 use crate::id::{ChunkId, ImageId};
+use crate::profile::{Profile, Trace};
+use crate::repo::Repo;
 
 /// The part of one chunk a read covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +78,9 @@ type SharedFetch = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub readahead: usize,
+    /// Boot-profile prefetch: the chunks a boot is known to need next.
+    pub profile: usize,
+    /// Whole-image prefetch.
     pub prefetch: usize,
 }
 
@@ -79,6 +88,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             readahead: 8,
+            profile: 16,
             prefetch: 2,
         }
     }
@@ -133,6 +143,7 @@ pub struct Chunks {
     cache: Arc<Cache>,
     inflight: Mutex<HashMap<ChunkId, SharedFetch>>,
     readahead: Semaphore,
+    profile: Arc<Semaphore>,
     prefetch: Arc<Semaphore>,
 }
 
@@ -144,6 +155,7 @@ impl Chunks {
             cache,
             inflight: Mutex::new(HashMap::new()),
             readahead: Semaphore::new(limits.readahead.max(1)),
+            profile: Arc::new(Semaphore::new(limits.profile.max(1))),
             prefetch: Arc::new(Semaphore::new(limits.prefetch.max(1))),
         })
     }
@@ -154,10 +166,6 @@ impl Chunks {
 
     pub fn cache(&self) -> &Arc<Cache> {
         &self.cache
-    }
-
-    fn prefetch_permits(&self) -> Arc<Semaphore> {
-        self.prefetch.clone()
     }
 
     /// The chunk's bytes, from the cache or fetched (once, whoever else asks).
@@ -239,6 +247,8 @@ pub struct Counters {
     pub bytes_fetched: AtomicU64,
     /// Chunk bytes served from the local cache.
     pub bytes_from_cache: AtomicU64,
+    /// Chunks the boot profile asked for (0: none loaded).
+    pub profile_chunks: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -251,6 +261,10 @@ pub struct ImageStats {
     pub bytes_from_cache: u64,
     /// Bytes of this image's chunks present in the cache now.
     pub bytes_cached: u64,
+    /// Chunks listed by the boot profile being prefetched (0: none).
+    pub profile_chunks: u64,
+    /// Distinct chunks reads have touched so far (the trace).
+    pub traced_chunks: u64,
 }
 
 /// One image version, readable at any offset.
@@ -266,6 +280,9 @@ pub struct ImageReader {
     /// Read-ahead has been started for chunks below this index.
     ahead_until: AtomicU64,
     prefetching: std::sync::atomic::AtomicBool,
+    profiling: std::sync::atomic::AtomicBool,
+    first_read: OnceLock<Instant>,
+    trace: Mutex<Trace>,
 }
 
 impl ImageReader {
@@ -279,6 +296,9 @@ impl ImageReader {
             next_chunk: AtomicU64::new(u64::MAX),
             ahead_until: AtomicU64::new(0),
             prefetching: Default::default(),
+            profiling: Default::default(),
+            first_read: OnceLock::new(),
+            trace: Mutex::default(),
         })
     }
 
@@ -305,6 +325,8 @@ impl ImageReader {
             bytes_fetched: self.counters.bytes_fetched.load(Relaxed),
             bytes_from_cache: self.counters.bytes_from_cache.load(Relaxed),
             bytes_cached,
+            profile_chunks: self.counters.profile_chunks.load(Relaxed),
+            traced_chunks: self.trace.lock().unwrap().len() as u64,
         }
     }
 
@@ -326,6 +348,7 @@ impl ImageReader {
             return Ok(Bytes::new());
         };
         let (first, last) = (first.chunk, last.chunk);
+        self.record(first..=last);
         let prev_next = self.next_chunk.swap(last + 1, Relaxed);
         if prev_next != u64::MAX && (first + 1 == prev_next || first == prev_next) {
             self.read_ahead(last + 1);
@@ -376,19 +399,75 @@ impl ImageReader {
         }
     }
 
+    /// Add the data chunks in `range` to the trace.
+    fn record(&self, range: std::ops::RangeInclusive<u64>) {
+        let ms = self
+            .first_read
+            .get_or_init(Instant::now)
+            .elapsed()
+            .as_millis() as u64;
+        let chunks = &self.plan.manifest.chunks;
+        let mut trace = self.trace.lock().unwrap();
+        for i in range.filter(|&i| chunks[i as usize].is_some()) {
+            trace.touch(i, ms);
+        }
+    }
+
+    /// The boot profile of this version: chunks first read within `window`
+    /// of the first read, in order.
+    pub fn profile(&self, window: Duration) -> Profile {
+        let window_ms = window.as_millis().min(u64::MAX as u128) as u64;
+        self.trace.lock().unwrap().profile(self.id, window_ms)
+    }
+
+    /// Load this version's boot profile from `repo` and prefetch its chunks,
+    /// in order, up to `Limits::profile` at once. Idempotent; without a usable
+    /// profile it does nothing.
+    pub fn prefetch_profile(self: &Arc<Self>, repo: Repo) {
+        if self.profiling.swap(true, Relaxed) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let loaded = tokio::time::timeout(Duration::from_secs(10), repo.profile(&me.id)).await;
+            let Ok(Some(p)) = loaded else {
+                tracing::debug!(image = %me.id.short(), "no boot profile");
+                return;
+            };
+            let order = p.prefetch_order(&me.id, &me.plan.manifest);
+            tracing::info!(image = %me.id.short(), chunks = order.len(), "prefetching the boot profile");
+            me.counters
+                .profile_chunks
+                .store(order.len() as u64, Relaxed);
+            let permits = me.chunks.profile.clone();
+            me.prefetch_in_order(order, permits, "boot profile");
+        });
+    }
+
     /// Fetch every chunk of the image into the cache in the background, a few at
-    /// a time, below on-demand reads and read-ahead. Idempotent.
+    /// a time. Idempotent.
     pub fn prefetch_all(self: &Arc<Self>) {
         if self.prefetching.swap(true, Relaxed) {
             return;
         }
+        let permits = self.chunks.prefetch.clone();
+        self.prefetch_in_order(0..self.plan.manifest.chunk_count(), permits, "prefetch");
+    }
+
+    /// Fetch the chunks `order` names, in that order, as `permits` allow, in
+    /// a background task that stops when the reader is dropped.
+    fn prefetch_in_order(
+        self: &Arc<Self>,
+        order: impl IntoIterator<Item = u64, IntoIter: Send> + Send + 'static,
+        permits: Arc<Semaphore>,
+        what: &'static str,
+    ) {
         let weak: Weak<Self> = Arc::downgrade(self);
         let chunks = self.chunks.clone();
-        let n = self.plan.manifest.chunk_count();
         tokio::spawn(async move {
             let mut tasks = Vec::new();
-            for index in 0..n {
-                let Ok(permit) = chunks.prefetch_permits().acquire_owned().await else {
+            for index in order {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
                 // Stop when nobody needs the image any more.
@@ -402,12 +481,12 @@ impl ImageReader {
                 tasks.push(tokio::spawn(async move {
                     let _permit = permit;
                     if let Err(e) = me.chunks.get(&me.plan, index, id, &me.counters).await {
-                        tracing::debug!(image = %me.id.short(), index, "prefetch failed: {e}");
+                        tracing::debug!(image = %me.id.short(), index, "{what} failed: {e}");
                     }
                 }));
             }
             join_all(tasks).await;
-            tracing::info!("prefetch finished");
+            tracing::info!("{what} finished");
         });
     }
 }
@@ -505,6 +584,7 @@ mod tests {
                 chunk_size,
             },
             parallel: 4,
+            sign_key: None,
         };
         let report = push(&repo, req, None).await.unwrap();
         let manifest = repo.manifest(&report.id).await.unwrap();
@@ -644,5 +724,92 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(f.reader.stats().bytes_cached, 6 * cs);
+    }
+
+    /// A reader of the same version over the same stores, with an empty cache.
+    fn fresh_reader(f: &Fixture, dir: &std::path::Path) -> (Arc<ImageReader>, Arc<Chunks>, Repo) {
+        let dyns: Vec<DynStore> = f.stores.iter().map(|s| s.clone() as DynStore).collect();
+        let fetcher = Fetcher::new(dyns.clone(), None);
+        let plan = fetcher.plan((*f.reader.plan.manifest).clone()).unwrap();
+        let cache = Arc::new(Cache::open(dir, 1 << 30).unwrap());
+        let chunks = Chunks::new(fetcher, cache, Limits::default());
+        let reader = ImageReader::new(f.reader.id, plan, chunks.clone(), 0);
+        (reader, chunks, Repo::from_stores(dyns))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_recorded_profile_is_prefetched_in_full_and_nothing_else() {
+        let cs = 16 * 1024;
+        let f = fixture(12 * cs as usize, cs).await;
+        // A "boot": chunk 7, then 1 (all zero) and 2 in one read, then 7 again, then 4.
+        f.reader.read_at(7 * cs + 5, 10).await.unwrap();
+        f.reader.read_at(cs + 100, cs).await.unwrap();
+        f.reader.read_at(7 * cs, 1).await.unwrap();
+        f.reader.read_at(4 * cs, cs).await.unwrap();
+        let p = f.reader.profile(Duration::from_secs(60));
+        let order: Vec<u64> = p.chunks.iter().map(|c| c.0).collect();
+        assert_eq!(order, vec![7, 2, 4]);
+        assert_eq!(f.reader.stats().traced_chunks, 3);
+
+        let dir = tempfile::tempdir().unwrap();
+        let (reader, chunks, repo) = fresh_reader(&f, dir.path());
+        repo.put_profile(&p).await.unwrap();
+        reader.prefetch_profile(repo);
+        for _ in 0..500 {
+            if reader.stats().bytes_cached == 3 * cs {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(reader.stats().bytes_cached, 3 * cs);
+        assert_eq!(reader.stats().profile_chunks, 3);
+        assert_eq!(chunks.fetcher().stats().chunks_fetched.load(Relaxed), 3);
+        // The boot again: no fetch at all.
+        for (off, len) in [(7 * cs + 5, 10), (cs + 100, cs), (4 * cs, cs)] {
+            let got = reader.read_at(off, len).await.unwrap();
+            assert!(got[..] == f.data[off as usize..(off + len) as usize]);
+        }
+        assert_eq!(chunks.fetcher().stats().chunks_fetched.load(Relaxed), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn garbage_foreign_or_missing_profiles_never_break_reads() {
+        let cs = 16 * 1024;
+        let size = 6 * cs as usize;
+        let f = fixture(size, cs).await;
+        let key = crate::layout::profile_key(&f.reader.id);
+        let foreign = Profile {
+            version: crate::profile::VERSION,
+            image: ImageId::of(b"another version"),
+            chunks: vec![(0, 0), (2, 1)],
+        };
+        let past_the_end = Profile {
+            version: crate::profile::VERSION,
+            image: f.reader.id,
+            chunks: vec![(99, 0), (u64::MAX, 1)],
+        };
+        let cases: Vec<Option<Bytes>> = vec![
+            None,
+            Some(Bytes::from_static(b"garbage")),
+            Some(Bytes::from(foreign.to_bytes())),
+            Some(Bytes::from(past_the_end.to_bytes())),
+        ];
+        for body in cases {
+            for s in &f.stores {
+                match &body {
+                    Some(b) => s.overwrite(&key, b.clone()),
+                    None => {
+                        let _ = crate::store::Store::delete(&**s, &key).await;
+                    }
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let (reader, chunks, repo) = fresh_reader(&f, dir.path());
+            reader.prefetch_profile(repo);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(chunks.fetcher().stats().chunks_fetched.load(Relaxed), 0);
+            let got = reader.read_at(0, size as u64).await.unwrap();
+            assert!(got[..] == f.data[..]);
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! | `shards/<ab>/<chunk-id>.<k>-<m>.<i>` | shard `i` of a chunk under code k+m (`<ab>`: first two hex digits) |
 //! | `manifests/<image-id>.json` | an immutable manifest, on every store |
 //! | `tags/<name>/<tag>` | a [`TagRecord`](crate::manifest::TagRecord), on every store |
+//! | `profiles/<image-id>.json` | a boot [`Profile`](crate::profile::Profile), on every store |
 //! | `locks/<kind>-<id>` | a push or gc in progress (see `repo::lock`) |
 //!
 //! Keys are plain ASCII made only of validated names and hex, so they are safe
@@ -16,6 +17,7 @@ pub const SHARDS: &str = "shards/";
 pub const MANIFESTS: &str = "manifests/";
 pub const TAGS: &str = "tags/";
 pub const LOCKS: &str = "locks/";
+pub const PROFILES: &str = "profiles/";
 
 pub fn shard_key(chunk: &ChunkId, k: usize, m: usize, index: usize) -> String {
     let hex = chunk.to_hex();
@@ -51,6 +53,17 @@ pub fn parse_manifest_key(key: &str) -> Option<ImageId> {
         .ok()
 }
 
+pub fn profile_key(id: &ImageId) -> String {
+    format!("{PROFILES}{}.json", id.to_hex())
+}
+
+pub fn parse_profile_key(key: &str) -> Option<ImageId> {
+    key.strip_prefix(PROFILES)?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
+}
+
 pub fn tag_key(name: &Name, tag: &Tag) -> String {
     format!("{TAGS}{name}/{tag}")
 }
@@ -74,6 +87,8 @@ mod tests {
         assert_eq!(parse_shard_key("manifests/x"), None);
         let i = ImageId::of(b"i");
         assert_eq!(parse_manifest_key(&manifest_key(&i)), Some(i));
+        assert_eq!(parse_profile_key(&profile_key(&i)), Some(i));
+        assert_eq!(parse_profile_key(&manifest_key(&i)), None);
         let (n, t): (Name, Tag) = ("deb".parse().unwrap(), "12".parse().unwrap());
         assert_eq!(parse_tag_key(&tag_key(&n, &t)), Some((n, t)));
         assert_eq!(parse_tag_key("tags/../x"), None);

@@ -7,8 +7,9 @@
 //! |---|---|
 //! | pure core | [`id`], [`chunk`], [`chunker`], [`manifest`], [`erasure`], [`placement`], [`layout`], [`format`], [`catalog`], [`config`], [`error`] |
 //! | I/O adapters | [`store`], [`cache`] |
+//! | trust | [`sign`] (Ed25519 tag signatures) |
 //! | orchestration | [`repo`], [`stats`], [`fetch`], [`publish`], [`download`], [`gc`] |
-//! | images | [`image`] (`ImageReader::read_at`; no FUSE), [`namespace`] (the mount's tree, pure) |
+//! | images | [`image`] (`ImageReader::read_at`; no FUSE), [`profile`] (boot profiles), [`namespace`] (the mount's tree, pure) |
 //! | edges | `serve`, [`fs`] (fuser adapter), [`daemon`] (`vmifs mount`), the CLI in `main.rs` |
 
 pub mod cache;
@@ -30,9 +31,11 @@ pub mod layout;
 pub mod manifest;
 pub mod namespace;
 pub mod placement;
+pub mod profile;
 pub mod publish;
 pub mod repo;
 pub mod serve;
+pub mod sign;
 pub mod stats;
 pub mod store;
 

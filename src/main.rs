@@ -56,6 +56,9 @@ enum Cmd {
         /// A label key=value (repeatable).
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// Sign the tag with this secret key (from `vmifs keygen`).
+        #[arg(long, value_name = "FILE", env = "VMIFS_SIGN_KEY")]
+        sign_key: Option<PathBuf>,
     },
     /// List images: name, tag, id, size, labels.
     Ls {
@@ -79,6 +82,15 @@ enum Cmd {
     Rm {
         /// NAME:TAG
         image: String,
+        /// Sign the removal (hosts that require signatures ignore unsigned ones).
+        #[arg(long, value_name = "FILE", env = "VMIFS_SIGN_KEY")]
+        sign_key: Option<PathBuf>,
+    },
+    /// Make a signing key pair: the secret key in FILE (mode 0600), the public
+    /// key in FILE.pub, to list under `[trust] keys` on the hosts.
+    Keygen {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
     /// Delete manifests no tag points at and shards no manifest references.
     Gc {
@@ -96,6 +108,31 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Boot profiles: the chunks a boot reads, in order, prefetched by mounts.
+    #[command(subcommand)]
+    Profile(ProfileCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ProfileCmd {
+    /// Publish what the running mount daemon saw an image's reads touch, in
+    /// order, within WINDOW of its first read, as the image's boot profile.
+    Record {
+        /// NAME[:TAG] as the mount shows it, or an image id.
+        image: String,
+        /// Keep the chunks first read within this time (e.g. 30s, 2m).
+        #[arg(long, default_value = "60s", value_parser = parse_window)]
+        window: std::time::Duration,
+    },
+    /// Show the published boot profile of an image.
+    Show {
+        /// NAME[:TAG]
+        image: ImageRef,
+    },
+}
+
+fn parse_window(s: &str) -> Result<std::time::Duration, String> {
+    vmifs::config::parse_duration(s)
 }
 
 fn main() -> ExitCode {
@@ -127,6 +164,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn load_sign_key(path: Option<&Path>) -> Result<Option<vmifs::sign::SecretKey>> {
+    path.map(|p| Ok(vmifs::sign::SecretKey::load(p)?))
+        .transpose()
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config> {
@@ -173,6 +215,7 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             tag,
             labels,
+            sign_key,
         } => {
             let name: Name = name.parse()?;
             let tag: Tag = tag.parse()?;
@@ -180,7 +223,13 @@ async fn run(cli: Cli) -> Result<()> {
             if !file.is_file() {
                 bail!("{}: no such file", file.display());
             }
+            let sign_key = load_sign_key(sign_key.as_deref())?;
             let (cfg, repo) = open_repo(cfg_path)?;
+            if sign_key.is_none() && !cfg.trust.keys.is_empty() {
+                eprintln!(
+                    "vmifs: warning: pushing {name}:{tag} unsigned; hosts with [trust] keys will refuse it (use --sign-key)"
+                );
+            }
             let pb = bar(0, "push");
             let p = pb.clone();
             let progress: vmifs::publish::Progress = Arc::new(move |done, total| {
@@ -196,6 +245,7 @@ async fn run(cli: Cli) -> Result<()> {
                     labels,
                     erasure: cfg.erasure.clone(),
                     parallel: cfg.fetch.parallel_chunks,
+                    sign_key: sign_key.map(Arc::new),
                 },
                 Some(progress),
             )
@@ -261,13 +311,37 @@ async fn run(cli: Cli) -> Result<()> {
             result.with_context(|| format!("get {r}"))?;
             eprintln!("{r} ({}) written to {}", id.short(), out.display());
         }
-        Cmd::Rm { image } => {
+        Cmd::Keygen { file } => {
+            let pub_file = PathBuf::from(format!("{}.pub", file.display()));
+            for f in [&file, &pub_file] {
+                if f.exists() {
+                    bail!("{} exists; not overwriting a key", f.display());
+                }
+            }
+            let key = vmifs::sign::SecretKey::generate()?;
+            write_new(&file, key.to_text().as_bytes(), 0o600)?;
+            write_new(&pub_file, format!("{}\n", key.public()).as_bytes(), 0o644)?;
+            eprintln!(
+                "secret key in {}, public key in {}; on the hosts: [trust] keys = [\"{}\"]",
+                file.display(),
+                pub_file.display(),
+                key.public()
+            );
+            println!("{}", key.public());
+        }
+        Cmd::Rm { image, sign_key } => {
             if !image.contains(':') {
                 bail!("rm takes NAME:TAG, got {image:?}");
             }
             let r: ImageRef = image.parse()?;
-            let (_, repo) = open_repo(cfg_path)?;
-            let (id, missed) = repo.untag(&r).await?;
+            let sign_key = load_sign_key(sign_key.as_deref())?;
+            let (cfg, repo) = open_repo(cfg_path)?;
+            if sign_key.is_none() && !cfg.trust.keys.is_empty() {
+                // It would replace the signed record, and hosts like this one
+                // would then refuse the tag without honouring the removal.
+                bail!("this host trusts only signed tags: rm {r} needs --sign-key");
+            }
+            let (id, missed) = repo.untag(&r, sign_key.as_ref()).await?;
             for e in missed {
                 eprintln!("warning: {e} (the tag stays hidden: the removal is newer)");
             }
@@ -280,9 +354,10 @@ async fn run(cli: Cli) -> Result<()> {
             let (_, repo) = open_repo(cfg_path)?;
             let r = vmifs::gc::gc(&repo, dry_run).await?;
             eprintln!(
-                "{}{} manifest(s), {} shard(s), {} bytes; kept {} shard(s)",
+                "{}{} manifest(s), {} boot profile(s), {} shard(s), {} bytes; kept {} shard(s)",
                 if dry_run { "would delete " } else { "deleted " },
                 r.manifests_deleted,
+                r.profiles_deleted,
                 r.shards_deleted,
                 r.bytes_freed,
                 r.shards_kept
@@ -292,6 +367,47 @@ async fn run(cli: Cli) -> Result<()> {
             let cfg = load_config(cfg_path)?;
             cfg.require_stores()?;
             vmifs::daemon::run(cfg, &mountpoint).await?;
+        }
+        Cmd::Profile(ProfileCmd::Record { image, window }) => {
+            let (cfg, repo) = open_repo(cfg_path)?;
+            let socket = vmifs::daemon::socket_path(&cfg);
+            let v =
+                vmifs::daemon::query(&socket, &format!("profile {image} {}", window.as_millis()))?;
+            let p: vmifs::profile::Profile = serde_json::from_value(v["profile"].clone())
+                .context("bad profile from the mount daemon")?;
+            if p.chunks.is_empty() {
+                bail!("nothing of {image} has been read on this mount yet: boot from it first");
+            }
+            let (ok, failed) = repo.put_profile(&p).await?;
+            for e in &failed {
+                eprintln!("vmifs: warning: {e}");
+            }
+            let last_ms = p.chunks.last().map_or(0, |c| c.1);
+            println!(
+                "boot profile of {image} ({}): {} chunks read in the first {:.1} s, written to {ok} of {} stores",
+                p.image.short(),
+                p.chunks.len(),
+                last_ms as f64 / 1000.0,
+                ok + failed.len()
+            );
+        }
+        Cmd::Profile(ProfileCmd::Show { image }) => {
+            let (_, repo) = open_repo(cfg_path)?;
+            let (id, m) = repo.load(&image).await?;
+            let Some(p) = repo.profile(&id).await else {
+                bail!("{image} ({}) has no boot profile", id.short());
+            };
+            let order = p.prefetch_order(&id, &m);
+            println!(
+                "boot profile of {image} ({}): {} chunks, {} usable, {}",
+                id.short(),
+                p.chunks.len(),
+                order.len(),
+                human(order.iter().map(|&i| m.chunk_len(i) as u64).sum())
+            );
+            for (index, ms) in &p.chunks {
+                println!("{ms:>8} ms  chunk {index}");
+            }
         }
         Cmd::Status { json } => {
             let cfg = load_config(cfg_path)?;
@@ -428,4 +544,19 @@ fn print_catalog(entries: &[&vmifs::repo::CatalogEntry], json: bool) {
             labels.join(",")
         );
     }
+}
+
+/// Create `path` with `mode`; never replace an existing file.
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::id::{ChunkId, ImageId, Name};
+use crate::sign::TagSignature;
 
 pub const FORMAT: &str = "vmifs-manifest";
 pub const VERSION: u32 = 1;
@@ -127,6 +128,9 @@ pub struct TagRecord {
     /// that was down during `rm` cannot bring the tag back with its older record.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
+    /// Who vouches for this record (see [`crate::sign`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<TagSignature>,
 }
 
 impl TagRecord {

@@ -44,6 +44,8 @@ pub struct PushRequest {
     pub erasure: ErasureConfig,
     /// Chunks encoded and uploaded at once.
     pub parallel: usize,
+    /// Sign the tag record with this key (see [`crate::sign`]).
+    pub sign_key: Option<std::sync::Arc<crate::sign::SecretKey>>,
 }
 
 /// What a push did.
@@ -316,11 +318,15 @@ async fn upload(
     let id = Manifest::id_of(&bytes);
     repo.put_everywhere(&layout::manifest_key(&id), Bytes::from(bytes))
         .await?;
-    let tag = TagRecord {
+    let mut tag = TagRecord {
         image: id,
         time_ms: now_ms(),
         removed: false,
+        signature: None,
     };
+    if let Some(key) = &req.sign_key {
+        tag = key.sign(&req.name, &req.tag, &tag);
+    }
     repo.put_everywhere(
         &layout::tag_key(&req.name, &req.tag),
         Bytes::from(tag.to_bytes()),

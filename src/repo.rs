@@ -18,6 +18,7 @@
 //! [`STALE_LOCK`] (a push or gc killed hard) are ignored and `gc` removes them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -28,6 +29,8 @@ use crate::error::{Error, ErrorKind, StoreError};
 use crate::id::{ImageId, ImageRef, Name, Tag};
 use crate::layout;
 use crate::manifest::{Manifest, TagRecord};
+use crate::profile::Profile;
+use crate::sign::{SecretKey, Trust};
 use crate::store::{self, DynStore, StoreExt};
 
 /// A lock older than this is left over from a killed process.
@@ -36,6 +39,8 @@ pub const STALE_LOCK: Duration = Duration::from_secs(6 * 3600);
 #[derive(Debug, Clone)]
 pub struct Repo {
     stores: Vec<DynStore>,
+    /// When set, reads use only tag records signed by these keys.
+    trust: Option<Arc<Trust>>,
 }
 
 /// One row of the catalog.
@@ -63,11 +68,28 @@ impl Repo {
             .iter()
             .map(store::open)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Repo { stores })
+        let trust =
+            (!cfg.trust.keys.is_empty()).then(|| Arc::new(Trust::new(cfg.trust.keys.clone())));
+        Ok(Repo { stores, trust })
     }
 
     pub fn from_stores(stores: Vec<DynStore>) -> Self {
-        Repo { stores }
+        Repo {
+            stores,
+            trust: None,
+        }
+    }
+
+    /// Use only tag records signed by a key of `trust`.
+    pub fn with_trust(mut self, trust: Trust) -> Self {
+        self.trust = Some(Arc::new(trust));
+        self
+    }
+
+    /// The same stores, reading every tag record whoever signed it: for gc,
+    /// which must keep what any tag points at.
+    pub fn untrusted(&self) -> Repo {
+        Repo::from_stores(self.stores.clone())
     }
 
     pub fn stores(&self) -> &[DynStore] {
@@ -98,26 +120,45 @@ impl Repo {
         first_error(results)
     }
 
-    /// The newest tag record for `r` across the stores.
+    /// The newest tag record for `r` across the stores (with trust: the newest
+    /// one signed by a trusted key).
     pub async fn resolve(&self, r: &ImageRef) -> Result<TagRecord, Error> {
         let key = layout::tag_key(&r.name, &r.tag);
         let results = join_all(self.stores.iter().map(|s| s.get_opt(&key))).await;
         let mut best: Option<TagRecord> = None;
         let mut errors = Vec::new();
+        let mut refused = Vec::new();
         for (s, res) in self.stores.iter().zip(results) {
-            match res {
-                Ok(Some(b)) => match TagRecord::from_bytes(&b) {
-                    Ok(t) if best.as_ref().is_none_or(|x| t.time_ms > x.time_ms) => best = Some(t),
-                    Ok(_) => {}
-                    Err(e) => errors.push(format!("store {}: {e}", s.name())),
-                },
-                Ok(None) => {}
-                Err(e) => errors.push(e.to_string()),
+            let t = match res.map(|b| b.map(|b| TagRecord::from_bytes(&b))) {
+                Ok(Some(Ok(t))) => t,
+                Ok(Some(Err(e))) => {
+                    errors.push(format!("store {}: {e}", s.name()));
+                    continue;
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
+                }
+            };
+            if let Some(trust) = &self.trust
+                && let Err(why) = trust.check(&r.name, &r.tag, &t)
+            {
+                tracing::warn!(store = s.name(), "refused: {why}");
+                refused.push(format!("store {}: {why}", s.name()));
+                continue;
+            }
+            if best.as_ref().is_none_or(|x| t.time_ms > x.time_ms) {
+                best = Some(t);
             }
         }
         match best {
             Some(t) if t.removed => Err(Error::NotFound(format!("image {r} not found (removed)"))),
             Some(t) => Ok(t),
+            None if !refused.is_empty() => Err(Error::Untrusted(format!(
+                "image {r} refused: {}",
+                refused.join("; ")
+            ))),
             None if errors.len() == self.stores.len() => Err(Error::Unavailable(format!(
                 "cannot read tag {r}: {}",
                 errors.join("; ")
@@ -189,6 +230,8 @@ impl Repo {
                     out.insert((r.name, r.tag), t);
                 }
                 Err(Error::NotFound(_)) => {}
+                // Already logged; the other tags are still usable.
+                Err(Error::Untrusted(_)) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -225,13 +268,21 @@ impl Repo {
     /// newest record wins); a store that was down keeps its older record, which
     /// loses to the tombstone when it comes back. Returns the image the tag
     /// pointed at and the errors of the stores that could not be written.
-    pub async fn untag(&self, r: &ImageRef) -> Result<(ImageId, Vec<StoreError>), Error> {
+    pub async fn untag(
+        &self,
+        r: &ImageRef,
+        sign_key: Option<&SecretKey>,
+    ) -> Result<(ImageId, Vec<StoreError>), Error> {
         let t = self.resolve(r).await?;
-        let tomb = TagRecord {
+        let mut tomb = TagRecord {
             image: t.image,
             time_ms: now_ms().max(t.time_ms + 1),
             removed: true,
+            signature: None,
         };
+        if let Some(k) = sign_key {
+            tomb = k.sign(&r.name, &r.tag, &tomb);
+        }
         let key = layout::tag_key(&r.name, &r.tag);
         let results = self.put_all(&key, Bytes::from(tomb.to_bytes())).await;
         let failed: Vec<StoreError> = results.into_iter().filter_map(Result::err).collect();
@@ -243,6 +294,47 @@ impl Repo {
                 .into());
         }
         Ok((t.image, failed))
+    }
+
+    /// Write a boot profile to every store. A profile is a hint, so stores that
+    /// are down are skipped; it fails only if no store took it. Returns how
+    /// many did and the errors of the others.
+    pub async fn put_profile(&self, p: &Profile) -> Result<(usize, Vec<StoreError>), Error> {
+        let key = layout::profile_key(&p.image);
+        let results = self.put_all(&key, Bytes::from(p.to_bytes())).await;
+        let failed: Vec<StoreError> = results.into_iter().filter_map(Result::err).collect();
+        let ok = self.stores.len() - failed.len();
+        if ok == 0 {
+            return Err(failed
+                .into_iter()
+                .next()
+                .expect("at least one store")
+                .into());
+        }
+        Ok((ok, failed))
+    }
+
+    /// The boot profile of version `id` from the first store that has a
+    /// readable one for exactly that version; `None` if there is none. Never
+    /// an error: a profile only steers prefetch.
+    pub async fn profile(&self, id: &ImageId) -> Option<Profile> {
+        let key = layout::profile_key(id);
+        for s in &self.stores {
+            match s.get_opt(&key).await {
+                Ok(Some(b)) => match Profile::from_bytes(&b) {
+                    Ok(p) if p.image == *id => return Some(p),
+                    Ok(_) => tracing::warn!(
+                        store = s.name(),
+                        "boot profile {} is for another image",
+                        id.short()
+                    ),
+                    Err(e) => tracing::warn!(store = s.name(), "{e}"),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::debug!("boot profile {}: {e}", id.short()),
+            }
+        }
+        None
     }
 
     /// Take a lock of `kind` ("push" or "gc") on every store. Returns its key.

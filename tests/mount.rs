@@ -10,152 +10,17 @@ mod common;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Cluster, same_file, write_image};
+use common::mount::{Daemon, is_mounted, lazy_umount, signal};
+use common::{Cluster, same_file, write_image};
 
 const CHUNK: u64 = 256 * 1024;
 const MNT_ROOT: &str = "/tmp/vmifs-mount-tests";
 
-fn is_mounted(p: &Path) -> bool {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = p.to_string_lossy().replace(' ', "\\040");
-    text.lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-}
-
-fn lazy_umount(p: &Path) {
-    for _ in 0..5 {
-        if !is_mounted(p) {
-            return;
-        }
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(p)
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// A fresh mount point for `test`, with any stale mount from an earlier run cleared.
 fn mountpoint(test: &str) -> PathBuf {
-    let p = Path::new(MNT_ROOT).join(test);
-    lazy_umount(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
-
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: plain kill(2) on a PID we started.
-    unsafe {
-        libc::kill(pid as i32, sig);
-    }
-}
-
-/// A running `vmifs mount`; dropping it always unmounts and kills it.
-struct Daemon {
-    child: Option<Child>,
-    mnt: PathBuf,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(c: &Cluster, mnt: &Path) -> Daemon {
-        let log = c.path(&format!("mount-{}.log", std::process::id()));
-        let log = unique(log);
-        let child = Command::new(BIN)
-            .arg("mount")
-            .arg(mnt)
-            .env("VMIFS_CONFIG", &c.config)
-            .env("VMIFS_LOG", "info")
-            .env("AWS_ACCESS_KEY_ID", common::S3_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", common::S3_SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut d = Daemon {
-            child: Some(child),
-            mnt: mnt.to_path_buf(),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(st)) = d.child.as_mut().unwrap().try_wait() {
-                panic!("vmifs mount exited ({st}): {}", d.log_text());
-            }
-            if is_mounted(mnt) && c.vmifs(&["status", "--json"]).status.success() {
-                return d;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mount never became ready: {}",
-                d.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    /// SIGTERM: the daemon must unmount and exit 0.
-    fn stop(&mut self) {
-        let mut child = self.child.take().unwrap();
-        signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("daemon did not stop on SIGTERM: {}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(
-            status.success(),
-            "daemon exit {status}: {}",
-            self.log_text()
-        );
-        assert!(!is_mounted(&self.mnt), "still mounted after SIGTERM");
-    }
-
-    /// kill -9: leaves a stale mount behind.
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            common::kill(&mut c);
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        lazy_umount(&self.mnt);
-        if let Some(mut c) = self.child.take() {
-            common::kill(&mut c);
-        }
-        lazy_umount(&self.mnt);
-    }
-}
-
-fn unique(p: PathBuf) -> PathBuf {
-    let mut n = 0;
-    loop {
-        let q = p.with_extension(format!("{n}.log"));
-        if !q.exists() {
-            return q;
-        }
-        n += 1;
-    }
+    common::mount::mountpoint(MNT_ROOT, test)
 }
 
 fn status(c: &Cluster) -> serde_json::Value {
@@ -434,18 +299,11 @@ fn a_restarted_daemon_reuses_its_cache() {
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
+    walk(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// A tmpfs mounted for the test; always unmounted.
@@ -647,4 +505,93 @@ fn background_prefetch_fetches_the_whole_image() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Boot profiles end to end: reads on one mount are recorded with
+/// `vmifs profile record` and published; a fresh mount with an empty cache
+/// prefetches exactly those chunks when the file is opened, so the same reads
+/// then fetch nothing; a garbage profile on every store changes nothing but
+/// the prefetch.
+#[test]
+fn a_boot_profile_is_recorded_published_and_prefetched_on_open() {
+    let (c, img) = setup(
+        64,
+        "[mount]\nkernel_readahead = \"128KiB\"\nreadahead_chunks = 0\n",
+    );
+    let src = std::fs::read(&img).unwrap();
+    // A "boot": small reads scattered over the image, out of order.
+    let reads: Vec<(u64, usize)> = [50u64, 3, 33, 12, 60, 21, 7, 45]
+        .iter()
+        .map(|&mib| ((mib << 20) + 12_345, 4096))
+        .collect();
+    let boot = |f: &File| {
+        for &(off, len) in &reads {
+            let want = &src[off as usize..off as usize + len];
+            assert!(pread(f, off, len) == want, "read at {off}");
+        }
+    };
+    let mnt = mountpoint("profile");
+    let cache = c.path("cache");
+    {
+        let _d = Daemon::start(&c, &mnt);
+        boot(&File::open(mnt.join("deb/12.raw")).unwrap());
+        let out = c.ok(&["profile", "record", "deb:12", "--window", "10m"]);
+        assert!(out.contains("written to 3 of 3 stores"), "{out}");
+    }
+    let shown = c.ok(&["profile", "show", "deb:12"]);
+    let listed = shown.lines().filter(|l| l.contains(" chunk ")).count();
+    assert!(listed >= 1 && listed <= reads.len(), "{shown}");
+
+    std::fs::remove_dir_all(&cache).unwrap();
+    {
+        let d = Daemon::start(&c, &mnt);
+        let f = File::open(mnt.join("deb/12.raw")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let st = status(&c);
+            let n = image_stat(&st, "profile_chunks");
+            if n == listed as u64 && image_stat(&st, "bytes_cached") >= n * CHUNK {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "profile not prefetched: {st} {}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let before = status(&c)["chunks_fetched"].as_u64().unwrap();
+        boot(&f);
+        assert_eq!(status(&c)["chunks_fetched"].as_u64().unwrap(), before);
+    }
+
+    // Garbage where the profile was, on every store: reads are unaffected.
+    for s in &c.servers {
+        for p in walk(&s.root)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("profiles"))
+        {
+            std::fs::write(&p, b"{not a profile").unwrap();
+        }
+    }
+    std::fs::remove_dir_all(&cache).unwrap();
+    let _d = Daemon::start(&c, &mnt);
+    boot(&File::open(mnt.join("deb/12.raw")).unwrap());
+    assert_eq!(image_stat(&status(&c), "profile_chunks"), 0);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

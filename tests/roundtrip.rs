@@ -64,6 +64,7 @@ async fn push_bytes(
             chunk_size: cs,
         },
         parallel: 4,
+        sign_key: None,
     };
     push(repo, req, None).await.unwrap().id
 }
@@ -126,6 +127,7 @@ async fn zero_image_stores_no_shards_and_dedup_skips_uploads() {
             chunk_size: 4096,
         },
         parallel: 4,
+        sign_key: None,
     };
     let r = push(&repo, req, None).await.unwrap();
     assert_eq!(r.uploaded_chunks, 0);
@@ -231,7 +233,7 @@ async fn catalog_rm_and_gc() {
     // Nothing unreferenced yet.
     let r = vmifs::gc::gc(&repo, false).await.unwrap();
     assert_eq!((r.manifests_deleted, r.shards_deleted), (0, 0));
-    repo.untag(&"img:v1".parse().unwrap()).await.unwrap();
+    repo.untag(&"img:v1".parse().unwrap(), None).await.unwrap();
     assert!(repo.catalog().await.unwrap().is_empty());
     let r = vmifs::gc::gc(&repo, false).await.unwrap();
     assert_eq!(r.manifests_deleted, 1);
@@ -265,7 +267,7 @@ async fn rm_with_a_store_down_stays_removed_when_it_returns() {
     push_bytes(&repo, dir.path(), &image(4096 * 6, 9), 2, 1, 4096).await;
 
     control.set(FaultMode::Down);
-    let (_, missed) = repo.untag(&"img:v1".parse().unwrap()).await.unwrap();
+    let (_, missed) = repo.untag(&"img:v1".parse().unwrap(), None).await.unwrap();
     assert_eq!(missed.len(), 1);
     control.set(FaultMode::Healthy);
     // The store that missed the removal still holds the old record; it loses.

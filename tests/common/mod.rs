@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod mount;
+
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

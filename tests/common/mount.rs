@@ -1,0 +1,150 @@
+//! A running `vmifs mount` for tests: it always unmounts (`umount -l`) and is
+//! killed by PID when dropped, also when a test fails.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{BIN, Cluster};
+
+pub fn is_mounted(p: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = p.to_string_lossy().replace(' ', "\\040");
+    text.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+pub fn lazy_umount(p: &Path) {
+    for _ in 0..5 {
+        if !is_mounted(p) {
+            return;
+        }
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(p)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A fresh mount point `root/test`, with any stale mount from an earlier run
+/// cleared. Each test file uses its own `root`, so suites never share one.
+pub fn mountpoint(root: &str, test: &str) -> PathBuf {
+    let p = Path::new(root).join(test);
+    lazy_umount(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: plain kill(2) on a PID we started.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// A running `vmifs mount`; dropping it always unmounts and kills it.
+pub struct Daemon {
+    child: Option<Child>,
+    mnt: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(c: &Cluster, mnt: &Path) -> Daemon {
+        let log = c.path(&format!("mount-{}.log", std::process::id()));
+        let log = unique(log);
+        let child = Command::new(BIN)
+            .arg("mount")
+            .arg(mnt)
+            .env("VMIFS_CONFIG", &c.config)
+            .env("VMIFS_LOG", "info")
+            .env("AWS_ACCESS_KEY_ID", super::S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", super::S3_SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child: Some(child),
+            mnt: mnt.to_path_buf(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(st)) = d.child.as_mut().unwrap().try_wait() {
+                panic!("vmifs mount exited ({st}): {}", d.log_text());
+            }
+            if is_mounted(mnt) && c.vmifs(&["status", "--json"]).status.success() {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mount never became ready: {}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM: the daemon must unmount and exit 0.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not stop on SIGTERM: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "daemon exit {status}: {}",
+            self.log_text()
+        );
+        assert!(!is_mounted(&self.mnt), "still mounted after SIGTERM");
+    }
+
+    /// kill -9: leaves a stale mount behind.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            super::kill(&mut c);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        lazy_umount(&self.mnt);
+        if let Some(mut c) = self.child.take() {
+            super::kill(&mut c);
+        }
+        lazy_umount(&self.mnt);
+    }
+}
+
+pub fn unique(p: PathBuf) -> PathBuf {
+    let mut n = 0;
+    loop {
+        let q = p.with_extension(format!("{n}.log"));
+        if !q.exists() {
+            return q;
+        }
+        n += 1;
+    }
+}
