@@ -410,7 +410,12 @@ record_profile() { # one boot with profiles on, then publish what it read
   rm -rf "$WORK/cache"
   vmifs_mount "$WORK/mount-profile.toml" "$OUT/mount-record.log"
   boot c2-record 0 "$MNT/guest/bench.raw" >"$OUT/profile-record-boot.json"
-  "$VMIFS" --config "$WORK/mount-profile.toml" profile record guest:bench >"$OUT/profile-record.txt" 2>&1 ||
+  # The window ends at this boot's marker.
+  local window
+  window=$(python3 -c 'import json, sys, math; print(math.ceil(json.load(open(sys.argv[1]))["seconds"]) + 1)' \
+    "$OUT/profile-record-boot.json") || die "the boot that records the profile failed"
+  "$VMIFS" --config "$WORK/mount-profile.toml" profile record guest:bench --window "${window}s" \
+    >"$OUT/profile-record.txt" 2>&1 ||
     die "vmifs profile record failed: $(tail -1 "$OUT/profile-record.txt")"
   vmifs_unmount
   PROFILE_RECORDED=true
