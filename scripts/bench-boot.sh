@@ -100,31 +100,31 @@ bench_cleanup() {
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  local i
-  for i in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
-    sleep 0.1
-  done
-  die "nothing listening on port $1"
-}
-
 # ---- stores behind WAN links ----
 NAMES=() SPORTS=() PPORTS=() CPORTS=()
+ready_line() { # ready_line FILE PATTERN PID: wait for a line matching PATTERN in FILE
+  local i
+  for i in $(seq 100); do
+    grep -m1 "$2" "$1" 2>/dev/null && return
+    kill -0 "$3" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$1" >&2
+  die "$1: not ready"
+}
 for i in "${!RTTS[@]}"; do
   name="rtt${RTTS[$i]}ms-$i"
-  sport=$(free_port) pport=$(free_port) cport=$(free_port)
   mkdir -p "$WORK/store-$i"
-  "$VMIFS" serve --no-fsync --root "$WORK/store-$i" --listen "127.0.0.1:$sport" \
+  "$VMIFS" serve --no-fsync --root "$WORK/store-$i" --listen 127.0.0.1:0 \
     --access-log "$WORK/access-$i.log" 2>"$WORK/serve-$i.log" &
   PIDS+=($!)
-  python3 scripts/wan-proxy.py --listen "127.0.0.1:$pport" --target "127.0.0.1:$sport" \
-    --rtt "${RTTS[$i]}ms" --rate "$RATE" --control "$cport" 2>"$WORK/proxy-$i.log" &
+  sport=$(ready_line "$WORK/serve-$i.log" "listening on" $! | sed 's/.*127\.0\.0\.1://')
+  python3 scripts/wan-proxy.py --listen 127.0.0.1:0 --target "127.0.0.1:$sport" \
+    --rtt "${RTTS[$i]}ms" --rate "$RATE" --control 0 --ready >"$WORK/proxy-$i.out" 2>"$WORK/proxy-$i.log" &
   PIDS+=($!)
+  read -r _ pport cport < <(ready_line "$WORK/proxy-$i.out" "^ready" $!)
   NAMES+=("$name") SPORTS+=("$sport") PPORTS+=("$pport") CPORTS+=("$cport")
 done
-for i in "${!RTTS[@]}"; do wait_port "${SPORTS[$i]}" && wait_port "${PPORTS[$i]}" && wait_port "${CPORTS[$i]}"; done
 NEAR="http://127.0.0.1:${PPORTS[0]}"
 PLAIN_URL="$NEAR/plain/guest.raw"
 
@@ -263,23 +263,23 @@ rclone_up() { # rclone_up DIR: mount the nearest store's plain/ at DIR, empty ca
   rm -rf "$WORK/rclone-cache"
   mkdir -p "$1"
   rclone mount --http-url "$NEAR/plain/" :http: "$1" --read-only --vfs-cache-mode full \
-    --cache-dir "$WORK/rclone-cache" --dir-cache-time 1000h --log-file "$WORK/rclone.log" &
+    --cache-dir "$WORK/rclone-cache" --dir-cache-time 1000h --log-file "$OUT/rclone.log" &
   SIDE_PIDS+=($!)
   MOUNTS+=("$1")
-  wait_file "$1/guest.raw" 60 "$!" || die "rclone mount did not come up"
+  wait_file "$1/guest.raw" 60 "$!" || die "rclone mount did not come up: $(tail -3 "$OUT/rclone.log")"
 }
 httpdirfs_up() {
   rm -rf "$WORK/httpdirfs-cache"
   mkdir -p "$1" "$WORK/httpdirfs-cache"
   httpdirfs -f --single-file-mode --cache --cache-location "$WORK/httpdirfs-cache" \
-    "$PLAIN_URL" "$1" >"$WORK/httpdirfs.log" 2>&1 &
+    "$PLAIN_URL" "$1" >>"$OUT/httpdirfs.log" 2>&1 &
   SIDE_PIDS+=($!)
   MOUNTS+=("$1")
   wait_file "$1/guest.raw" 60 "$!" || die "httpdirfs did not come up"
 }
 nbdkit_up() { # nbdkit_up SOCKET
   rm -f "$1"
-  nbdkit -f -r -U "$1" curl url="$PLAIN_URL" 2>"$WORK/nbdkit.log" &
+  nbdkit -f -r -U "$1" curl url="$PLAIN_URL" 2>>"$OUT/nbdkit.log" &
   SIDE_PIDS+=($!)
   wait_file "$1" 30 "$!" || die "nbdkit did not come up"
 }

@@ -110,31 +110,31 @@ class Proxy:
 
     async def pipe(self, reader, writer, wire, not_before):
         """Forward reader -> writer through `wire`, delivering each piece at
-        max(read, not_before) + serialisation + delay, in order."""
+        max(read, not_before) + serialisation + delay, in order. Returns at
+        end of stream once all is delivered; raises when either side fails."""
         loop = asyncio.get_running_loop()
         queue = asyncio.Queue()
 
         async def deliver():
-            try:
-                while True:
-                    at, data = await queue.get()
-                    wait = at - loop.time()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    if data is None:
-                        if writer.can_write_eof():
-                            writer.write_eof()
-                        return
-                    writer.write(data)
-                    await writer.drain()
-                    wire.bytes += len(data)
-            except (ConnectionError, OSError):
-                return
+            while True:
+                at, data = await queue.get()
+                wait = at - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if data is None:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+                wire.bytes += len(data)
 
         task = asyncio.create_task(deliver())
         try:
             while True:
                 data = await reader.read(CHUNK)
+                if task.done():
+                    task.result()  # delivery failed: stop reading
                 now = max(loop.time(), not_before)
                 if not data:
                     await queue.put((now + self.delay, None))
@@ -146,9 +146,10 @@ class Proxy:
                 wait = sent - LEAD - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
-        except (ConnectionError, OSError):
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+            await task
+        finally:
+            if not task.done():
+                task.cancel()
 
     async def handle(self, creader, cwriter):
         loop = asyncio.get_running_loop()
@@ -173,13 +174,24 @@ class Proxy:
             if s is not None:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         first = start + self.rtt if self.handshake else start
-        await asyncio.gather(
-            self.pipe(creader, twriter, self.up, first),
-            self.pipe(treader, cwriter, self.down, 0.0),
-            return_exceptions=True,
-        )
-        for w in (cwriter, twriter):
-            w.close()
+        pipes = {
+            asyncio.create_task(self.pipe(creader, twriter, self.up, first)),
+            asyncio.create_task(self.pipe(treader, cwriter, self.down, 0.0)),
+        }
+        try:
+            done, pending = await asyncio.wait(pipes, return_when=asyncio.FIRST_EXCEPTION)
+            if any(not t.cancelled() and t.exception() for t in done):
+                # One side is gone: drop the connection both ways, as a
+                # router would once the peer resets, instead of pulling the
+                # rest of a response nobody reads over the shared link.
+                for w in (cwriter, twriter):
+                    w.transport.abort()
+        finally:
+            for t in pipes:
+                t.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            for w in (cwriter, twriter):
+                w.close()
 
 
 async def serve(args):
@@ -208,7 +220,9 @@ async def serve(args):
         loop.add_signal_handler(sig, stop.set)
     write_stats()
     if args.ready:
-        print("ready", flush=True)
+        port = server.sockets[0].getsockname()[1]
+        cport = control.sockets[0].getsockname()[1] if control else 0
+        print(f"ready {port} {cport}", flush=True)
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), 0.1)
@@ -222,14 +236,6 @@ async def serve(args):
 
 
 # ---------------------------------------------------------------- self-test
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 async def target_server(reader, writer):
@@ -259,17 +265,18 @@ async def target_server(reader, writer):
 
 
 async def selftest(args):
-    tport, pport, cport = free_port(), free_port(), free_port()
-    server = await asyncio.start_server(target_server, "127.0.0.1", tport)
+    server = await asyncio.start_server(target_server, "127.0.0.1", 0)
+    tport = server.sockets[0].getsockname()[1]
     rate_mbit = args.rate_down * 8 / 1e6
     proc = await asyncio.create_subprocess_exec(
         sys.executable, os.path.abspath(__file__),
-        "--listen", f"127.0.0.1:{pport}", "--target", f"127.0.0.1:{tport}",
+        "--listen", "127.0.0.1:0", "--target", f"127.0.0.1:{tport}",
         "--rtt", f"{args.rtt * 1000}ms", "--rate", f"{rate_mbit}Mbit",
-        "--control", str(cport), "--ready",
+        "--control", "0", "--ready",
         stdout=subprocess.PIPE,
     )
-    await asyncio.wait_for(proc.stdout.readline(), 10)
+    _, pport, cport = (await asyncio.wait_for(proc.stdout.readline(), 10)).split()
+    pport, cport = int(pport), int(cport)
     failures = []
     rows = []
 
@@ -354,6 +361,23 @@ async def selftest(args):
     # 30 pings, one upload acknowledgement, three downloads.
     expect_down = 64 * 30 + 8 + size + 2 * (size // 2)
     check("bytes counted downstream", stats["down"], expect_down, 0.0, 0, "B")
+    # A client that hangs up mid-download must free the link at once.
+    r, w = await connect()
+    w.write(b"D" + size.to_bytes(8, "big"))
+    await w.drain()
+    got = 0
+    while got < 1 << 20:
+        got += len(await r.read(1 << 20))
+    w.transport.abort()
+    await asyncio.sleep(2 * args.rtt + 0.2)
+    dt = await download(size // 2)
+    check("download after another client hung up", mbit(size // 2, dt - args.rtt), rate_mbit, 0.10, 0, "Mbit/s")
+    await asyncio.sleep(2 * args.rtt + 0.2)
+    cr, cw = await asyncio.open_connection("127.0.0.1", cport)
+    stats = json.loads(await cr.readline())
+    cw.close()
+    check("connections left open", stats["active"], 0, 0, 0, "")
+
     proc.send_signal(signal.SIGTERM)
     await proc.wait()
     server.close()
@@ -378,7 +402,8 @@ def main():
     p.add_argument("--no-handshake", action="store_true")
     p.add_argument("--stats", default=None, help="JSON counters, rewritten every 100 ms")
     p.add_argument("--control", type=int, default=None, help="port answering one JSON line")
-    p.add_argument("--ready", action="store_true", help="print 'ready' once listening")
+    p.add_argument("--ready", action="store_true",
+                   help="print 'ready PORT CONTROL_PORT' once listening (port 0 picks a free one)")
     p.add_argument("--selftest", action="store_true")
     args = p.parse_args()
     rate = args.rate if args.rate is not None else parse_rate("100Mbit")
