@@ -71,6 +71,36 @@ def parse_access(path, store):
     return out
 
 
+def daemon_view(out, v, rnd):
+    """What the mount daemon saw (`vmifs status --json` right after the boot;
+    for d, the difference from the status after c)."""
+    def load(name):
+        try:
+            return json.load(open(os.path.join(out, f"status-{name}-{rnd}.json")))
+        except (OSError, ValueError):
+            return None
+    st = load(v)
+    if not st or not st.get("images"):
+        return ""
+    prev = load("c") if v == "d" else None
+
+    def get(d, *path):
+        for k in path:
+            d = d[k] if d else None
+        return d or 0
+
+    def delta(*path):
+        return get(st, *path) - (get(prev, *path) if prev else 0)
+    img = lambda s: s["images"][0] if s else None  # noqa: E731
+    kernel = get(img(st), "bytes_read") - (get(img(prev), "bytes_read") if prev else 0)
+    reads = get(img(st), "reads") - (get(img(prev), "reads") if prev else 0)
+    stores = ", ".join(f"{s['name']} {s['requests'] - (next((p['requests'] for p in prev['stores'] if p['name'] == s['name']), 0) if prev else 0)} req "
+                       f"~{s['latency_ms']:.0f} ms" for s in st.get("stores", []))
+    return (f"daemon: kernel asked {kernel / MIB:.1f} MiB in {reads} FUSE reads, "
+            f"{delta('chunks_fetched')} chunks fetched ({delta('degraded_reads')} decoded with parity), "
+            f"{get(img(st), 'traced_chunks')} chunks traced as read, stores: {stores}")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -213,6 +243,7 @@ def chunk_traces(out, by, ok):
             # 100 ms slots of the boot in which some shard request completed.
             active = len({int(x * 10) for x in during}) / 10
             wait = r["guest"]["rd_total_time_ns"] / 1e9 if r.get("guest") else None
+            daemon = daemon_view(out, v, r["round"])
             lines.append(
                 f"{LABELS[v]} round {r['round']}: {r['seconds']:.1f} s boot; guest read "
                 f"{distinct / MIB:.1f} MiB in {len(reads)} reads touching {len(first)} non-zero chunks "
@@ -220,7 +251,8 @@ def chunk_traces(out, by, ok):
                 f"{near} up to 8 chunks forward, {back} backward); fetched {len(fetched)} chunks ({len(win)} shard GETs, "
                 f"{sum(f[5] for f in win) / MIB:.1f} MiB), {unread} of them never read by the guest; guest reads in flight {fmt(wait, 2)} s "
                 f"summed (local file: {fmt(e_wait, 2)} s); shard requests completed in "
-                f"{active:.1f} s of the boot (100 ms slots), the last at {max(during, default=0):.1f} s")
+                f"{active:.1f} s of the boot (100 ms slots), the last at {max(during, default=0):.1f} s"
+                + (f"; {daemon}" if daemon else ""))
     return lines
 
 

@@ -239,6 +239,7 @@ vmifs_mount() { # vmifs_mount CONFIG LOG
   MOUNTS+=("$MNT")
   wait_file "$MNT/guest/bench.raw" 60 "$MOUNT_PID" || { tail -5 "$2" >&2; die "vmifs mount did not come up"; }
 }
+status_json() { "$VMIFS" --config "$1" status --json >"$2" 2>/dev/null || true; } # CONFIG FILE
 vmifs_unmount() {
   [ -n "$MOUNT_PID" ] || return 0
   kill -TERM "$MOUNT_PID" 2>/dev/null || true
@@ -450,11 +451,12 @@ for round in $(seq "$RUNS"); do
       vmifs_mount "$WORK/mount-noprofile.toml" "$OUT/mount-c-$round.log"
       setup=$(echo "$(now) - $t0" | bc -l)
       boot c "$round" "$MNT/guest/bench.raw" | record c "$round" "$pre" "$setup"
+      status_json "$WORK/mount-noprofile.toml" "$OUT/status-c-$round.json"
       if [[ " $VARIANTS " == *" d "* ]]; then
         pre=$(down_now)
         boot d "$round" "$MNT/guest/bench.raw" | record d "$round" "$pre" 0
+        status_json "$WORK/mount-noprofile.toml" "$OUT/status-d-$round.json"
       fi
-      "$VMIFS" --config "$WORK/mount-noprofile.toml" status --json >"$OUT/status-c-$round.json" 2>/dev/null || true
       vmifs_unmount
       ;;
     d)
@@ -479,7 +481,7 @@ for round in $(seq "$RUNS"); do
       vmifs_mount "$WORK/mount-profile.toml" "$OUT/mount-c2-$round.log"
       setup=$(echo "$(now) - $t0" | bc -l)
       boot c2 "$round" "$MNT/guest/bench.raw" | record c2 "$round" "$pre" "$setup"
-      "$VMIFS" --config "$WORK/mount-profile.toml" status --json >"$OUT/status-c2-$round.json" 2>/dev/null || true
+      status_json "$WORK/mount-profile.toml" "$OUT/status-c2-$round.json"
       vmifs_unmount
       ;;
     rclone)
