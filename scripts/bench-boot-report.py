@@ -98,7 +98,8 @@ def daemon_view(out, v, rnd):
                        f"~{s['latency_ms']:.0f} ms" for s in st.get("stores", []))
     return (f"daemon: kernel asked {kernel / MIB:.1f} MiB in {reads} FUSE reads, "
             f"{delta('chunks_fetched')} chunks fetched ({delta('degraded_reads')} decoded with parity), "
-            f"{get(img(st), 'traced_chunks')} chunks traced as read, stores: {stores}")
+            f"{get(img(st), 'traced_chunks') - (get(img(prev), 'traced_chunks') if prev else 0)} chunks "
+            f"newly traced as read, stores: {stores}")
 
 
 def main():

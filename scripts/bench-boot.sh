@@ -42,6 +42,8 @@
 #   BENCH_BOOT_MD    also write the result table as markdown to this file
 #   BENCH_BOOT_OUT   keep per-run JSON, console logs, read traces and the chunk
 #                    trace summary here (default: a new directory under $TMPDIR)
+#   BENCH_MOUNT_EXTRA  more [mount] settings for the vmifs variants, e.g.
+#                    $'readahead_chunks = 0\nkernel_readahead = "128KiB"'
 #   BOOT_TIMEOUT     seconds allowed per boot (default 300)
 #   VMIFS_BENCH_LOG  log filter of the vmifs daemon (default info)
 set -euo pipefail
@@ -137,7 +139,8 @@ config() { # config DIRECT|WAN [mount settings...]
   done
   printf '\n[cache]\ndir = "%s"\nmax_size = "4GiB"\n' "$WORK/cache"
   shift
-  if [ $# -gt 0 ]; then printf '\n[mount]\n'; printf '%s\n' "$@"; fi
+  printf '\n[mount]\n'
+  printf '%s\n' "$@" ${BENCH_MOUNT_EXTRA:+"$BENCH_MOUNT_EXTRA"}
 }
 HAS_PROFILES=false
 if "$VMIFS" profile --help >/dev/null 2>&1; then HAS_PROFILES=true; fi
