@@ -16,6 +16,7 @@
 //! | `PUT /K` + body | `201`; atomic (staged in `<root>/.tmp/`, then renamed); body at most 256 MiB, else `413`; `409` if the key collides with a directory |
 //! | `DELETE /K` | `204`, also when the object does not exist |
 //! | `GET /?list&prefix=P` | `200`, JSON `[{"key": "...", "size": N, "modified_ms": N}]` of every object whose key starts with `P`, sorted by key |
+//! | `GET /` or `GET /D/` | `200`, an HTML index of that directory (one link per entry, directories ending in `/`), as a plain web server lists a directory; `404` if there is none |
 //!
 //! A missing object is `404`. An invalid key — anything [`check_key`] refuses
 //! once the path is percent-decoded (`/../etc/passwd`, `/%2e%2e/x`, `//x`), a
@@ -399,10 +400,23 @@ async fn dispatch(app: &Arc<App>, req: Request) -> Reply {
                 .unwrap_or_default();
             return list(app, prefix).await;
         }
+        if matches!(*req.method(), Method::GET | Method::HEAD) {
+            return index(app, String::new(), req.method() == Method::HEAD).await;
+        }
         return Reply::error(
             StatusCode::BAD_REQUEST,
             "no key in the path (GET /?list&prefix=P lists objects)",
         );
+    }
+    if let Some(dir) = path.strip_suffix('/') {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return Reply::error(StatusCode::METHOD_NOT_ALLOWED, "a directory is read-only")
+                .header(header::ALLOW, "GET, HEAD");
+        }
+        return match decode_key(dir) {
+            Ok(d) => index(app, d, req.method() == Method::HEAD).await,
+            Err(msg) => Reply::error(StatusCode::BAD_REQUEST, msg),
+        };
     }
     let key = match decode_key(&path) {
         Ok(k) => k,
@@ -830,6 +844,82 @@ async fn list(app: &App, prefix: String) -> Reply {
             .with_body(Bytes::from(json)),
         Err(e) => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
+}
+
+/// An HTML index of one directory (`dir` empty for the root): one link per
+/// entry, directories with a trailing `/`, as a plain web server's directory
+/// listing, so generic HTTP clients (rclone's and httpdirfs's http backends,
+/// `wget -r`) can browse what is served.
+async fn index(app: &App, dir: String, head_only: bool) -> Reply {
+    // `dir` is a checked key (never `.tmp`), or empty for the root.
+    let path = app.store.root().join(&dir);
+    let res = blocking(move || {
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(&path)? {
+            let e = e?;
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            if name == TMP || check_key("serve", &name).is_err() {
+                continue;
+            }
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                names.push(format!("{name}/"));
+            } else if ft.is_file() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    })
+    .await;
+    let names = match res {
+        Ok(n) => n,
+        Err(e) => return io_reply(&format!("{dir}/"), &e),
+    };
+    let title = html_escape(&format!("/{dir}{}", if dir.is_empty() { "" } else { "/" }));
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html><head><title>Index of {title}</title></head><body>\n<h1>Index of {title}</h1>\n<ul>\n"
+    );
+    for n in &names {
+        let href = percent_encode_segment(n);
+        html.push_str(&format!(
+            "<li><a href=\"{href}\">{}</a></li>\n",
+            html_escape(n)
+        ));
+    }
+    html.push_str("</ul>\n</body></html>\n");
+    let len = html.len();
+    let r = Reply::new(StatusCode::OK).header(header::CONTENT_TYPE, "text/html; charset=utf-8");
+    if head_only {
+        r.header(header::CONTENT_LENGTH, len)
+    } else {
+        r.with_body(Bytes::from(html))
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Percent-encode a name for a relative link (a trailing `/` is kept).
+fn percent_encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, b) in s.bytes().enumerate() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (b == b'/' && i == s.len() - 1);
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

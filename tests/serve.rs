@@ -389,7 +389,7 @@ async fn ranges_and_head_raw() {
     assert_eq!(std::fs::read(srv.root().join("new/obj")).unwrap(), b"hello");
     assert_eq!(raw(a, "DELETE", "/new/obj", &[], b"").await.status, 204);
     assert_eq!(raw(a, "POST", "/obj", &[], b"x").await.status, 405);
-    assert_eq!(raw(a, "GET", "/", &[], b"").await.status, 400);
+    assert_eq!(raw(a, "POST", "/", &[], b"").await.status, 400);
 
     let r = raw(a, "GET", "/?list&prefix=o", &[], b"").await;
     assert_eq!(r.status, 200);
@@ -506,6 +506,53 @@ async fn files_dropped_into_the_root_are_served() {
         .collect();
     keys.sort();
     assert_eq!(keys, vec!["images/debian/README", "images/debian/disk.raw"]);
+    srv.stop().await;
+}
+
+/// Directories answer with an HTML index, as a plain web server's, so generic
+/// HTTP tools (rclone, httpdirfs, wget) can find dropped files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_have_an_html_index() {
+    let srv = Server::start(None).await;
+    let a = srv.addr;
+    std::fs::create_dir_all(srv.root().join("images/debian")).unwrap();
+    std::fs::write(srv.root().join("images/debian/disk.raw"), b"disk").unwrap();
+    std::fs::write(srv.root().join("images/a&b"), b"x").unwrap();
+    std::fs::write(srv.root().join("top"), b"t").unwrap();
+    std::fs::create_dir_all(srv.root().join(".tmp")).unwrap();
+    std::fs::write(srv.root().join(".tmp/staged"), b"s").unwrap();
+
+    let links = |body: &[u8]| -> Vec<String> {
+        let html = std::str::from_utf8(body).unwrap();
+        html.split("href=\"")
+            .skip(1)
+            .map(|s| s[..s.find('"').unwrap()].to_string())
+            .collect()
+    };
+    let r = raw(a, "GET", "/", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    assert_eq!(links(&r.body), vec!["images/", "top"]);
+    let r = raw(a, "GET", "/images/", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(links(&r.body), vec!["a%26b", "debian/"]);
+    assert!(String::from_utf8_lossy(&r.body).contains(">a&amp;b<"));
+    let r = raw(a, "GET", "/images/debian/", &[], b"").await;
+    assert_eq!(links(&r.body), vec!["disk.raw"]);
+    // The link resolves to the file.
+    let r = raw(a, "GET", "/images/a%26b", &[], b"").await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"x"[..]));
+    let r = raw(a, "HEAD", "/images/", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+
+    assert_eq!(raw(a, "GET", "/missing/", &[], b"").await.status, 404);
+    assert_eq!(raw(a, "GET", "/top/", &[], b"").await.status, 404);
+    assert_eq!(raw(a, "GET", "/.tmp/", &[], b"").await.status, 400);
+    assert_eq!(raw(a, "GET", "/../", &[], b"").await.status, 400);
+    assert_eq!(raw(a, "PUT", "/images/", &[], b"x").await.status, 405);
+    assert_eq!(raw(a, "DELETE", "/images/", &[], b"").await.status, 405);
+    assert!(srv.root().join("images/debian/disk.raw").exists());
     srv.stop().await;
 }
 

@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""The report of scripts/bench-boot.sh, from its output directory.
+
+    bench-boot-report.py OUT [--rtts "10 40 80"] [--rate 100Mbit] [--guest debian] [--md FILE]
+
+Reads OUT/results.jsonl (one line per boot), OUT/trace-*.log (QEMU read
+traces), OUT/access-*.log (the stores' access logs) and OUT/manifest.json, and
+prints:
+
+- the table: per variant the median, min and max seconds from QEMU's start to
+  the boot marker (for "a" including the download), MiB pulled through the WAN
+  links before the marker and in all, and ratios of medians against a, b, e;
+- per vmifs run, which chunks the guest read and which were fetched, and when
+  (also written as CSV: OUT/reads-<variant>-<round>.csv, the guest's reads
+  that reached the image; OUT/fetches-<variant>-<round>.csv, shard requests).
+"""
+
+import argparse
+import collections
+import datetime
+import importlib.util
+import json
+import os
+import statistics
+import sys
+
+LABELS = {
+    "a": "a: curl whole image, then boot",
+    "b": "b: QEMU http driver",
+    "c": "c: vmifs, cold, no profile",
+    "c2": "c': vmifs, cold, boot profile",
+    "d": "d: vmifs, warm cache",
+    "e": "e: local file",
+    "rclone": "f: rclone mount (vfs full)",
+    "nbdkit": "f: nbdkit curl + QEMU NBD",
+    "httpdirfs": "f: httpdirfs --cache",
+}
+ORDER = list(LABELS)
+MIB = 2**20
+
+here = os.path.dirname(os.path.abspath(__file__))
+spec = importlib.util.spec_from_file_location("boot_once", os.path.join(here, "boot-once.py"))
+boot_once = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(boot_once)
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, nd=1):
+    return "—" if x is None else f"{x:.{nd}f}"
+
+
+def ratio(x, y):
+    return "—" if x is None or not y else f"{x / y:.2f}×"
+
+
+def parse_access(path, store):
+    """(end unix time, duration s, chunk id, shard, bytes) of each shard GET."""
+    out = []
+    for line in open(path):
+        f = line.split()
+        if len(f) < 7 or f[2] != "GET" or not f[3].startswith("/shards/") or f[4] not in ("200", "206"):
+            continue
+        t = datetime.datetime.strptime(f[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+        name = f[3].rsplit("/", 1)[1]
+        cid, _, shard = name.partition(".")
+        out.append((t, int(f[6]) / 1e6, cid, store, shard.rsplit(".", 1)[-1], int(f[5])))
+    return out
+
+
+def daemon_view(out, v, rnd):
+    """What the mount daemon saw (`vmifs status --json` right after the boot;
+    for d, the difference from the status after c)."""
+    def load(name):
+        try:
+            return json.load(open(os.path.join(out, f"status-{name}-{rnd}.json")))
+        except (OSError, ValueError):
+            return None
+    st = load(v)
+    if not st or not st.get("images"):
+        return ""
+    prev = load("c") if v == "d" else None
+
+    def get(d, *path):
+        for k in path:
+            d = d[k] if d else None
+        return d or 0
+
+    def delta(*path):
+        return get(st, *path) - (get(prev, *path) if prev else 0)
+    img = lambda s: s["images"][0] if s else None  # noqa: E731
+    kernel = get(img(st), "bytes_read") - (get(img(prev), "bytes_read") if prev else 0)
+    reads = get(img(st), "reads") - (get(img(prev), "reads") if prev else 0)
+    stores = ", ".join(f"{s['name']} {s['requests'] - (next((p['requests'] for p in prev['stores'] if p['name'] == s['name']), 0) if prev else 0)} req "
+                       f"~{s['latency_ms']:.0f} ms" for s in st.get("stores", []))
+    return (f"daemon: kernel asked {kernel / MIB:.1f} MiB in {reads} FUSE reads, "
+            f"{delta('chunks_fetched')} chunks fetched ({delta('degraded_reads')} decoded with parity), "
+            f"{get(img(st), 'traced_chunks') - (get(img(prev), 'traced_chunks') if prev else 0)} chunks "
+            f"newly traced as read, stores: {stores}")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    p.add_argument("--rtts", default="10 40 80")
+    p.add_argument("--rate", default="100Mbit")
+    p.add_argument("--guest", default="debian")
+    p.add_argument("--md", default="")
+    a = p.parse_args()
+    out = a.out
+    runs = [json.loads(l) for l in open(os.path.join(out, "results.jsonl")) if l.strip()]
+    by = collections.defaultdict(list)
+    for r in runs:
+        by[r["variant"]].append(r)
+
+    def ok(v):
+        return [r for r in by.get(v, []) if r.get("seconds") is not None]
+
+    meds = {v: med([r["total_seconds"] for r in ok(v)]) for v in by}
+    # What the guest read from the image before the marker (local boots).
+    guest_read = med([r["backing_marker"]["distinct_bytes"] for r in ok("e") if "backing_marker" in r])
+
+    rows = []
+    for v in sorted(by, key=ORDER.index):
+        rs = ok(v)
+        secs = [r["total_seconds"] for r in rs]
+        na = [r for r in by[v] if r.get("seconds") is None]
+        if not rs:
+            why = na[0].get("error", "failed") if na else "not run"
+            rows.append([LABELS[v], "n/a" if why.startswith("n/a") else f"failed ({why})"] + [""] * 8)
+            continue
+        rows.append([
+            LABELS[v],
+            f"{len(rs)}/{len(by[v])}",
+            fmt(med(secs)), fmt(min(secs)), fmt(max(secs)),
+            fmt(med([r["pulled_marker"] / MIB for r in rs])),
+            fmt(med([r["pulled_end"] / MIB for r in rs])),
+            ratio(meds[v], meds.get("a")), ratio(meds[v], meds.get("b")), ratio(meds[v], meds.get("e")),
+        ])
+    head = ["variant", "runs", "median s", "min s", "max s", "MiB pulled before marker",
+            "MiB pulled in all", "vs a", "vs b", "vs e"]
+
+    lines = []
+    lines.append(f"Guest: {a.guest}; stores at {a.rtts} ms RTT, {a.rate} each; "
+                 f"the guest read {fmt(guest_read / MIB if guest_read else None)} MiB of the image before the marker.")
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    text = ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in [head] + rows]
+    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+
+    # Goals (for the reader; the script asserts nothing).
+    goals = []
+
+    def goal(name, x, y, limit):
+        if meds.get(x) and meds.get(y):
+            goals.append(f"{name}: {meds[x] / meds[y]:.2f} (goal <= {limit})")
+    goal("c/a", "c", "a", 0.25)
+    goal("c/b", "c", "b", 0.8)
+    goal("c'/e", "c2", "e", 1.3)
+    goal("d/e", "d", "e", 1.1)
+    if guest_read:
+        for v in ("c", "c2"):
+            rs = ok(v)
+            if rs:
+                goals.append(f"{v} pulled before marker / guest read: "
+                             f"{med([r['pulled_marker'] for r in rs]) / guest_read:.2f} (goal <= 2)")
+
+    # Chunk traces of the vmifs runs.
+    trace_lines = chunk_traces(out, by, ok)
+
+    checks = os.path.join(out, "checks.txt")
+    check_lines = [l.rstrip("\n").replace("\t", "  ") for l in open(checks)] if os.path.exists(checks) else []
+
+    print("\n".join(lines))
+    print("\n".join(text))
+    if goals:
+        print("goals: " + "; ".join(goals))
+    if check_lines:
+        print("data checks (cold, random and boot ranges):")
+        print("\n".join("  " + l for l in check_lines))
+    print("\n".join(trace_lines))
+    if a.md:
+        with open(a.md, "w") as f:
+            f.write("\n".join(lines) + "\n\n" + "\n".join(md) + "\n")
+            if goals:
+                f.write("\nRatios of medians: " + "; ".join(goals) + ".\n")
+            if check_lines:
+                f.write("\nData checks, cold, random and boot ranges read through each path:\n\n")
+                f.write("\n".join(f"- {l}" for l in check_lines) + "\n")
+            if trace_lines:
+                f.write("\n```\n" + "\n".join(trace_lines) + "\n```\n")
+
+
+def chunk_traces(out, by, ok):
+    man_path = os.path.join(out, "manifest.json")
+    if not os.path.exists(man_path):
+        return []
+    man = json.load(open(man_path))
+    cs = man["chunk_size"]
+    index_of = collections.defaultdict(list)
+    for i, c in enumerate(man["chunks"]):
+        if c:
+            index_of[c].append(i)
+    fetches = []
+    for name in sorted(os.listdir(out)):
+        if name.startswith("access-") and name.endswith(".log"):
+            fetches += parse_access(os.path.join(out, name), name[7:-4])
+    fetches.sort()
+    e_wait = med([r["guest"]["rd_total_time_ns"] / 1e9 for r in ok("e") if r.get("guest")])
+    lines = []
+    for v in ("c", "c2", "d"):
+        for r in ok(v):
+            t0 = r["start_unix"]
+            mark = t0 + r["seconds"]
+            trace = os.path.join(out, f"trace-{v}-{r['round']}.log")
+            reads, distinct = boot_once.backing_reads(trace, mark) if os.path.exists(trace) else ([], 0)
+            with open(os.path.join(out, f"reads-{v}-{r['round']}.csv"), "w") as f:
+                f.write("seconds,offset,bytes,chunk\n")
+                for t, off, n in reads:
+                    f.write(f"{t - t0:.4f},{off},{n},{off // cs}\n")
+            first = {}
+            for t, off, n in reads:
+                for ci in range(off // cs, (off + n - 1) // cs + 1):
+                    if man["chunks"][ci] and ci not in first:
+                        first[ci] = t
+            order = sorted(first, key=first.get)
+            seq = sum(1 for x, y in zip(order, order[1:]) if y == x + 1)
+            near = sum(1 for x, y in zip(order, order[1:]) if 0 < y - x <= 8)
+            back = sum(1 for x, y in zip(order, order[1:]) if y < x)
+            # Shard requests from the mount's start (set-up) to the marker.
+            win = [f for f in fetches if t0 - r["setup_seconds"] - 0.5 <= f[0] <= mark]
+            with open(os.path.join(out, f"fetches-{v}-{r['round']}.csv"), "w") as f:
+                f.write("seconds_done,duration_ms,chunk_indices,store,shard,bytes\n")
+                for t, dur, cid, store, shard, n in win:
+                    idx = " ".join(map(str, index_of.get(cid, [])))
+                    f.write(f"{t - t0:.4f},{dur * 1000:.1f},{idx},{store},{shard},{n}\n")
+            fetched = {c for _, _, c, *_ in win}
+            read_ids = {man["chunks"][i] for i in first}
+            unread = len(fetched - read_ids)
+            during = [t - t0 for t, *_ in win if t >= t0]
+            # 100 ms slots of the boot in which some shard request completed.
+            active = len({int(x * 10) for x in during}) / 10
+            wait = r["guest"]["rd_total_time_ns"] / 1e9 if r.get("guest") else None
+            daemon = daemon_view(out, v, r["round"])
+            lines.append(
+                f"{LABELS[v]} round {r['round']}: {r['seconds']:.1f} s boot; guest read "
+                f"{distinct / MIB:.1f} MiB in {len(reads)} reads touching {len(first)} non-zero chunks "
+                f"(of {max(len(order) - 1, 0)} steps between first touches: {seq} to the next chunk, "
+                f"{near} up to 8 chunks forward, {back} backward); fetched {len(fetched)} chunks ({len(win)} shard GETs, "
+                f"{sum(f[5] for f in win) / MIB:.1f} MiB), {unread} of them never read by the guest; guest reads in flight {fmt(wait, 2)} s "
+                f"summed (local file: {fmt(e_wait, 2)} s); shard requests completed in "
+                f"{active:.1f} s of the boot (100 ms slots), the last at {max(during, default=0):.1f} s"
+                + (f"; {daemon}" if daemon else ""))
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
