@@ -39,6 +39,7 @@ ORDER = list(LABELS)
 MIB = 2**20
 
 here = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
 spec = importlib.util.spec_from_file_location("boot_once", os.path.join(here, "boot-once.py"))
 boot_once = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(boot_once)
