@@ -326,13 +326,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("invalid duration {s:?}: use ms, s, m or h")),
-    })
+    let secs = |mult: u64| {
+        n.checked_mul(mult)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("duration {s:?} too large"))
+    };
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        _ => Err(format!("invalid duration {s:?}: use ms, s, m or h")),
+    }
 }
 
 #[derive(Deserialize)]
@@ -380,6 +385,13 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert!(parse_duration("5 fortnights").is_err());
+        // Minutes and hours past what a Duration holds are refused, not wrapped.
+        assert!(parse_duration("307445734561825861m").is_err());
+        assert!(parse_duration("5124095576030432h").is_err());
+        assert_eq!(
+            parse_duration("307445734561825860m").unwrap(),
+            Duration::from_secs(307_445_734_561_825_860 * 60)
+        );
     }
 
     #[test]
