@@ -230,7 +230,16 @@ impl Config {
 
     pub fn parse(text: &str) -> Result<Self, Error> {
         let c: Config = toml::from_str(text).map_err(|e| {
-            let msg = e.message().trim().to_string();
+            // The message may quote a key as written (`"a\nb" = 1`): control
+            // characters are escaped so the error stays one line.
+            let mut msg = String::new();
+            for c in e.message().trim().chars() {
+                if c.is_control() {
+                    msg.extend(c.escape_default());
+                } else {
+                    msg.push(c);
+                }
+            }
             Error::Config(match e.span() {
                 Some(span) => format!(
                     "line {}: {msg}",
@@ -441,10 +450,13 @@ mod tests {
             ("[erasure]\ndatta = 3", "datta"),
             ("[cache]\nmax_size = \"lots\"", "lots"),
             ("not toml", "line 1"),
+            // A quoted key with a newline is named escaped, on one line.
+            ("\"a\\nb\" = 1", "line 1: unknown field `a\\nb`"),
         ];
         for (text, want) in cases {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "{text:?}: {err}");
         }
     }
 }
