@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing, then runs
-# formatting, lints, every test (release build), and the benchmarks once in test
-# mode. Safe to run again; slow installs are cached on the machine.
+# formatting, lints, every test (release build), a short fuzz run of the
+# parsers, and the benchmarks once in test mode. Safe to run again; slow installs
+# are cached on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ scripts/install-qemu.sh
 need_apt=()
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v c++ >/dev/null || need_apt+=(g++) # libFuzzer, for scripts/fuzz.sh
 if ((${#need_apt[@]})); then
   echo "== installing ${need_apt[*]}"
   apt-get update -qq
@@ -26,6 +28,7 @@ if [ "${VMIFS_SKIP_BOOT:-}" != 1 ]; then scripts/guest.sh small >/dev/null; fi
 
 echo "== cargo fmt --check"
 cargo fmt --check
+cargo fmt --check --manifest-path fuzz/Cargo.toml
 echo "== cargo clippy"
 cargo clippy --release --all-targets --quiet -- -D warnings
 echo "== tests"
@@ -52,6 +55,8 @@ if command -v systemd-analyze >/dev/null; then
   systemd-analyze verify "$units"/*.service
   rm -rf "$units"
 fi
+# A short fuzz run of every parser (long runs: RELIABILITY.md); fails on any crash.
+scripts/fuzz.sh "${VMIFS_FUZZ_SECONDS:-5}"
 echo "== benchmarks (test mode)"
 cargo bench --bench codec --quiet -- --test
 summary=$(grep -E '^test result:' "${TMPDIR:-/tmp}/vmifs-test.log" | awk '{p+=$4; f+=$6; i+=$8} END {print p" passed, "f" failed, "i" skipped"}')

@@ -330,7 +330,16 @@ impl Config {
 
     pub fn parse(text: &str) -> Result<Self, Error> {
         let c: Config = toml::from_str(text).map_err(|e| {
-            let msg = e.message().trim().to_string();
+            // The message may quote a key as written (`"a\nb" = 1`): control
+            // characters are escaped so the error stays one line.
+            let mut msg = String::new();
+            for c in e.message().trim().chars() {
+                if c.is_control() {
+                    msg.extend(c.escape_default());
+                } else {
+                    msg.push(c);
+                }
+            }
             Error::Config(match e.span() {
                 Some(span) => format!(
                     "line {}: {msg}",
@@ -438,13 +447,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("invalid duration {s:?}: use ms, s, m or h")),
-    })
+    let secs = |mult: u64| {
+        n.checked_mul(mult)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("duration {s:?} too large"))
+    };
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        _ => Err(format!("invalid duration {s:?}: use ms, s, m or h")),
+    }
 }
 
 #[derive(Deserialize)]
@@ -536,6 +550,13 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert!(parse_duration("5 fortnights").is_err());
+        // Minutes and hours past what a Duration holds are refused, not wrapped.
+        assert!(parse_duration("307445734561825861m").is_err());
+        assert!(parse_duration("5124095576030432h").is_err());
+        assert_eq!(
+            parse_duration("307445734561825860m").unwrap(),
+            Duration::from_secs(307_445_734_561_825_860 * 60)
+        );
     }
 
     #[test]
@@ -593,10 +614,13 @@ mod tests {
             ("[cache]\nmax_size = \"lots\"", "lots"),
             ("[locks]\nlease = \"1s\"", "locks.lease"),
             ("not toml", "line 1"),
+            // A quoted key with a newline is named escaped, on one line.
+            ("\"a\\nb\" = 1", "line 1: unknown field `a\\nb`"),
         ];
         for (text, want) in cases {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "{text:?}: {err}");
         }
     }
 }

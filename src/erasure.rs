@@ -50,7 +50,7 @@ pub struct ShardHeader {
 
 impl Codec {
     pub fn new(k: usize, m: usize) -> Result<Self, Error> {
-        if k == 0 || k + m > MAX_SHARDS {
+        if k == 0 || k.checked_add(m).is_none_or(|n| n > MAX_SHARDS) {
             return Err(Error::Config(format!(
                 "erasure code {k}+{m}: need 1 <= data and data + parity <= {MAX_SHARDS}"
             )));
@@ -308,6 +308,8 @@ mod tests {
     fn bad_codes() {
         assert!(Codec::new(0, 2).is_err());
         assert!(Codec::new(60, 5).is_err());
+        // data + parity must not wrap around to a small number.
+        assert!(Codec::new(1, usize::MAX).is_err());
     }
 
     #[test]

@@ -86,8 +86,8 @@ impl Manifest {
                 self.size
             ));
         }
-        let n = self.erasure.data + self.erasure.parity;
-        if self.erasure.data == 0 || n > crate::erasure::MAX_SHARDS {
+        let n = self.erasure.data.checked_add(self.erasure.parity);
+        if self.erasure.data == 0 || n.is_none_or(|n| n > crate::erasure::MAX_SHARDS) {
             return bad(format!(
                 "erasure {}+{}",
                 self.erasure.data, self.erasure.parity
@@ -186,6 +186,15 @@ mod tests {
         assert!(Manifest::from_bytes(&m.to_bytes()).is_err());
         assert!(Manifest::from_bytes(b"{").is_err());
         assert!(Manifest::from_bytes(b"{\"name\":\"../x\"}").is_err());
+    }
+
+    #[test]
+    fn erasure_sum_does_not_wrap() {
+        // 1 + (2^64 - 1) wraps to 0 in a release build, which passed the
+        // shard-count check.
+        let mut m = sample();
+        m.erasure.parity = usize::MAX;
+        assert!(Manifest::from_bytes(&m.to_bytes()).is_err());
     }
 
     #[test]

@@ -537,7 +537,7 @@ fn object_headers(mut r: Reply, meta: &std::fs::Metadata) -> Reply {
 
 /// What a `Range` header selects of an object of `len` bytes.
 #[derive(Debug, PartialEq, Eq)]
-enum Selection {
+pub enum Selection {
     /// No usable range: the whole object, `200`.
     Whole,
     /// Bytes `start..end`, `206`.
@@ -546,7 +546,9 @@ enum Selection {
     Unsatisfiable,
 }
 
-fn parse_range(h: &str, len: u64) -> Selection {
+/// What the `Range` header `h` selects of an object of `len` bytes (the rules
+/// are in the protocol table above). Public for the fuzz targets.
+pub fn parse_range(h: &str, len: u64) -> Selection {
     let num = |s: &str| -> Option<u64> {
         let s = s.trim();
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
