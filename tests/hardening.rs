@@ -6,10 +6,10 @@
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::mount::{Daemon, lazy_umount, mountpoint};
-use common::{BIN, Cluster, same_file, write_image};
+use common::{Cluster, same_file, write_image};
 
 const MNT_ROOT: &str = "/tmp/vmifs-hardening-tests";
 const PASSWORD: &str = "pw-d0-not-leak-7c1e";
@@ -18,13 +18,11 @@ const S3_SECRET_MARK: &str = "s3-secret-d0-not-leak-91ab";
 /// `vmifs ARGS` with this cluster's config and no S3 credentials in the
 /// environment (the config holds them); stderr at debug level.
 fn run(c: &Cluster, args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(BIN)
-        .args(args)
-        .env("VMIFS_CONFIG", &c.config)
+    let o = c
+        .command(args)
         .env("VMIFS_LOG", "debug")
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     (

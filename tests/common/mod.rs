@@ -225,17 +225,21 @@ impl Cluster {
         self.dir.path().join(name)
     }
 
-    /// Run `vmifs ARGS` with this cluster's config.
-    pub fn vmifs(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
+    /// `vmifs ARGS` with this cluster's config and the S3 test credentials.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .env("VMIFS_CONFIG", &self.config)
             .env("AWS_ACCESS_KEY_ID", S3_KEY)
             .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
             .env_remove("VMIFS_LOG")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run `vmifs ARGS` with this cluster's config.
+    pub fn vmifs(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
     }
 
     /// Append TOML to the config file.
@@ -254,13 +258,7 @@ impl Cluster {
     /// Start `vmifs ARGS` in the background, stdout and stderr to files in the
     /// cluster's directory (`<log>.out`, `<log>.err`).
     pub fn spawn(&self, args: &[&str], log: &str) -> Child {
-        Command::new(BIN)
-            .args(args)
-            .env("VMIFS_CONFIG", &self.config)
-            .env("AWS_ACCESS_KEY_ID", S3_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-            .env_remove("VMIFS_LOG")
-            .stdin(Stdio::null())
+        self.command(args)
             .stdout(std::fs::File::create(self.path(&format!("{log}.out"))).unwrap())
             .stderr(std::fs::File::create(self.path(&format!("{log}.err"))).unwrap())
             .spawn()
