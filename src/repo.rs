@@ -137,6 +137,25 @@ impl Repo {
         join_all(self.stores.iter().map(|s| s.put(key, data.clone()))).await
     }
 
+    /// Write `data` under `key` on every store that takes it; fails only if
+    /// none does. Returns the errors of the stores that did not.
+    async fn put_some(&self, key: &str, data: Bytes) -> Result<Vec<StoreError>, Error> {
+        let failed: Vec<StoreError> = self
+            .put_all(key, data)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if failed.len() == self.stores.len() {
+            return Err(failed
+                .into_iter()
+                .next()
+                .expect("at least one store")
+                .into());
+        }
+        Ok(failed)
+    }
+
     /// Write `data` under `key` on every store; fails if any store fails.
     pub async fn put_everywhere(&self, key: &str, data: Bytes) -> Result<(), Error> {
         first_error(self.put_all(key, data).await)
@@ -311,15 +330,7 @@ impl Repo {
             tomb = k.sign(&r.name, &r.tag, &tomb);
         }
         let key = layout::tag_key(&r.name, &r.tag);
-        let results = self.put_all(&key, Bytes::from(tomb.to_bytes())).await;
-        let failed: Vec<StoreError> = results.into_iter().filter_map(Result::err).collect();
-        if failed.len() == self.stores.len() {
-            return Err(failed
-                .into_iter()
-                .next()
-                .expect("at least one store")
-                .into());
-        }
+        let failed = self.put_some(&key, Bytes::from(tomb.to_bytes())).await?;
         Ok((t.image, failed))
     }
 
@@ -328,17 +339,8 @@ impl Repo {
     /// many did and the errors of the others.
     pub async fn put_profile(&self, p: &Profile) -> Result<(usize, Vec<StoreError>), Error> {
         let key = layout::profile_key(&p.image);
-        let results = self.put_all(&key, Bytes::from(p.to_bytes())).await;
-        let failed: Vec<StoreError> = results.into_iter().filter_map(Result::err).collect();
-        let ok = self.stores.len() - failed.len();
-        if ok == 0 {
-            return Err(failed
-                .into_iter()
-                .next()
-                .expect("at least one store")
-                .into());
-        }
-        Ok((ok, failed))
+        let failed = self.put_some(&key, Bytes::from(p.to_bytes())).await?;
+        Ok((self.stores.len() - failed.len(), failed))
     }
 
     /// The boot profile of version `id` from the first store that has a

@@ -6,9 +6,8 @@
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::Command;
 
-use common::mount::{Daemon, lazy_umount, mountpoint};
+use common::mount::{Daemon, Tmpfs, mountpoint};
 use common::{Cluster, same_file, write_image};
 
 const MNT_ROOT: &str = "/tmp/vmifs-hardening-tests";
@@ -145,21 +144,7 @@ fn a_full_cache_disk_leaves_reads_working_uncached_with_one_log_line() {
     let img = c.path("img.raw");
     write_image(&img, 24);
     c.ok(&["push", img.to_str().unwrap(), "--name", "a", "--tag", "1"]);
-    let cache = c.path("cache");
-    std::fs::create_dir_all(&cache).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "vmifs-test-full"])
-        .arg(&cache)
-        .status()
-        .unwrap();
-    assert!(ok.success(), "cannot mount a tmpfs");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            lazy_umount(&self.0);
-        }
-    }
-    let _tmpfs = Unmount(cache.clone());
+    let _tmpfs = Tmpfs::mount(&c.path("cache"), 2 << 20);
     let mnt = mountpoint(MNT_ROOT, "full");
     let d = Daemon::start(&c, &mnt);
     for _ in 0..2 {

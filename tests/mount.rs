@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::mount::{Daemon, image_stat, is_mounted, lazy_umount, signal, status};
+use common::mount::{Daemon, Tmpfs, image_stat, is_mounted, signal, status};
 use common::{Cluster, same_file, write_image};
 
 const CHUNK: u64 = 256 * 1024;
@@ -292,15 +292,6 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// A tmpfs mounted for the test; always unmounted.
-struct Tmpfs(PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        lazy_umount(&self.0);
-    }
-}
-
 #[test]
 fn the_cache_never_exceeds_its_cap() {
     let (c, img) = setup(80, "");
@@ -310,20 +301,7 @@ fn the_cache_never_exceeds_its_cap() {
     // it, at any instant, would fail a write (ENOSPC), which the daemon logs. A
     // directory walk cannot prove this: it is not an atomic snapshot.
     let cache = c.path("cache");
-    std::fs::create_dir_all(&cache).unwrap();
-    let ok = Command::new("mount")
-        .args([
-            "-t",
-            "tmpfs",
-            "-o",
-            &format!("size={cap}"),
-            "vmifs-test-cache",
-        ])
-        .arg(&cache)
-        .status()
-        .unwrap();
-    assert!(ok.success(), "cannot mount a tmpfs");
-    let _tmpfs = Tmpfs(cache.clone());
+    let _tmpfs = Tmpfs::mount(&cache, cap);
     let mnt = mountpoint("cap");
     let d = Daemon::start(&c, &mnt);
     assert!(same_file(&mnt.join("deb/12.raw"), &img));

@@ -47,12 +47,12 @@ impl HttpStore {
     /// Credentials in the URL (`http://user:password@host`) are sent as HTTP
     /// basic auth and never appear in messages.
     pub fn new(name: &str, base_url: &str) -> Result<Self, StoreError> {
-        let original_url = base_url;
         let perm = |m: String| StoreError::new(ErrorKind::Permanent, name, m);
+        let parsed = reqwest::Url::parse(base_url.trim_end_matches('/'));
+        // From here on only the redacted form appears in messages.
         let shown = crate::config::redact_url(base_url);
         let base_url = shown.as_str();
-        let mut url = reqwest::Url::parse(base_url.trim_end_matches('/'))
-            .map_err(|e| perm(format!("bad URL {base_url:?}: {e}")))?;
+        let mut url = parsed.map_err(|e| perm(format!("bad URL {base_url:?}: {e}")))?;
         let decode = |s: &str| {
             crate::serve::percent_decode(s)
                 .and_then(|b| String::from_utf8(b).ok())
@@ -62,12 +62,13 @@ impl HttpStore {
                     ))
                 })
         };
-        let auth = match reqwest::Url::parse(original_url).ok() {
-            Some(u) if !u.username().is_empty() || u.password().is_some() => Some((
-                decode(u.username())?,
-                crate::config::Secret(decode(u.password().unwrap_or(""))?),
-            )),
-            _ => None,
+        let auth = if !url.username().is_empty() || url.password().is_some() {
+            Some((
+                decode(url.username())?,
+                crate::config::Secret(decode(url.password().unwrap_or(""))?),
+            ))
+        } else {
+            None
         };
         let _ = url.set_username("");
         let _ = url.set_password(None);

@@ -174,3 +174,32 @@ pub fn image_stat(st: &serde_json::Value, key: &str) -> u64 {
         .map(|i| i[key].as_u64().unwrap())
         .sum()
 }
+
+/// A tmpfs of `size` bytes mounted at `dir` (created) for a test; always
+/// unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: u64) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "vmifs-test-tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "cannot mount a tmpfs at {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        lazy_umount(&self.0);
+    }
+}
