@@ -1,7 +1,7 @@
 //! `vmifs mount MOUNTPOINT`: the mount daemon, in the foreground.
 //!
 //! Start-up, in order: open the cache and the stores; read the tags and their
-//! manifests; clear a stale mount a killed daemon left at MOUNTPOINT (stat says
+//! manifests; clear a stale mount a killed daemon left at MOUNTPOINT (statfs says
 //! `ENOTCONN`: detach it) and refuse to stack on a live one; mount with fuser
 //! (`mount.threads` FUSE threads, `allow_other` when configured); raise the
 //! mount's kernel read-ahead (bdi `read_ahead_kb`, found through
@@ -204,26 +204,18 @@ impl Daemon {
 
 /// Run the daemon until SIGTERM/SIGINT.
 pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
-    let meta = match std::fs::metadata(mountpoint) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            tracing::warn!(mountpoint = %mountpoint.display(), "clearing a stale mount left by a daemon that died");
-            detach(mountpoint).context("cannot clear the stale mount")?;
-            std::fs::metadata(mountpoint)
-        }
-        r => r,
+    // statfs always asks the daemon; a stat may still be answered from the
+    // kernel's attribute cache for a while after the daemon died.
+    if is_stale(mountpoint) {
+        tracing::warn!(mountpoint = %mountpoint.display(), "clearing a stale mount left by a daemon that died");
+        detach(mountpoint).context("cannot clear the stale mount")?;
     }
-    .with_context(|| format!("mount point {}", mountpoint.display()))?;
+    let meta = std::fs::metadata(mountpoint)
+        .with_context(|| format!("mount point {}", mountpoint.display()))?;
     if !meta.is_dir() {
         bail!("mount point {} is not a directory", mountpoint.display());
     }
     let mountpoint = mountpoint.canonicalize().context("mount point")?;
-    if mount_of(&mountpoint).is_some_and(|m| m.fstype.starts_with("fuse")) && is_stale(&mountpoint)
-    {
-        // The stat above can be answered from the kernel's attribute cache for
-        // a while after the daemon died; statfs always asks the daemon.
-        tracing::warn!(mountpoint = %mountpoint.display(), "clearing a stale mount left by a daemon that died");
-        detach(&mountpoint).context("cannot clear the stale mount")?;
-    }
     if mount_of(&mountpoint).is_some_and(|m| m.fstype.starts_with("fuse")) {
         bail!(
             "{} is already mounted (another vmifs mount?)",
