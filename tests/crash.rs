@@ -67,16 +67,7 @@ fn daemon_killed_while_filling_its_cache(test: &str, prefetch: bool) {
     if prefetch {
         c.add_config("[mount]\nprefetch = \"mount\"\n");
     }
-    let img = c.path("img.raw");
-    write_image(&img, MIB);
-    c.ok(&[
-        "push",
-        img.to_str().unwrap(),
-        "--name",
-        "deb",
-        "--tag",
-        "12",
-    ]);
+    let img = c.publish(MIB);
     let size = std::fs::metadata(&img).unwrap().len();
     let distinct = distinct_chunks(&img, CHUNK);
 

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::mount::{Daemon, Tmpfs, image_stat, is_mounted, signal, status};
-use common::{Cluster, same_file, write_image};
+use common::{Cluster, same_file};
 
 const CHUNK: u64 = 256 * 1024;
 const MNT_ROOT: &str = "/tmp/vmifs-mount-tests";
@@ -28,23 +28,8 @@ fn mountpoint(test: &str) -> PathBuf {
 fn setup(mib: usize, config: &str) -> (Cluster, PathBuf) {
     let c = Cluster::start(3, 0, 2, 1, CHUNK);
     c.add_config(config);
-    let img = publish(&c, mib);
+    let img = c.publish(mib);
     (c, img)
-}
-
-/// Write an image of `mib` MiB and push it as `deb:12`.
-fn publish(c: &Cluster, mib: usize) -> PathBuf {
-    let img = c.path("img.raw");
-    write_image(&img, mib);
-    c.ok(&[
-        "push",
-        img.to_str().unwrap(),
-        "--name",
-        "deb",
-        "--tag",
-        "12",
-    ]);
-    img
 }
 
 fn pread(f: &File, off: u64, len: usize) -> Vec<u8> {
@@ -385,7 +370,7 @@ fn federation_image_reads_cold_with_a_store_killed_and_warm() {
         "max_size = \"1GiB\"",
         &format!("max_size = \"{}MiB\"", mib * 2),
     );
-    let img = publish(&c, mib);
+    let img = c.publish(mib);
 
     let mnt = mountpoint("federation");
     let d = Daemon::start(&c, &mnt);

@@ -237,6 +237,21 @@ impl Cluster {
         cmd
     }
 
+    /// Write an image of `mib` MiB (`img.raw`) and push it as `deb:12`.
+    pub fn publish(&self, mib: usize) -> PathBuf {
+        let img = self.path("img.raw");
+        write_image(&img, mib);
+        self.ok(&[
+            "push",
+            img.to_str().unwrap(),
+            "--name",
+            "deb",
+            "--tag",
+            "12",
+        ]);
+        img
+    }
+
     /// Run `vmifs ARGS` with this cluster's config.
     pub fn vmifs(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
