@@ -4,10 +4,10 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vmifs::chunk::VerifiedChunk;
-use vmifs::chunker::{Chunker, Piece};
-use vmifs::erasure::{Codec, open_shard, shard_payload};
-use vmifs::id::ChunkId;
+use vmifs::core::chunk::VerifiedChunk;
+use vmifs::core::chunker::{Chunker, Piece};
+use vmifs::core::erasure::{Codec, open_shard, shard_payload};
+use vmifs::core::id::ChunkId;
 
 fn data(len: usize) -> Vec<u8> {
     let mut x = 0x9e3779b97f4a7c15u64;

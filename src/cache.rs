@@ -33,9 +33,9 @@ use bytes::Bytes;
 use lru::LruCache;
 use serde::Serialize;
 
-use crate::chunk::VerifiedChunk;
+use crate::core::chunk::VerifiedChunk;
+use crate::core::id::ChunkId;
 use crate::error::Error;
-use crate::id::ChunkId;
 
 #[derive(Debug)]
 pub struct Cache {

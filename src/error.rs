@@ -64,7 +64,7 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Corrupt(String),
-    /// Not signed by a trusted key (see [`crate::sign`]).
+    /// Not signed by a trusted key (see [`crate::core::sign`]).
     #[error("{0}")]
     Untrusted(String),
     /// A chunk could not be rebuilt: fewer than k good shards were reachable.

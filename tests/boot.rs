@@ -144,10 +144,8 @@ impl Boot {
 impl Drop for Boot {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            // SAFETY: kill(2) on the process group this test created.
-            unsafe {
-                libc::kill(-(self.child.id() as i32), libc::SIGKILL);
-            }
+            // The whole process group this test created.
+            let _ = vmifs::sys::kill(-(self.child.id() as i32), libc::SIGKILL);
             let _ = self.child.wait();
         }
     }

@@ -59,7 +59,7 @@ fn push_get_survives_a_stopped_and_a_corrupt_store() {
             b.truncate(b.len() / 2);
         } else {
             // Somewhere in the payload, past the 76-byte header.
-            let at = b.len() - 1 - i % (b.len() - vmifs::erasure::HEADER_LEN);
+            let at = b.len() - 1 - i % (b.len() - vmifs::core::erasure::HEADER_LEN);
             b[at] ^= 0x10;
         }
         std::fs::write(f, b).unwrap();

@@ -21,7 +21,6 @@ mod common;
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -152,10 +151,7 @@ fn reader(
         }
         if !direct {
             // Drop the pages just read, so the next read of them reaches the daemon.
-            // SAFETY: posix_fadvise on an open descriptor.
-            unsafe {
-                libc::posix_fadvise(files[img].as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-            }
+            let _ = vmifs::sys::drop_page_cache(&files[img]);
         }
     }
     t

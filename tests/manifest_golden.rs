@@ -1,6 +1,6 @@
 //! Every manifest version ever written must stay loadable.
 
-use vmifs::manifest::Manifest;
+use vmifs::core::manifest::Manifest;
 
 #[test]
 fn manifest_v1_fixture_loads() {
@@ -15,7 +15,7 @@ fn manifest_v1_fixture_loads() {
     assert_eq!(m.erasure.data + m.erasure.parity, 6);
     assert_eq!(m.labels["os"], "debian");
     // The id is the hash of the stored bytes, not of a re-serialisation.
-    assert_eq!(Manifest::id_of(bytes), vmifs::id::ImageId::of(bytes));
+    assert_eq!(Manifest::id_of(bytes), vmifs::core::id::ImageId::of(bytes));
     // Re-serialising a v1 manifest gives the same bytes (ids stay stable).
     assert_eq!(m.to_bytes(), bytes.to_vec());
 }

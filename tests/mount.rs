@@ -416,7 +416,7 @@ fn background_prefetch_fetches_the_whole_image() {
             let mut seen = std::collections::HashSet::new();
             data.chunks(CHUNK as usize)
                 .filter(|ch| ch.iter().any(|&b| b != 0))
-                .filter(|ch| seen.insert(vmifs::id::ChunkId::of(ch)))
+                .filter(|ch| seen.insert(vmifs::core::id::ChunkId::of(ch)))
                 .map(|ch| ch.len() as u64)
                 .sum::<u64>()
         };

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use vmifs::config::ErasureConfig;
+use vmifs::core::id::ImageRef;
 use vmifs::error::Error;
 use vmifs::fetch::Fetcher;
-use vmifs::id::ImageRef;
-use vmifs::publish::{PushRequest, push};
 use vmifs::repo::Repo;
+use vmifs::repo::publish::{PushRequest, push};
 use vmifs::store::memory::MemoryStore;
 use vmifs::store::{DynStore, Store};
 
@@ -50,7 +50,7 @@ async fn push_bytes(
     k: usize,
     m: usize,
     cs: u64,
-) -> vmifs::id::ImageId {
+) -> vmifs::core::id::ImageId {
     let f = dir.join("img.raw");
     std::fs::write(&f, data).unwrap();
     let req = PushRequest {
@@ -74,7 +74,7 @@ async fn get_bytes(repo: &Repo, dir: &Path) -> Result<(Vec<u8>, Fetcher), Error>
     let (id, m) = repo.load(&r).await?;
     let fetcher = Fetcher::new(repo.stores().to_vec(), None);
     let out = dir.join("out.raw");
-    vmifs::download::download(&fetcher, id, m, &out, 8, None).await?;
+    vmifs::repo::download::download(&fetcher, id, m, &out, 8, None).await?;
     Ok((std::fs::read(&out).unwrap(), fetcher))
 }
 
@@ -198,8 +198,8 @@ async fn lost_and_corrupt_shards() {
 
 #[tokio::test]
 async fn forged_consistent_shard_is_caught_by_chunk_hash() {
-    use vmifs::erasure::Codec;
-    use vmifs::id::ChunkId;
+    use vmifs::core::erasure::Codec;
+    use vmifs::core::id::ChunkId;
     let dir = tempfile::tempdir().unwrap();
     let (mem, repo) = stores(3);
     let data = image(4096 * 4, 5);
@@ -211,7 +211,7 @@ async fn forged_consistent_shard_is_caught_by_chunk_hash() {
         .into_iter()
         .filter(|k| k.starts_with("shards/"))
     {
-        let (chunk, _, _, index) = vmifs::layout::parse_shard_key(&key).unwrap();
+        let (chunk, _, _, index) = vmifs::core::layout::parse_shard_key(&key).unwrap();
         let fake = vec![0x5au8; 4096];
         let objs = codec.encode_objects(chunk, &fake);
         let _: ChunkId = chunk;
@@ -231,11 +231,11 @@ async fn catalog_rm_and_gc() {
     assert_eq!(cat.len(), 1);
     assert_eq!(cat[0].name.as_str(), "img");
     // Nothing unreferenced yet.
-    let r = vmifs::gc::gc(&repo, false).await.unwrap();
+    let r = vmifs::repo::gc::gc(&repo, false).await.unwrap();
     assert_eq!((r.manifests_deleted, r.shards_deleted), (0, 0));
     repo.untag(&"img:v1".parse().unwrap(), None).await.unwrap();
     assert!(repo.catalog().await.unwrap().is_empty());
-    let r = vmifs::gc::gc(&repo, false).await.unwrap();
+    let r = vmifs::repo::gc::gc(&repo, false).await.unwrap();
     assert_eq!(r.manifests_deleted, 1);
     assert!(r.shards_deleted > 0);
     for m in &mem {
@@ -249,7 +249,7 @@ async fn catalog_rm_and_gc() {
     }
     // gc refuses to run while a push holds its lock.
     let lock = repo.lock("push").await.unwrap();
-    assert!(vmifs::gc::gc(&repo, false).await.is_err());
+    assert!(vmifs::repo::gc::gc(&repo, false).await.is_err());
     repo.unlock(lock).await;
 }
 

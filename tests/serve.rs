@@ -379,7 +379,7 @@ async fn ranges_and_head_raw() {
         .unwrap()
         .modified()
         .unwrap();
-    let parsed = vmifs::store::http::parse_http_date(lm).unwrap();
+    let parsed = vmifs::wire::date::parse_http_date(lm).unwrap();
     assert!(mtime.duration_since(parsed).unwrap() < Duration::from_secs(1));
 
     assert_eq!(raw(a, "HEAD", "/missing", &[], b"").await.status, 404);
@@ -1068,7 +1068,7 @@ async fn binary_serves_and_stops_on_sigterm() {
     // SIGTERM: a graceful, successful exit, with the access log written.
     let pid = guard.0.id() as libc::pid_t;
     // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    vmifs::sys::kill(pid, libc::SIGTERM).unwrap();
     let status = tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {

@@ -260,13 +260,14 @@ mod hostile {
     use async_trait::async_trait;
     use bytes::Bytes;
     use vmifs::config::ErasureConfig;
+    use vmifs::core::id::{ImageId, ImageRef};
+    use vmifs::core::key::SecretKey;
+    use vmifs::core::sign::Trust;
+    use vmifs::core::tag::TagRecord;
     use vmifs::error::{Error, StoreError};
     use vmifs::fetch::Fetcher;
-    use vmifs::id::{ImageId, ImageRef};
-    use vmifs::manifest::TagRecord;
-    use vmifs::publish::{PushRequest, push};
     use vmifs::repo::Repo;
-    use vmifs::sign::{SecretKey, Trust};
+    use vmifs::repo::publish::{PushRequest, push};
     use vmifs::store::memory::MemoryStore;
     use vmifs::store::{DynStore, ObjectMeta, Store, StoreExt};
 
@@ -344,7 +345,7 @@ mod hostile {
         let (id, m) = repo.load(&r).await?;
         let out = dir.join("out.raw");
         let fetcher = Fetcher::new(repo.stores().to_vec(), None);
-        vmifs::download::download(&fetcher, id, m, &out, 4, None).await?;
+        vmifs::repo::download::download(&fetcher, id, m, &out, 4, None).await?;
         Ok(std::fs::read(out).unwrap())
     }
 
@@ -369,7 +370,7 @@ mod hostile {
         .await;
         let evil_id = publish(&plain, dir.path(), "evil", &vec![0xee; 40_000], None).await;
         let evil_manifest = mem[0]
-            .get(&vmifs::layout::manifest_key(&evil_id))
+            .get(&vmifs::core::layout::manifest_key(&evil_id))
             .await
             .unwrap();
         let forged = TagRecord {

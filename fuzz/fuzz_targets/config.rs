@@ -6,7 +6,8 @@
 use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
-use vmifs::config::{Config, parse_duration, parse_size};
+use vmifs::config::Config;
+use vmifs::core::units::{parse_duration, parse_size};
 
 /// The digits and unit of a size or duration, as the parsers read them.
 fn split(s: &str) -> (&str, &str) {
@@ -22,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     match Config::parse(text) {
         Ok(c) => {
             assert!(c.erasure.data >= 1);
-            assert!(c.erasure.data + c.erasure.parity <= vmifs::erasure::MAX_SHARDS);
+            assert!(c.erasure.data + c.erasure.parity <= vmifs::core::erasure::MAX_SHARDS);
             let cs = c.erasure.chunk_size;
             assert!(
                 (4096..=64 << 20).contains(&cs) && cs % 4096 == 0,
@@ -39,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
                 );
                 assert!(names.insert(s.name.clone()), "duplicate store {:?}", s.name);
                 assert!(s.concurrency >= 1);
-                vmifs::store::scheme_of(&s.url).expect("an accepted store URL has a scheme");
+                vmifs::config::scheme_of(&s.url).expect("an accepted store URL has a scheme");
             }
         }
         Err(e) => assert!(!e.to_string().contains('\n'), "multi-line error: {e}"),

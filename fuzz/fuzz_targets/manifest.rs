@@ -10,7 +10,8 @@
 
 use libfuzzer_sys::{fuzz_mutator, fuzz_target, fuzzer_mutate};
 use serde_json::Value;
-use vmifs::manifest::{Manifest, TagRecord};
+use vmifs::core::manifest::Manifest;
+use vmifs::core::tag::TagRecord;
 
 const BOUNDARIES: [u64; 12] = [
     0,
@@ -79,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
             // What the rest of vmifs relies on once a manifest is accepted.
             assert!(m.chunk_size > 0);
             assert!(m.erasure.data >= 1);
-            assert!(m.erasure.data + m.erasure.parity <= vmifs::erasure::MAX_SHARDS);
+            assert!(m.erasure.data + m.erasure.parity <= vmifs::core::erasure::MAX_SHARDS);
             assert_eq!(m.chunk_count(), m.size.div_ceil(m.chunk_size));
             let mut total = 0u64;
             for i in 0..m.chunk_count() {

@@ -9,7 +9,7 @@ use std::path::{Component, Path};
 use std::str::FromStr;
 
 use libfuzzer_sys::fuzz_target;
-use vmifs::id::{ChunkId, ImageId, ImageRef, Name, Tag};
+use vmifs::core::id::{ChunkId, ImageId, ImageRef, Name, Tag};
 
 /// An accepted name or tag: usable as one directory entry and object-key segment.
 fn check_component(s: &str) {

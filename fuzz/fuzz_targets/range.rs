@@ -1,4 +1,4 @@
-//! The `Range` header handling of `vmifs serve` (`vmifs::serve::parse_range`):
+//! The `Range` header handling of `vmifs serve` (`vmifs::wire::range::parse_range`):
 //! no panic; a selection is never empty and lies within the object
 //! (`start < end <= len`); and single ranges agree with a reference model of
 //! RFC 9110 byte ranges written here, both on arbitrary header strings and on
@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use vmifs::serve::{Selection, parse_range};
+use vmifs::wire::range::{Selection, parse_range};
 
 /// A single byte range, as numbers.
 #[derive(Debug, Clone, Copy)]

@@ -13,7 +13,7 @@
 //! [`Store`] contract clamps ranges.
 
 use std::ops::Range;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,6 +21,10 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, LAST_MODIFIED, RANGE};
 
 use super::{ErrorKind, ObjectMeta, Store, StoreError, check_key, clamp_range};
+use crate::wire::date::parse_http_date;
+use crate::wire::encoding::{decode, encode_path};
+use crate::wire::listing::{ListEntry, list_path};
+use crate::wire::range::{parse_content_range, range_header};
 
 /// An HTTP object store; one connection pool per store.
 #[derive(Debug)]
@@ -30,16 +34,7 @@ pub struct HttpStore {
     base: String,
     client: reqwest::Client,
     /// Basic-auth user and password, from `http://user:password@host…`.
-    auth: Option<(String, crate::config::Secret)>,
-}
-
-/// One entry of the JSON answer to `GET /?list&prefix=P`.
-#[derive(serde::Deserialize)]
-struct ListEntry {
-    key: String,
-    size: u64,
-    #[serde(default)]
-    modified_ms: Option<u64>,
+    auth: Option<(String, crate::core::secret::Secret)>,
 }
 
 impl HttpStore {
@@ -50,11 +45,11 @@ impl HttpStore {
         let perm = |m: String| StoreError::new(ErrorKind::Permanent, name, m);
         let parsed = reqwest::Url::parse(base_url.trim_end_matches('/'));
         // From here on only the redacted form appears in messages.
-        let shown = crate::config::redact_url(base_url);
+        let shown = crate::core::secret::redact_url(base_url);
         let base_url = shown.as_str();
         let mut url = parsed.map_err(|e| perm(format!("bad URL {base_url:?}: {e}")))?;
         let decode = |s: &str| {
-            crate::serve::percent_decode(s)
+            decode(s)
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or_else(|| {
                     perm(format!(
@@ -65,7 +60,7 @@ impl HttpStore {
         let auth = if !url.username().is_empty() || url.password().is_some() {
             Some((
                 decode(url.username())?,
-                crate::config::Secret(decode(url.password().unwrap_or(""))?),
+                crate::core::secret::Secret(decode(url.password().unwrap_or(""))?),
             ))
         } else {
             None
@@ -110,7 +105,7 @@ impl HttpStore {
 
     fn url(&self, key: &str) -> Result<String, StoreError> {
         check_key(&self.name, key)?;
-        Ok(format!("{}/{}", self.base, encode(key)))
+        Ok(format!("{}/{}", self.base, encode_path(key)))
     }
 
     async fn send(
@@ -184,27 +179,6 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Percent-encode everything but unreserved characters and `/`.
-pub(crate) fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// `Content-Range: bytes a-b/len` → `(a, b)`.
-fn parse_content_range(v: &str) -> Option<(u64, u64)> {
-    let rest = v.trim().strip_prefix("bytes")?.trim_start();
-    let (span, _) = rest.split_once('/')?;
-    let (a, b) = span.split_once('-')?;
-    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
-}
-
 #[async_trait]
 impl Store for HttpStore {
     fn name(&self) -> &str {
@@ -219,12 +193,7 @@ impl Store for HttpStore {
                 // Nothing to read, but a missing object must still be NotFound.
                 return self.head(key).await.map(|_| Bytes::new());
             }
-            let spec = if r.end == u64::MAX {
-                format!("bytes={}-", r.start)
-            } else {
-                format!("bytes={}-{}", r.start, r.end - 1)
-            };
-            req = req.header(RANGE, spec);
+            req = req.header(RANGE, range_header(r));
         }
         let resp = self.send(key, req).await?;
         match resp.status() {
@@ -320,7 +289,7 @@ impl Store for HttpStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let what = format!("list {prefix:?}");
-        let url = format!("{}/?list&prefix={}", self.base, encode(prefix));
+        let url = format!("{}{}", self.base, list_path(prefix));
         let resp = self.send(&what, self.client.get(&url)).await?;
         if !resp.status().is_success() {
             let mut e = self.status_err(&what, resp).await;
@@ -345,152 +314,17 @@ impl Store for HttpStore {
             .into_iter()
             .filter(|e| e.key.starts_with(prefix))
             .map(|e| ObjectMeta {
+                modified: e.modified(),
                 key: e.key,
                 size: e.size,
-                modified: e
-                    .modified_ms
-                    .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
             })
             .collect())
     }
 }
 
-// ---- dates (IMF-fixdate for HTTP, RFC 3339 for logs), without a date crate ----
-
-const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// UTC calendar fields of a time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Utc {
-    pub year: i64,
-    pub month: u32,
-    pub day: u32,
-    pub hour: u32,
-    pub minute: u32,
-    pub second: u32,
-    pub millis: u32,
-    /// 0 = Sunday.
-    pub weekday: u32,
-}
-
-impl Utc {
-    pub(crate) fn of(t: SystemTime) -> Utc {
-        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = d.as_secs() as i64;
-        let days = secs.div_euclid(86_400);
-        let sod = secs.rem_euclid(86_400) as u32;
-        let (year, month, day) = civil_from_days(days);
-        Utc {
-            year,
-            month,
-            day,
-            hour: sod / 3600,
-            minute: sod / 60 % 60,
-            second: sod % 60,
-            millis: d.subsec_millis(),
-            weekday: (days + 4).rem_euclid(7) as u32,
-        }
-    }
-
-    /// `2024-05-01T12:34:56.789Z`
-    pub(crate) fn rfc3339(&self) -> String {
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            self.year, self.month, self.day, self.hour, self.minute, self.second, self.millis
-        )
-    }
-}
-
-/// Days since 1970-01-01 → (year, month 1-12, day 1-31).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// (year, month 1-12, day 1-31) → days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// An HTTP date: `Sun, 06 Nov 1994 08:49:37 GMT`.
-pub fn fmt_http_date(t: SystemTime) -> String {
-    let u = Utc::of(t);
-    format!(
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        WEEKDAYS[u.weekday as usize],
-        u.day,
-        MONTHS[u.month as usize - 1],
-        u.year,
-        u.hour,
-        u.minute,
-        u.second
-    )
-}
-
-/// Parse an HTTP date in the preferred IMF-fixdate form; `None` otherwise.
-pub fn parse_http_date(s: &str) -> Option<SystemTime> {
-    let mut it = s.split_ascii_whitespace();
-    let _weekday = it.next()?.strip_suffix(',')?;
-    let day: u32 = it.next()?.parse().ok()?;
-    let mon = it.next()?;
-    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(mon))? as u32 + 1;
-    let year: i64 = it.next()?.parse().ok()?;
-    let mut hms = it.next()?.split(':');
-    let h: u64 = hms.next()?.parse().ok()?;
-    let mi: u64 = hms.next()?.parse().ok()?;
-    let sec: u64 = hms.next()?.parse().ok()?;
-    if it.next()? != "GMT" || hms.next().is_some() || it.next().is_some() {
-        return None;
-    }
-    if !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + mi * 60 + sec;
-    Some(UNIX_EPOCH + Duration::from_secs(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        let t = UNIX_EPOCH + Duration::from_secs(784_111_777);
-        assert_eq!(fmt_http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(t));
-        assert_eq!(fmt_http_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
-        for secs in [
-            0u64,
-            951_782_400,
-            1_709_164_800,
-            4_102_444_799,
-            1_234_567_890,
-        ] {
-            let t = UNIX_EPOCH + Duration::from_secs(secs);
-            assert_eq!(parse_http_date(&fmt_http_date(t)), Some(t), "{secs}");
-        }
-        let u = Utc::of(UNIX_EPOCH + Duration::from_millis(951_782_400_123));
-        assert_eq!(u.rfc3339(), "2000-02-29T00:00:00.123Z");
-    }
 
     /// Credentials in the URL go out as basic auth and nowhere else: not in
     /// the base URL, `Debug`, or an error message.
@@ -529,18 +363,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("topsecret"), "{e}");
-    }
-
-    #[test]
-    fn encoding() {
-        assert_eq!(encode("a/b-c_d.e~f"), "a/b-c_d.e~f");
-        assert_eq!(encode("a?b#c%d+e&f=g"), "a%3Fb%23c%25d%2Be%26f%3Dg");
-    }
-
-    #[test]
-    fn content_range() {
-        assert_eq!(parse_content_range("bytes 2-5/10"), Some((2, 5)));
-        assert_eq!(parse_content_range("bytes */10"), None);
     }
 
     #[test]

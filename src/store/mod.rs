@@ -129,6 +129,13 @@ impl Default for StoreOptions {
     }
 }
 
+/// Wrap a store in the standard layers.
+pub fn layer(base: DynStore, opts: &StoreOptions) -> DynStore {
+    let t: DynStore = Arc::new(timeout::Timeout::new(base, opts.timeout));
+    let l: DynStore = Arc::new(limit::Limit::new(t, opts.concurrency));
+    Arc::new(retry::Retry::new(l, opts.retries))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,95 +162,4 @@ mod tests {
         let backwards = 5..2;
         assert_eq!(clamp_range(Some(backwards), 10), 5..5);
     }
-}
-
-/// Where a store URL points.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Location {
-    File(std::path::PathBuf),
-    Http(String),
-    S3 { bucket: String, prefix: String },
-}
-
-/// Parse a store URL: `file:///abs/path`, `http(s)://host[:port][/prefix]`,
-/// `s3://bucket[/prefix]`.
-pub fn scheme_of(url: &str) -> Result<Location, String> {
-    if let Some(path) = url.strip_prefix("file://") {
-        if !path.starts_with('/') {
-            return Err(format!(
-                "file URL {url:?} must hold an absolute path (file:///dir)"
-            ));
-        }
-        return Ok(Location::File(path.into()));
-    }
-    if url.starts_with("http://") || url.starts_with("https://") {
-        let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(format!("URL {url:?} has no host"));
-        }
-        return Ok(Location::Http(url.trim_end_matches('/').to_string()));
-    }
-    if let Some(rest) = url.strip_prefix("s3://") {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(format!("s3 URL {url:?} has no bucket"));
-        }
-        return Ok(Location::S3 {
-            bucket: bucket.into(),
-            prefix: prefix.trim_matches('/').into(),
-        });
-    }
-    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or(url);
-    Err(format!(
-        "unknown URL scheme {scheme:?} in {url:?} (use file://, http://, https:// or s3://)"
-    ))
-}
-
-/// Open the store a configuration names, with its retry, concurrency-limit and
-/// time-out layers: `Retry(Limit(Timeout(base)))`, so queueing for a slot does
-/// not count against the time-out and back-off sleeps hold no slot.
-pub fn open(cfg: &crate::config::StoreConfig) -> Result<DynStore, StoreError> {
-    let base = open_base(cfg)?;
-    Ok(layer(
-        base,
-        &StoreOptions {
-            timeout: cfg.timeout,
-            retries: cfg.retries,
-            concurrency: cfg.concurrency,
-        },
-    ))
-}
-
-/// The bare store for a configuration, without wrappers.
-pub fn open_base(cfg: &crate::config::StoreConfig) -> Result<DynStore, StoreError> {
-    let perm = |m: String| StoreError::new(ErrorKind::Permanent, &cfg.name, m);
-    Ok(match scheme_of(&cfg.url).map_err(perm)? {
-        Location::File(p) => Arc::new(Arc::new(file::FileStore::open(&cfg.name, p, cfg.fsync)?)),
-        Location::Http(url) => Arc::new(http::HttpStore::new(&cfg.name, &url)?),
-        Location::S3 { bucket, prefix } => match (&cfg.access_key_id, &cfg.secret_access_key) {
-            (Some(id), Some(secret)) => Arc::new(s3::S3Store::with_keys(
-                &cfg.name,
-                &bucket,
-                &prefix,
-                cfg.endpoint.as_deref(),
-                cfg.region.as_deref(),
-                id,
-                &secret.0,
-            )?),
-            _ => Arc::new(s3::S3Store::new(
-                &cfg.name,
-                &bucket,
-                &prefix,
-                cfg.endpoint.as_deref(),
-                cfg.region.as_deref(),
-            )?),
-        },
-    })
-}
-
-/// Wrap a store in the standard layers.
-pub fn layer(base: DynStore, opts: &StoreOptions) -> DynStore {
-    let t: DynStore = Arc::new(timeout::Timeout::new(base, opts.timeout));
-    let l: DynStore = Arc::new(limit::Limit::new(t, opts.concurrency));
-    Arc::new(retry::Retry::new(l, opts.retries))
 }

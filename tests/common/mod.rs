@@ -390,7 +390,7 @@ pub fn distinct_chunks(path: &Path, chunk: u64) -> u64 {
     let mut seen = std::collections::HashSet::new();
     data.chunks(chunk as usize)
         .filter(|c| c.iter().any(|&b| b != 0))
-        .filter(|c| seen.insert(vmifs::id::ChunkId::of(c)))
+        .filter(|c| seen.insert(vmifs::core::id::ChunkId::of(c)))
         .count() as u64
 }
 

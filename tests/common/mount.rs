@@ -38,10 +38,7 @@ pub fn mountpoint(root: &str, test: &str) -> PathBuf {
 }
 
 pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: plain kill(2) on a PID we started.
-    unsafe {
-        libc::kill(pid as i32, sig);
-    }
+    let _ = vmifs::sys::kill(pid as i32, sig);
 }
 
 /// A running `vmifs mount`; dropping it always unmounts and kills it.

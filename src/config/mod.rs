@@ -1,0 +1,496 @@
+//! The TOML configuration: erasure code, stores, cache, mount and fetch tuning.
+//!
+//! Path: `--config FILE`, else `$VMIFS_CONFIG`, else `/etc/vmifs/config.toml`.
+//! Unknown keys are errors (a typo must not silently fall back to a default).
+//! Sizes are written `"256KiB"`, `"20GiB"`, `"1MB"` or as plain byte counts;
+//! durations as `"250ms"`, `"10s"`, `"5m"`.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::core::secret::{Secret, redact_url};
+use crate::core::units::{parse_duration, parse_size};
+use crate::error::Error;
+
+pub mod location;
+
+pub use location::{Location, scheme_of};
+
+pub const DEFAULT_PATH: &str = "/etc/vmifs/config.toml";
+
+/// How long a lock stays valid after it was last written, unless configured
+/// otherwise (`[locks] lease`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub erasure: ErasureConfig,
+    #[serde(default, rename = "store")]
+    pub stores: Vec<StoreConfig>,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub mount: MountConfig,
+    #[serde(default)]
+    pub fetch: FetchConfig,
+    #[serde(default)]
+    pub trust: TrustConfig,
+    #[serde(default)]
+    pub locks: LockConfig,
+}
+
+/// Whose tags a host accepts (see [`crate::core::sign`]).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Public keys (`ed25519:<hex>`). When any is set, only tags signed by one
+    /// of them are used.
+    #[serde(default)]
+    pub keys: Vec<crate::core::key::PublicKey>,
+}
+
+/// The locks that keep `push` and `gc` apart (see [`crate::repo`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockConfig {
+    /// A lock not renewed for this long belongs to a process that died. Its
+    /// holder renews it every eighth of this and stops (push: before it
+    /// publishes; gc: before it deletes) when it could not renew it for half.
+    #[serde(default = "d_lease", deserialize_with = "duration")]
+    pub lease: Duration,
+}
+
+impl Default for LockConfig {
+    fn default() -> Self {
+        LockConfig { lease: d_lease() }
+    }
+}
+
+fn d_lease() -> Duration {
+    DEFAULT_LEASE
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErasureConfig {
+    #[serde(default = "d_data")]
+    pub data: usize,
+    #[serde(default = "d_parity")]
+    pub parity: usize,
+    #[serde(default = "d_chunk", deserialize_with = "size")]
+    pub chunk_size: u64,
+}
+
+impl Default for ErasureConfig {
+    fn default() -> Self {
+        ErasureConfig {
+            data: d_data(),
+            parity: d_parity(),
+            chunk_size: d_chunk(),
+        }
+    }
+}
+
+fn d_data() -> usize {
+    4
+}
+fn d_parity() -> usize {
+    2
+}
+fn d_chunk() -> u64 {
+    256 * 1024
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub name: String,
+    /// `file:///path`, `http://host:port[/prefix]`, `https://…`, `s3://bucket[/prefix]`.
+    pub url: String,
+    /// S3: endpoint URL of an S3-compatible server (else AWS).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3: region (default `$AWS_REGION`, else `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Per-request time-out.
+    #[serde(default = "d_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Retries of temporary errors.
+    #[serde(default = "d_retries")]
+    pub retries: u32,
+    /// Requests in flight at once.
+    #[serde(default = "d_concurrency")]
+    pub concurrency: usize,
+    /// file://: fsync each object before it becomes visible.
+    #[serde(default = "d_true")]
+    pub fsync: bool,
+    /// S3: static credentials (else from the environment). A config holding
+    /// them should be readable by its owner only.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+}
+
+fn d_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_retries() -> u32 {
+    3
+}
+fn d_concurrency() -> usize {
+    32
+}
+fn d_true() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    #[serde(default = "d_cache_dir")]
+    pub dir: PathBuf,
+    #[serde(default = "d_cache_max", deserialize_with = "size")]
+    pub max_size: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            dir: d_cache_dir(),
+            max_size: d_cache_max(),
+        }
+    }
+}
+
+fn d_cache_dir() -> PathBuf {
+    PathBuf::from("/var/cache/vmifs")
+}
+fn d_cache_max() -> u64 {
+    20 << 30
+}
+
+/// When to fetch a whole image in the background.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Prefetch {
+    #[default]
+    Off,
+    /// When a file of the image is first opened.
+    Open,
+    /// As soon as the mount is up.
+    Mount,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountConfig {
+    /// Let other users (QEMU under libvirt) read the mount.
+    #[serde(default)]
+    pub allow_other: bool,
+    #[serde(default)]
+    pub prefetch: Prefetch,
+    /// How often tags are re-read (also on SIGHUP).
+    #[serde(default = "d_refresh", deserialize_with = "duration")]
+    pub refresh: Duration,
+    /// FUSE worker threads.
+    #[serde(default = "d_threads")]
+    pub threads: usize,
+    /// Kernel read-ahead of the mount (bdi read_ahead_kb).
+    #[serde(default = "d_readahead", deserialize_with = "size")]
+    pub kernel_readahead: u64,
+    /// Largest read-ahead window, in chunks, of a sequential reader (it starts
+    /// at one chunk and doubles while the reader keeps up).
+    #[serde(default = "d_window")]
+    pub readahead_chunks: usize,
+    /// Status socket (default: `<cache dir>/vmifs.sock`).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Files readable only by this group (mode 0440), e.g. the group QEMU runs
+    /// as; needs `allow_other` for users other than the daemon's own.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// On the first open of an image, prefetch its boot profile.
+    #[serde(default = "d_true")]
+    pub boot_profiles: bool,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        MountConfig {
+            allow_other: false,
+            prefetch: Prefetch::Off,
+            refresh: d_refresh(),
+            threads: d_threads(),
+            kernel_readahead: d_readahead(),
+            readahead_chunks: d_window(),
+            socket: None,
+            group: None,
+            boot_profiles: true,
+        }
+    }
+}
+
+fn d_refresh() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_threads() -> usize {
+    4
+}
+fn d_readahead() -> u64 {
+    1 << 20
+}
+fn d_window() -> usize {
+    8
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchConfig {
+    /// Chunks fetched at once by `get` and prefetch.
+    #[serde(default = "d_parallel")]
+    pub parallel_chunks: usize,
+    /// Send a hedge request when a shard is this late; `None` = adaptive.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub hedge_after: Option<Duration>,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            parallel_chunks: d_parallel(),
+            hedge_after: None,
+        }
+    }
+}
+
+fn d_parallel() -> usize {
+    16
+}
+
+impl Config {
+    /// Whether the config itself holds credentials (S3 keys, a password in a URL).
+    pub fn holds_secrets(&self) -> bool {
+        self.stores
+            .iter()
+            .any(|s| s.secret_access_key.is_some() || redact_url(&s.url) != s.url)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let c: Config = toml::from_str(text).map_err(|e| {
+            // The message may quote a key as written (`"a\nb" = 1`): control
+            // characters are escaped so the error stays one line.
+            let mut msg = String::new();
+            for c in e.message().trim().chars() {
+                if c.is_control() {
+                    msg.extend(c.escape_default());
+                } else {
+                    msg.push(c);
+                }
+            }
+            Error::Config(match e.span() {
+                Some(span) => format!(
+                    "line {}: {msg}",
+                    1 + text[..span.start].matches('\n').count()
+                ),
+                None => msg,
+            })
+        })?;
+        c.check()?;
+        Ok(c)
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        let e = &self.erasure;
+        crate::core::erasure::Codec::new(e.data, e.parity)?;
+        if e.chunk_size < 4096 || e.chunk_size > (64 << 20) || e.chunk_size % 4096 != 0 {
+            return Err(Error::Config(format!(
+                "erasure.chunk_size {} must be a multiple of 4KiB between 4KiB and 64MiB",
+                e.chunk_size
+            )));
+        }
+        let mut names = HashSet::new();
+        for s in &self.stores {
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                return Err(Error::Config(format!(
+                    "store name {:?} must be non-empty [A-Za-z0-9._-]",
+                    s.name
+                )));
+            }
+            if !names.insert(&s.name) {
+                return Err(Error::Config(format!(
+                    "store name {:?} appears twice",
+                    s.name
+                )));
+            }
+            let location = location::scheme_of(&s.url)
+                .map_err(|m| Error::Config(format!("store {}: {}", s.name, redact_url(&m))))?;
+            let s3 = matches!(location, Location::S3 { .. });
+            if s.access_key_id.is_some() != s.secret_access_key.is_some()
+                || (!s3 && s.access_key_id.is_some())
+            {
+                return Err(Error::Config(format!(
+                    "store {}: access_key_id and secret_access_key go together, on s3:// stores only",
+                    s.name
+                )));
+            }
+            if s.concurrency == 0 {
+                return Err(Error::Config(format!(
+                    "store {}: concurrency must be >= 1",
+                    s.name
+                )));
+            }
+        }
+        if self.locks.lease < Duration::from_secs(5) {
+            return Err(Error::Config("locks.lease must be at least 5s".into()));
+        }
+        if self.cache.max_size < 16 << 20 {
+            return Err(Error::Config(
+                "cache.max_size must be at least 16MiB".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stores are required by every command that reads or writes images.
+    pub fn require_stores(&self) -> Result<(), Error> {
+        if self.stores.is_empty() {
+            Err(Error::Config("no [[store]] configured".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrStr {
+    Num(u64),
+    Str(String),
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match NumOrStr::deserialize(d)? {
+        NumOrStr::Num(n) => Ok(n),
+        NumOrStr::Str(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    match NumOrStr::deserialize(d)? {
+        NumOrStr::Num(n) => Ok(Duration::from_secs(n)),
+        NumOrStr::Str(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_keys_are_checked_and_never_shown() {
+        let base = "[[store]]\nname = \"a\"\n";
+        let c = Config::parse(&format!(
+            "{base}url = \"s3://b\"\naccess_key_id = \"AK\"\nsecret_access_key = \"SK\"\n"
+        ))
+        .unwrap();
+        assert!(c.holds_secrets());
+        assert!(!format!("{c:?}").contains("SK"));
+        assert!(
+            Config::parse(&format!("{base}url = \"http://u:p@h\"\n"))
+                .unwrap()
+                .holds_secrets()
+        );
+        assert!(
+            !Config::parse(&format!("{base}url = \"http://h\"\n"))
+                .unwrap()
+                .holds_secrets()
+        );
+        for bad in [
+            "url = \"s3://b\"\naccess_key_id = \"AK\"\n",
+            "url = \"http://h\"\naccess_key_id = \"AK\"\nsecret_access_key = \"SK\"\n",
+        ] {
+            let e = Config::parse(&format!("{base}{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("go together") && !e.contains("SK"), "{e}");
+        }
+    }
+
+    #[test]
+    fn full_config() {
+        let c = Config::parse(
+            r#"
+            [erasure]
+            data = 4
+            parity = 2
+            chunk_size = "256KiB"
+            [[store]]
+            name = "eu-west"
+            url = "http://127.0.0.1:9001"
+            [[store]]
+            name = "s3"
+            url = "s3://bucket/prefix"
+            endpoint = "http://127.0.0.1:9000"
+            timeout = "2s"
+            [cache]
+            dir = "/tmp/x"
+            max_size = "1GiB"
+            [mount]
+            prefetch = "open"
+            [locks]
+            lease = "2m"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.stores.len(), 2);
+        assert_eq!(c.stores[1].timeout, Duration::from_secs(2));
+        assert_eq!(c.cache.max_size, 1 << 30);
+        assert_eq!(c.mount.prefetch, Prefetch::Open);
+        assert_eq!(c.locks.lease, Duration::from_secs(120));
+        assert_eq!(Config::parse("").unwrap().locks.lease, DEFAULT_LEASE);
+    }
+
+    #[test]
+    fn bad_configs_say_why() {
+        let cases = [
+            ("[erasure]\ndata = 0", "erasure"),
+            ("[erasure]\nchunk_size = \"3KiB\"", "chunk_size"),
+            ("[[store]]\nname = \"a\"\nurl = \"ftp://x\"", "ftp"),
+            (
+                "[[store]]\nname = \"a\"\nurl = \"file:///a\"\n[[store]]\nname = \"a\"\nurl = \"file:///b\"",
+                "twice",
+            ),
+            (
+                "[[store]]\nname = \"a/b\"\nurl = \"file:///a\"",
+                "store name",
+            ),
+            ("[erasure]\ndatta = 3", "datta"),
+            ("[cache]\nmax_size = \"lots\"", "lots"),
+            ("[locks]\nlease = \"1s\"", "locks.lease"),
+            ("not toml", "line 1"),
+            // A quoted key with a newline is named escaped, on one line.
+            ("\"a\\nb\" = 1", "line 1: unknown field `a\\nb`"),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "{text:?}: {err}");
+        }
+    }
+}

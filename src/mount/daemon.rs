@@ -1,0 +1,395 @@
+//! `vmifs mount MOUNTPOINT`: the mount daemon, in the foreground.
+//!
+//! Start-up, in order: open the cache and the stores; read the tags and their
+//! manifests; clear a stale mount a killed daemon left at MOUNTPOINT (statfs says
+//! `ENOTCONN`: detach it) and refuse to stack on a live one; mount with fuser
+//! (`mount.threads` FUSE threads, `allow_other` when configured); raise the
+//! mount's kernel read-ahead (bdi `read_ahead_kb`, found through
+//! `/proc/self/mountinfo`); open the status socket; and only then tell systemd
+//! `READY=1`.
+//!
+//! While running: tags are re-read every `mount.refresh` and on SIGHUP (a store
+//! that is down does not empty the mount: the previous view is kept). On SIGTERM
+//! or SIGINT the file system is unmounted (lazily if files are still open) and
+//! the daemon exits 0.
+//!
+//! The control socket takes one request line per connection, answers with one
+//! JSON document and closes: `status` (or nothing) gives the [`Status`] that
+//! `vmifs status` prints; `profile <name[:tag] | image-id> <window-ms>` gives
+//! `{"profile": ...}`, the boot profile recorded so far for that image
+//! (`vmifs profile record`), or `{"error": "..."}`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cache::{Cache, CacheUsage};
+use crate::config::{Config, Prefetch};
+use crate::core::id::{ImageId, ImageRef};
+use crate::fetch::Fetcher;
+use crate::fetch::scheduler::{Chunks, Limits};
+use crate::fetch::stats::StoreSnapshot;
+use crate::mount::fuse::{Fs, OnOpen, Owner, Volume};
+use crate::mount::image::{ImageReader, ImageStats};
+use crate::mount::mountinfo::mount_of;
+use crate::mount::namespace::{Inodes, TagEntry, Tree};
+use crate::repo::Repo;
+use crate::sys;
+
+/// The status document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub mountpoint: PathBuf,
+    pub images: Vec<ImageStatus>,
+    pub stores: Vec<StoreSnapshot>,
+    pub chunks_fetched: u64,
+    pub degraded_reads: u64,
+    pub cache: CacheUsage,
+    pub open_files: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageStatus {
+    pub name: String,
+    pub tag: String,
+    #[serde(flatten)]
+    pub stats: ImageStats,
+}
+
+/// Where the status socket lives.
+pub fn socket_path(cfg: &Config) -> PathBuf {
+    cfg.mount
+        .socket
+        .clone()
+        .unwrap_or_else(|| cfg.cache.dir.join("vmifs.sock"))
+}
+
+struct Daemon {
+    cfg: Config,
+    mountpoint: PathBuf,
+    repo: Repo,
+    chunks: Arc<Chunks>,
+    vol: Arc<Volume>,
+    inodes: Mutex<Inodes>,
+    tags: Mutex<Vec<TagEntry>>,
+}
+
+impl Daemon {
+    /// Re-read the tags and show them. Keeps the old view if the stores fail.
+    async fn refresh(&self) -> Result<()> {
+        let records = self.repo.tags().await.context("cannot read tags")?;
+        let mut readers = self.vol.readers();
+        let mut entries = Vec::new();
+        let mut live: HashSet<ImageId> = HashSet::new();
+        for ((name, tag), rec) in records {
+            let reader = match readers.get(&rec.image) {
+                Some(r) => r.clone(),
+                None => match self.repo.manifest(&rec.image).await {
+                    Ok(m) => {
+                        let plan = self.chunks.fetcher().plan(m)?;
+                        let r = ImageReader::new(
+                            rec.image,
+                            plan,
+                            self.chunks.clone(),
+                            self.cfg.mount.readahead_chunks,
+                        );
+                        readers.insert(rec.image, r.clone());
+                        r
+                    }
+                    Err(e) => {
+                        tracing::warn!(image = %format!("{name}:{tag}"), "skipping: {e}");
+                        continue;
+                    }
+                },
+            };
+            live.insert(rec.image);
+            entries.push(TagEntry {
+                name,
+                tag,
+                image: rec.image,
+                size: reader.size(),
+                time_ms: rec.time_ms,
+            });
+        }
+        readers.retain(|id, _| live.contains(id));
+        let tree = Tree::build(&entries, &mut self.inodes.lock().unwrap());
+        if self.cfg.mount.prefetch == Prefetch::Mount {
+            for r in readers.values() {
+                r.prefetch_all();
+            }
+        }
+        tracing::info!(
+            tags = entries.len(),
+            versions = readers.len(),
+            "tags refreshed"
+        );
+        self.vol.set(tree, readers);
+        *self.tags.lock().unwrap() = entries;
+        Ok(())
+    }
+
+    /// Answer one control request.
+    fn answer(&self, request: &str) -> serde_json::Value {
+        let words: Vec<&str> = request.split_whitespace().collect();
+        match words.as_slice() {
+            [] | ["status"] => serde_json::to_value(self.status()).unwrap_or_default(),
+            ["profile", image, window_ms] => match (self.reader_of(image), window_ms.parse()) {
+                (Ok(r), Ok(ms)) => {
+                    serde_json::json!({ "profile": r.profile(Duration::from_millis(ms)) })
+                }
+                (Err(e), _) => serde_json::json!({ "error": e }),
+                (_, Err(_)) => serde_json::json!({ "error": format!("bad window {window_ms:?}") }),
+            },
+            _ => serde_json::json!({ "error": format!("unknown request {request:?}") }),
+        }
+    }
+
+    /// The reader of `name[:tag]` as the mount shows it now, or of an image id.
+    fn reader_of(&self, image: &str) -> Result<Arc<ImageReader>, String> {
+        let readers = self.vol.readers();
+        let id = match image.parse::<ImageId>() {
+            Ok(id) => id,
+            Err(_) => {
+                let r: ImageRef = image.parse().map_err(|e| format!("{e}"))?;
+                self.tags
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|t| t.name == r.name && t.tag == r.tag)
+                    .map(|t| t.image)
+                    .ok_or(format!("{r} is not on this mount"))?
+            }
+        };
+        readers
+            .get(&id)
+            .cloned()
+            .ok_or(format!("image {} is not on this mount", id.short()))
+    }
+
+    fn status(&self) -> Status {
+        let readers = self.vol.readers();
+        let images = self
+            .tags
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|t| {
+                readers.get(&t.image).map(|r| ImageStatus {
+                    name: t.name.to_string(),
+                    tag: t.tag.to_string(),
+                    stats: r.stats(),
+                })
+            })
+            .collect();
+        let stats = self.chunks.fetcher().stats();
+        Status {
+            mountpoint: self.mountpoint.clone(),
+            images,
+            stores: stats.snapshot(),
+            chunks_fetched: stats
+                .chunks_fetched
+                .load(std::sync::atomic::Ordering::Relaxed),
+            degraded_reads: stats
+                .degraded_reads
+                .load(std::sync::atomic::Ordering::Relaxed),
+            cache: self.chunks.cache().usage(),
+            open_files: self.vol.open_files(),
+        }
+    }
+}
+
+/// Run the daemon until SIGTERM/SIGINT.
+pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
+    // statfs always asks the daemon; a stat may still be answered from the
+    // kernel's attribute cache for a while after the daemon died.
+    if sys::is_stale_mount(mountpoint) {
+        tracing::warn!(mountpoint = %mountpoint.display(), "clearing a stale mount left by a daemon that died");
+        sys::detach(mountpoint).context("cannot clear the stale mount")?;
+    }
+    let meta = std::fs::metadata(mountpoint)
+        .with_context(|| format!("mount point {}", mountpoint.display()))?;
+    if !meta.is_dir() {
+        bail!("mount point {} is not a directory", mountpoint.display());
+    }
+    let mountpoint = mountpoint.canonicalize().context("mount point")?;
+    if mount_of(&mountpoint).is_some_and(|m| m.fstype.starts_with("fuse")) {
+        bail!(
+            "{} is already mounted (another vmifs mount?)",
+            mountpoint.display()
+        );
+    }
+
+    let cache = Arc::new(Cache::open(&cfg.cache.dir, cfg.cache.max_size)?);
+    let repo = Repo::open(&cfg)?;
+    let fetcher = Fetcher::new(repo.stores().to_vec(), cfg.fetch.hedge_after);
+    let limits = Limits {
+        readahead: cfg.fetch.parallel_chunks.clamp(1, 64),
+        profile: cfg.fetch.parallel_chunks.clamp(1, 64),
+        prefetch: (cfg.fetch.parallel_chunks / 4).clamp(1, 8),
+    };
+    let chunks = Chunks::new(fetcher, cache, limits);
+    let vol = Volume::new(OnOpen {
+        prefetch_all: cfg.mount.prefetch == Prefetch::Open,
+        profiles: cfg.mount.boot_profiles.then(|| repo.clone()),
+    });
+    let daemon = Arc::new(Daemon {
+        cfg: cfg.clone(),
+        mountpoint: mountpoint.clone(),
+        repo,
+        chunks,
+        vol: vol.clone(),
+        inodes: Mutex::default(),
+        tags: Mutex::default(),
+    });
+    if let Err(e) = daemon.refresh().await {
+        // Mount anyway (empty): the stores may come back; refresh retries.
+        tracing::error!("{e:#}");
+    }
+
+    let mut fcfg = fuser::Config::default();
+    fcfg.mount_options = vec![
+        fuser::MountOption::FSName("vmifs".into()),
+        fuser::MountOption::Subtype("vmifs".into()),
+        fuser::MountOption::RO,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::DefaultPermissions,
+    ];
+    fcfg.n_threads = Some(cfg.mount.threads.max(1));
+    fcfg.clone_fd = cfg.mount.threads > 1;
+    if cfg.mount.allow_other {
+        fcfg.acl = fuser::SessionACL::All;
+    }
+    let mut owner = Owner::current();
+    if let Some(group) = &cfg.mount.group {
+        owner.gid = group_id(group)?;
+        owner.group_only = true;
+    }
+    if !cfg.mount.allow_other {
+        tracing::info!("only this user can use the mount (mount.allow_other = false)");
+    }
+    let fs = Fs::new(vol, tokio::runtime::Handle::current(), 64, owner);
+    let mp = mountpoint.clone();
+    let session = tokio::task::spawn_blocking(move || fuser::spawn_mount(fs, &mp, &fcfg))
+        .await?
+        .with_context(|| format!("cannot mount {}", mountpoint.display()))?;
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+    if let Err(e) = raise_readahead(&mountpoint, cfg.mount.kernel_readahead) {
+        tracing::warn!("cannot raise the kernel read-ahead: {e}");
+    }
+
+    let sock = socket_path(&cfg);
+    let _ = std::fs::remove_file(&sock);
+    if let Some(dir) = sock.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let listener = tokio::net::UnixListener::bind(&sock)
+        .with_context(|| format!("status socket {}", sock.display()))?;
+    let d = daemon.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let d = d.clone();
+            tokio::spawn(async move {
+                let (rd, mut wr) = conn.into_split();
+                let mut line = String::new();
+                let mut rd = tokio::io::BufReader::new(rd.take(4096));
+                let _ = tokio::time::timeout(Duration::from_secs(2), rd.read_line(&mut line)).await;
+                let body = serde_json::to_vec(&d.answer(line.trim())).unwrap_or_default();
+                let _ = wr.write_all(&body).await;
+                let _ = wr.shutdown().await;
+            });
+        }
+    });
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(cfg.mount.refresh.max(Duration::from_secs(1)));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: refreshing tags");
+                if let Err(e) = daemon.refresh().await { tracing::warn!("{e:#}"); }
+            }
+            _ = tick.tick() => {
+                if let Err(e) = daemon.refresh().await { tracing::warn!("{e:#}"); }
+            }
+        }
+    }
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!(mountpoint = %mountpoint.display(), "unmounting");
+    let _ = std::fs::remove_file(&sock);
+    let joined = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || session.umount_and_join()),
+    )
+    .await;
+    match joined {
+        Ok(Ok(Ok(()))) => {}
+        other => {
+            tracing::warn!(
+                "clean unmount failed ({other:?}); detaching the mount (files still open?)"
+            );
+            let _ = sys::detach(&mountpoint);
+        }
+    }
+    Ok(())
+}
+
+/// The id of group `name` (or a number).
+fn group_id(name: &str) -> Result<u32> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    match crate::sys::group_id(name).context("mount.group")? {
+        Some(gid) => Ok(gid),
+        None => bail!("mount.group: no group {name:?} on this host"),
+    }
+}
+
+fn raise_readahead(mountpoint: &Path, bytes: u64) -> Result<()> {
+    let m = mount_of(mountpoint).context("mount not found in /proc/self/mountinfo")?;
+    let path = format!("/sys/class/bdi/{}/read_ahead_kb", m.dev);
+    std::fs::write(&path, format!("{}", bytes / 1024)).with_context(|| path.clone())?;
+    tracing::info!(bdi = %m.dev, read_ahead_kb = bytes / 1024, "kernel read-ahead raised");
+    Ok(())
+}
+
+/// Send one request to a running daemon and read its answer; an answer
+/// `{"error": ...}` becomes an error.
+pub fn query(socket: &Path, request: &str) -> Result<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot reach the mount daemon at {} (is `vmifs mount` running?)",
+            socket.display()
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(format!("{request}\n").as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let v: serde_json::Value = serde_json::from_slice(&buf)
+        .with_context(|| format!("bad answer from the mount daemon at {}", socket.display()))?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        bail!("mount daemon: {e}");
+    }
+    Ok(v)
+}
+
+/// Read the status document from a running daemon.
+pub fn query_status(socket: &Path) -> Result<serde_json::Value> {
+    query(socket, "status")
+}

@@ -1,0 +1,571 @@
+//! Reading an image version at any offset: the logic behind a mounted file,
+//! with no knowledge of FUSE.
+//!
+//! Contract of [`ImageReader::read_at`]: it returns exactly
+//! `min(len, size - offset)` bytes (empty at or past the end), never fewer — QEMU
+//! takes a short read on a regular file as the end of the file and fills zeros
+//! silently — or an error. Every byte comes from a [`VerifiedChunk`] or from an
+//! all-zero chunk, which is answered without any fetch.
+//!
+//! Chunks come from [`Chunks`] (memory, disk cache, stores; single-flight),
+//! shared by every image of a mount. A sequential reader starts read-ahead
+//! ([`Window`]); a boot profile or `[mount] prefetch` fetches in the background.
+//!
+//! Each reader also keeps a [`Trace`] of the chunks its reads touched first, in
+//! order, from which `vmifs profile record` makes a boot [`Profile`].
+//!
+//! The offset arithmetic ([`spans`]) is pure and table-tested.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::join_all;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::core::id::ImageId;
+use crate::core::profile::{Profile, Trace};
+use crate::error::Error;
+use crate::fetch::Plan;
+use crate::fetch::scheduler::{Chunks, Counters};
+use crate::mount::readahead::Window;
+use crate::mount::span::{clipped_len, spans};
+use crate::repo::Repo;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageStats {
+    pub id: ImageId,
+    pub size: u64,
+    pub reads: u64,
+    pub bytes_read: u64,
+    pub bytes_fetched: u64,
+    pub bytes_from_cache: u64,
+    /// Bytes of this image's chunks present in the cache now.
+    pub bytes_cached: u64,
+    /// Chunks listed by the boot profile being prefetched (0: none).
+    pub profile_chunks: u64,
+    /// Distinct chunks reads have touched so far (the trace).
+    pub traced_chunks: u64,
+}
+
+/// One image version, readable at any offset.
+#[derive(Debug)]
+pub struct ImageReader {
+    id: ImageId,
+    plan: Plan,
+    chunks: Arc<Chunks>,
+    counters: Arc<Counters>,
+    readahead_chunks: u64,
+    /// One past the last chunk of the previous read (sequential detection).
+    next_chunk: AtomicU64,
+    /// The read-ahead window of the sequential reader.
+    ahead: Mutex<Window>,
+    prefetching: AtomicBool,
+    profiling: AtomicBool,
+    first_read: OnceLock<Instant>,
+    trace: Mutex<Trace>,
+}
+
+impl ImageReader {
+    pub fn new(id: ImageId, plan: Plan, chunks: Arc<Chunks>, readahead_chunks: usize) -> Arc<Self> {
+        Arc::new(ImageReader {
+            id,
+            plan,
+            chunks,
+            counters: Arc::default(),
+            readahead_chunks: readahead_chunks as u64,
+            next_chunk: AtomicU64::new(u64::MAX),
+            ahead: Mutex::default(),
+            prefetching: Default::default(),
+            profiling: Default::default(),
+            first_read: OnceLock::new(),
+            trace: Mutex::default(),
+        })
+    }
+
+    pub fn id(&self) -> ImageId {
+        self.id
+    }
+
+    pub fn size(&self) -> u64 {
+        self.plan.manifest.size
+    }
+
+    pub fn stats(&self) -> ImageStats {
+        let m = &self.plan.manifest;
+        let cache = self.chunks.cache();
+        let bytes_cached = (0..m.chunk_count())
+            .filter(|&i| m.chunks[i as usize].is_some_and(|id| cache.contains(&id)))
+            .map(|i| m.chunk_len(i) as u64)
+            .sum();
+        ImageStats {
+            id: self.id,
+            size: m.size,
+            reads: self.counters.reads.load(Relaxed),
+            bytes_read: self.counters.bytes_read.load(Relaxed),
+            bytes_fetched: self.counters.bytes_fetched.load(Relaxed),
+            bytes_from_cache: self.counters.bytes_from_cache.load(Relaxed),
+            bytes_cached,
+            profile_chunks: self.counters.profile_chunks.load(Relaxed),
+            traced_chunks: self.trace.lock().unwrap().len() as u64,
+        }
+    }
+
+    async fn chunk(&self, index: u64) -> Result<Bytes, Error> {
+        let m = &self.plan.manifest;
+        match m.chunks[index as usize] {
+            None => Ok(Bytes::from(vec![0u8; m.chunk_len(index)])),
+            Some(id) => self.chunks.get(&self.plan, index, id, &self.counters).await,
+        }
+    }
+
+    /// Exactly `min(len, size - offset)` bytes at `offset`.
+    pub async fn read_at(self: &Arc<Self>, offset: u64, len: u64) -> Result<Bytes, Error> {
+        let m = &self.plan.manifest;
+        self.counters.reads.fetch_add(1, Relaxed);
+        let want = clipped_len(offset, len, m.size);
+        let parts = spans(offset, len, m.size, m.chunk_size);
+        let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+            return Ok(Bytes::new());
+        };
+        let (first, last) = (first.chunk, last.chunk);
+        self.record(first..=last);
+        let prev_next = self.next_chunk.swap(last + 1, Relaxed);
+        if prev_next != u64::MAX && (first + 1 == prev_next || first == prev_next) {
+            self.read_ahead(last + 1);
+        }
+        let datas = join_all(parts.iter().map(|s| self.chunk(s.chunk))).await;
+        let mut out = BytesMut::with_capacity(want as usize);
+        for (s, d) in parts.iter().zip(datas) {
+            let d = d?;
+            if parts.len() == 1 {
+                self.counters.bytes_read.fetch_add(s.len as u64, Relaxed);
+                return Ok(d.slice(s.start..s.start + s.len));
+            }
+            out.extend_from_slice(&d[s.start..s.start + s.len]);
+        }
+        debug_assert_eq!(out.len() as u64, want);
+        self.counters.bytes_read.fetch_add(want, Relaxed);
+        Ok(out.freeze())
+    }
+
+    /// Start background fetches of the chunks after `from` that the
+    /// sequential reader's growing window now covers.
+    fn read_ahead(self: &Arc<Self>, from: u64) {
+        let m = &self.plan.manifest;
+        let (start, end) = {
+            let mut w = self.ahead.lock().unwrap();
+            let r = w.advance(from, self.readahead_chunks);
+            (r.start, r.end.min(m.chunk_count()))
+        };
+        for index in start..end {
+            let Some(id) = m.chunks[index as usize] else {
+                continue;
+            };
+            if self.chunks.cache().contains(&id) {
+                continue;
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                let Ok(_permit) = me.chunks.readahead.acquire().await else {
+                    return;
+                };
+                if let Err(e) = me.chunks.get(&me.plan, index, id, &me.counters).await {
+                    tracing::debug!(image = %me.id.short(), index, "read-ahead failed: {e}");
+                }
+            });
+        }
+    }
+
+    /// Add the data chunks in `range` to the trace.
+    fn record(&self, range: std::ops::RangeInclusive<u64>) {
+        let ms = self
+            .first_read
+            .get_or_init(Instant::now)
+            .elapsed()
+            .as_millis() as u64;
+        let chunks = &self.plan.manifest.chunks;
+        let mut trace = self.trace.lock().unwrap();
+        for i in range.filter(|&i| chunks[i as usize].is_some()) {
+            trace.touch(i, ms);
+        }
+    }
+
+    /// The boot profile of this version: chunks first read within `window`
+    /// of the first read, in order.
+    pub fn profile(&self, window: Duration) -> Profile {
+        let window_ms = window.as_millis().min(u64::MAX as u128) as u64;
+        self.trace.lock().unwrap().profile(self.id, window_ms)
+    }
+
+    /// Load this version's boot profile from `repo` and prefetch its chunks,
+    /// in order, up to `Limits::profile` at once. Idempotent; without a usable
+    /// profile it does nothing.
+    pub fn prefetch_profile(self: &Arc<Self>, repo: Repo) {
+        if self.profiling.swap(true, Relaxed) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let loaded = tokio::time::timeout(Duration::from_secs(10), repo.profile(&me.id)).await;
+            let Ok(Some(p)) = loaded else {
+                tracing::debug!(image = %me.id.short(), "no boot profile");
+                return;
+            };
+            let order = p.prefetch_order(&me.id, &me.plan.manifest);
+            tracing::info!(image = %me.id.short(), chunks = order.len(), "prefetching the boot profile");
+            me.counters
+                .profile_chunks
+                .store(order.len() as u64, Relaxed);
+            let permits = me.chunks.profile.clone();
+            me.prefetch_in_order(order, permits, "boot profile");
+        });
+    }
+
+    /// Fetch every chunk of the image into the cache in the background, a few at
+    /// a time. Idempotent.
+    pub fn prefetch_all(self: &Arc<Self>) {
+        if self.prefetching.swap(true, Relaxed) {
+            return;
+        }
+        let permits = self.chunks.prefetch.clone();
+        self.prefetch_in_order(0..self.plan.manifest.chunk_count(), permits, "prefetch");
+    }
+
+    /// Fetch the chunks `order` names, in that order, as `permits` allow, in
+    /// a background task that stops when the reader is dropped.
+    fn prefetch_in_order(
+        self: &Arc<Self>,
+        order: impl IntoIterator<Item = u64, IntoIter: Send> + Send + 'static,
+        permits: Arc<Semaphore>,
+        what: &'static str,
+    ) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let chunks = self.chunks.clone();
+        tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            for index in order {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                // Stop when nobody needs the image any more.
+                let Some(me) = weak.upgrade() else { return };
+                let Some(id) = me.plan.manifest.chunks[index as usize] else {
+                    continue;
+                };
+                if chunks.cache().contains(&id) {
+                    continue;
+                }
+                tasks.push(tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Err(e) = me.chunks.get(&me.plan, index, id, &me.counters).await {
+                        tracing::debug!(image = %me.id.short(), index, "{what} failed: {e}");
+                    }
+                }));
+            }
+            join_all(tasks).await;
+            tracing::info!("{what} finished");
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Cache;
+    use crate::config::ErasureConfig;
+    use crate::core::id::{Name, Tag};
+    use crate::fetch::Fetcher;
+    use crate::fetch::scheduler::Limits;
+    use crate::repo::Repo;
+    use crate::repo::publish::{PushRequest, push};
+    use crate::store::DynStore;
+    use crate::store::memory::MemoryStore;
+
+    struct Fixture {
+        data: Vec<u8>,
+        reader: Arc<ImageReader>,
+        stores: Vec<Arc<MemoryStore>>,
+        chunks: Arc<Chunks>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture(size: usize, chunk_size: u64) -> Fixture {
+        fixture_ra(size, chunk_size, 0).await
+    }
+
+    async fn fixture_ra(size: usize, chunk_size: u64, readahead: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = vec![0u8; size];
+        let mut x = 0x9e3779b97f4a7c15u64;
+        for (i, b) in data.iter_mut().enumerate() {
+            // Chunk 1 stays all zero.
+            if (i as u64) / chunk_size != 1 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+        }
+        let file = dir.path().join("img.raw");
+        std::fs::write(&file, &data).unwrap();
+        let stores: Vec<Arc<MemoryStore>> = (0..3)
+            .map(|i| Arc::new(MemoryStore::new(format!("m{i}"))))
+            .collect();
+        let dyns: Vec<DynStore> = stores.iter().map(|s| s.clone() as DynStore).collect();
+        let repo = Repo::from_stores(dyns.clone());
+        let name: Name = "img".parse().unwrap();
+        let tag: Tag = "latest".parse().unwrap();
+        let req = PushRequest {
+            file,
+            name,
+            tag,
+            labels: Default::default(),
+            erasure: ErasureConfig {
+                data: 2,
+                parity: 1,
+                chunk_size,
+            },
+            parallel: 4,
+            sign_key: None,
+        };
+        let report = push(&repo, req, None).await.unwrap();
+        let manifest = repo.manifest(&report.id).await.unwrap();
+        let fetcher = Fetcher::new(dyns, None);
+        let plan = fetcher.plan(manifest).unwrap();
+        let cache = Arc::new(Cache::open(&dir.path().join("cache"), 1 << 30).unwrap());
+        let chunks = Chunks::new(fetcher, cache, Limits::default());
+        let reader = ImageReader::new(report.id, plan, chunks.clone(), readahead);
+        Fixture {
+            data,
+            reader,
+            stores,
+            chunks,
+            _dir: dir,
+        }
+    }
+
+    fn shard_gets(chunks: &Chunks) -> u64 {
+        chunks
+            .fetcher()
+            .stats()
+            .snapshot()
+            .iter()
+            .map(|s| s.requests)
+            .sum()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_match_source_at_any_offset() {
+        let cs = 16 * 1024;
+        let size = 10 * cs as usize + 1234;
+        let f = fixture(size, cs).await;
+        let mut cases = vec![
+            (0u64, size as u64),
+            (0, 0),
+            (size as u64, 10),
+            (size as u64 + 5, 10),
+        ];
+        for off in [
+            0,
+            1,
+            cs - 1,
+            cs,
+            cs + 1,
+            3 * cs - 7,
+            10 * cs,
+            10 * cs + 1000,
+            size as u64 - 1,
+        ] {
+            for len in [1, 7, 4096, cs - 1, cs, cs + 1, 3 * cs + 5, 1 << 20] {
+                cases.push((off, len));
+            }
+        }
+        for (off, len) in cases {
+            let got = f.reader.read_at(off, len).await.unwrap();
+            let end = (off + len).min(size as u64) as usize;
+            let want = if (off as usize) < size {
+                &f.data[off as usize..end]
+            } else {
+                &[][..]
+            };
+            assert_eq!(got.len(), want.len(), "offset {off} len {len}");
+            assert!(got[..] == want[..], "offset {off} len {len}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn zero_chunks_cost_nothing_and_chunks_are_fetched_once() {
+        let cs = 16 * 1024;
+        let f = fixture(4 * cs as usize, cs).await;
+        let z = f.reader.read_at(cs, cs).await.unwrap();
+        assert!(z.iter().all(|&b| b == 0));
+        assert_eq!(shard_gets(&f.chunks), 0);
+
+        // Many concurrent readers of chunk 2: one fetch (k = 2 shard requests).
+        let reads = (0..16).map(|i| {
+            let r = f.reader.clone();
+            async move { r.read_at(2 * cs + i * 100, 100).await.unwrap() }
+        });
+        join_all(reads).await;
+        assert_eq!(f.chunks.fetcher().stats().chunks_fetched.load(Relaxed), 1);
+        // Again: from the cache, no new fetch.
+        f.reader.read_at(2 * cs, cs).await.unwrap();
+        assert_eq!(f.chunks.fetcher().stats().chunks_fetched.load(Relaxed), 1);
+        let st = f.reader.stats();
+        assert_eq!(st.bytes_fetched, cs);
+        assert_eq!(st.bytes_cached, cs);
+        assert!(st.bytes_from_cache >= cs);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_store_is_survived() {
+        let cs = 16 * 1024;
+        let size = 6 * cs as usize;
+        let f = fixture(size, cs).await;
+        for k in f.stores[0].keys() {
+            if k.contains("shards") {
+                f.stores[0].overwrite(&k, Bytes::from_static(b"garbage"));
+            }
+        }
+        let got = f.reader.read_at(0, size as u64).await.unwrap();
+        assert!(got[..] == f.data[..]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prefetch_fills_the_cache() {
+        let cs = 16 * 1024;
+        let f = fixture(8 * cs as usize, cs).await;
+        f.reader.prefetch_all();
+        for _ in 0..200 {
+            if f.reader.stats().bytes_cached == 7 * cs {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(f.reader.stats().bytes_cached, 7 * cs);
+        let before = shard_gets(&f.chunks);
+        let got = f.reader.read_at(0, 8 * cs).await.unwrap();
+        assert!(got[..] == f.data[..]);
+        assert_eq!(shard_gets(&f.chunks), before);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sequential_reads_start_read_ahead() {
+        let cs = 16 * 1024;
+        let f = fixture_ra(12 * cs as usize, cs, 4).await;
+        // One read alone is not sequential: nothing beyond it is fetched.
+        f.reader.read_at(0, cs).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(f.reader.stats().bytes_fetched, cs);
+        // The next one is (it covers chunks 1, all zero, and 2): chunk 3
+        // follows in the background; the one after that (chunk 3) brings two
+        // more, 4 and 5.
+        let reader = f.reader.clone();
+        let cached = |n: u64| {
+            let reader = reader.clone();
+            async move {
+                for _ in 0..200 {
+                    if reader.stats().bytes_cached == n * cs {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                assert_eq!(reader.stats().bytes_cached, n * cs);
+            }
+        };
+        f.reader.read_at(cs + 10, cs).await.unwrap();
+        cached(3).await;
+        f.reader.read_at(3 * cs, cs).await.unwrap();
+        cached(5).await;
+    }
+
+    /// A reader of the same version over the same stores, with an empty cache.
+    fn fresh_reader(f: &Fixture, dir: &std::path::Path) -> (Arc<ImageReader>, Arc<Chunks>, Repo) {
+        let dyns: Vec<DynStore> = f.stores.iter().map(|s| s.clone() as DynStore).collect();
+        let fetcher = Fetcher::new(dyns.clone(), None);
+        let plan = fetcher.plan((*f.reader.plan.manifest).clone()).unwrap();
+        let cache = Arc::new(Cache::open(dir, 1 << 30).unwrap());
+        let chunks = Chunks::new(fetcher, cache, Limits::default());
+        let reader = ImageReader::new(f.reader.id, plan, chunks.clone(), 0);
+        (reader, chunks, Repo::from_stores(dyns))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_recorded_profile_is_prefetched_in_full_and_nothing_else() {
+        let cs = 16 * 1024;
+        let f = fixture(12 * cs as usize, cs).await;
+        // A "boot": chunk 7, then 1 (all zero) and 2 in one read, then 7 again, then 4.
+        f.reader.read_at(7 * cs + 5, 10).await.unwrap();
+        f.reader.read_at(cs + 100, cs).await.unwrap();
+        f.reader.read_at(7 * cs, 1).await.unwrap();
+        f.reader.read_at(4 * cs, cs).await.unwrap();
+        let p = f.reader.profile(Duration::from_secs(60));
+        let order: Vec<u64> = p.chunks.iter().map(|c| c.0).collect();
+        assert_eq!(order, vec![7, 2, 4]);
+        assert_eq!(f.reader.stats().traced_chunks, 3);
+
+        let dir = tempfile::tempdir().unwrap();
+        let (reader, chunks, repo) = fresh_reader(&f, dir.path());
+        repo.put_profile(&p).await.unwrap();
+        reader.prefetch_profile(repo);
+        for _ in 0..500 {
+            if reader.stats().bytes_cached == 3 * cs {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(reader.stats().bytes_cached, 3 * cs);
+        assert_eq!(reader.stats().profile_chunks, 3);
+        assert_eq!(chunks.fetcher().stats().chunks_fetched.load(Relaxed), 3);
+        // The boot again: no fetch at all.
+        for (off, len) in [(7 * cs + 5, 10), (cs + 100, cs), (4 * cs, cs)] {
+            let got = reader.read_at(off, len).await.unwrap();
+            assert!(got[..] == f.data[off as usize..(off + len) as usize]);
+        }
+        assert_eq!(chunks.fetcher().stats().chunks_fetched.load(Relaxed), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn garbage_foreign_or_missing_profiles_never_break_reads() {
+        let cs = 16 * 1024;
+        let size = 6 * cs as usize;
+        let f = fixture(size, cs).await;
+        let key = crate::core::layout::profile_key(&f.reader.id);
+        let foreign = Profile {
+            version: crate::core::profile::VERSION,
+            image: ImageId::of(b"another version"),
+            chunks: vec![(0, 0), (2, 1)],
+        };
+        let past_the_end = Profile {
+            version: crate::core::profile::VERSION,
+            image: f.reader.id,
+            chunks: vec![(99, 0), (u64::MAX, 1)],
+        };
+        let cases: Vec<Option<Bytes>> = vec![
+            None,
+            Some(Bytes::from_static(b"garbage")),
+            Some(Bytes::from(foreign.to_bytes())),
+            Some(Bytes::from(past_the_end.to_bytes())),
+        ];
+        for body in cases {
+            for s in &f.stores {
+                match &body {
+                    Some(b) => s.overwrite(&key, b.clone()),
+                    None => {
+                        let _ = crate::store::Store::delete(&**s, &key).await;
+                    }
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let (reader, chunks, repo) = fresh_reader(&f, dir.path());
+            reader.prefetch_profile(repo);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(chunks.fetcher().stats().chunks_fetched.load(Relaxed), 0);
+            let got = reader.read_at(0, size as u64).await.unwrap();
+            assert!(got[..] == f.data[..]);
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! `vmifs mount`: image files readable at any offset, the tree the mount
+//! shows, the FUSE adapter and the daemon around them.
+
+pub mod daemon;
+pub mod fuse;
+pub mod image;
+pub mod mountinfo;
+pub mod namespace;
+pub mod readahead;
+pub mod span;

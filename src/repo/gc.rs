@@ -1,0 +1,265 @@
+//! `gc`: delete what no tag needs any more.
+//!
+//! 1. Take a gc lock on every store and give up if any push holds a live lock
+//!    (see [`crate::repo`]: a push and a gc can never both proceed).
+//! 2. Manifests that no tag points at are deleted (after `rm`, or when a tag
+//!    moved on to a newer version).
+//!    Their boot profiles go with them.
+//! 3. Shards that no remaining manifest references are deleted. A shard counts as
+//!    referenced by its key, whatever store it sits on.
+//! 4. Locks whose lease ran out (left by killed processes) are removed.
+//!
+//! Before every delete gc checks that its own lock is still certainly live
+//! ([`Lock::check`]): a gc that could not renew it (stores unreachable, the
+//! process paused) stops, since a push may have started meanwhile.
+//!
+//! A store that cannot be listed makes gc stop before deleting anything: a
+//! manifest seen only there could reference shards elsewhere.
+
+use std::collections::HashSet;
+
+use futures::future::join_all;
+
+use crate::core::id::ImageId;
+use crate::core::layout;
+use crate::error::Error;
+use crate::repo::{Lock, Repo};
+
+#[derive(Debug, Default, Clone)]
+pub struct GcReport {
+    pub manifests_deleted: u64,
+    pub profiles_deleted: u64,
+    pub shards_deleted: u64,
+    pub bytes_freed: u64,
+    pub shards_kept: u64,
+}
+
+pub async fn gc(repo: &Repo, dry_run: bool) -> Result<GcReport, Error> {
+    let lock = repo.lock("gc").await?;
+    let r = async {
+        let pushes = repo.live_locks("push", &lock).await?;
+        if !pushes.is_empty() {
+            let held: Vec<String> = pushes.iter().map(|p| p.to_string()).collect();
+            return Err(Error::Unavailable(format!(
+                "a push is running ({}); gc deleted nothing, run it again later",
+                held.join("; ")
+            )));
+        }
+        sweep(repo, &lock, dry_run).await
+    }
+    .await;
+    repo.unlock(lock).await;
+    r
+}
+
+async fn sweep(repo: &Repo, lock: &Lock, dry_run: bool) -> Result<GcReport, Error> {
+    let mut report = GcReport::default();
+    // Every tag counts, signed or not: gc must not delete what any tag needs.
+    let tags = repo.untrusted().tags().await?;
+    let live: HashSet<ImageId> = tags.values().map(|t| t.image).collect();
+
+    let listings = join_all(repo.stores().iter().map(|s| s.list(layout::MANIFESTS))).await;
+    let mut all_manifests: HashSet<ImageId> = HashSet::new();
+    for l in listings {
+        for o in l? {
+            if let Some(id) = layout::parse_manifest_key(&o.key) {
+                all_manifests.insert(id);
+            }
+        }
+    }
+    let mut referenced: HashSet<String> = HashSet::new();
+    for id in &live {
+        let m = repo.manifest(id).await?;
+        let n = m.erasure.data + m.erasure.parity;
+        for c in m.chunks.iter().flatten() {
+            for i in 0..n {
+                referenced.insert(layout::shard_key(c, m.erasure.data, m.erasure.parity, i));
+            }
+        }
+    }
+    for id in all_manifests.difference(&live) {
+        report.manifests_deleted += 1;
+        if !dry_run {
+            lock.check()?;
+            repo.delete_everywhere(&layout::manifest_key(id)).await?;
+        }
+    }
+    for store in repo.stores() {
+        for o in store.list(layout::PROFILES).await? {
+            let orphan = layout::parse_profile_key(&o.key).is_some_and(|id| !live.contains(&id));
+            if orphan {
+                report.profiles_deleted += 1;
+                if !dry_run {
+                    store.delete(&o.key).await?;
+                }
+            }
+        }
+        for o in store.list(layout::SHARDS).await? {
+            if referenced.contains(&o.key) {
+                report.shards_kept += 1;
+                continue;
+            }
+            report.shards_deleted += 1;
+            report.bytes_freed += o.size;
+            if !dry_run {
+                lock.check()?;
+                store.delete(&o.key).await?;
+            }
+        }
+    }
+    if !dry_run {
+        for kind in ["push", "gc"] {
+            for dead in repo.locks(kind, lock).await? {
+                if !dead.live() {
+                    tracing::info!("removing expired lock {dead}");
+                    repo.delete_everywhere(&dead.key).await?;
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::fault::{FaultMode, Faulty};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{DynStore, ObjectMeta, Store, StoreError};
+
+    /// A store whose clock runs `behind` this host's: every time it reports is
+    /// that much earlier.
+    #[derive(Debug)]
+    struct Skewed {
+        inner: MemoryStore,
+        behind: Duration,
+    }
+
+    impl Skewed {
+        fn shift(&self, mut m: ObjectMeta) -> ObjectMeta {
+            m.modified = m.modified.map(|t| t - self.behind);
+            m
+        }
+    }
+
+    #[async_trait]
+    impl Store for Skewed {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        async fn get_range(&self, key: &str, r: Option<Range<u64>>) -> Result<Bytes, StoreError> {
+            self.inner.get_range(key, r).await
+        }
+        async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+            self.inner.put(key, data).await
+        }
+        async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+            Ok(self.shift(self.inner.head(key).await?))
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+            let l = self.inner.list(prefix).await?;
+            Ok(l.into_iter().map(|m| self.shift(m)).collect())
+        }
+    }
+
+    fn lock_keys(stores: &[Arc<MemoryStore>]) -> usize {
+        stores
+            .iter()
+            .map(|s| s.keys().iter().filter(|k| k.starts_with("locks/")).count())
+            .sum()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_lock_blocks_gc_past_its_lease_and_a_dead_one_expires() {
+        let lease = Duration::from_secs(1);
+        let mem: Vec<Arc<MemoryStore>> = (0..3)
+            .map(|i| Arc::new(MemoryStore::new(format!("m{i}"))))
+            .collect();
+        let repo = Repo::from_stores(mem.iter().map(|m| m.clone() as DynStore).collect())
+            .with_lease(lease);
+        // Held (and so renewed) for three leases: still live.
+        let push = repo.lock("push").await.unwrap();
+        tokio::time::sleep(lease * 3).await;
+        push.check().unwrap();
+        let e = gc(&repo, false).await.unwrap_err().to_string();
+        assert!(e.contains("push is running"), "{e}");
+        // Its holder dies (no unlock): it blocks gc until its lease runs out…
+        drop(push);
+        let e = gc(&repo, false).await.unwrap_err().to_string();
+        assert!(e.contains("push is running"), "{e}");
+        assert_eq!(lock_keys(&mem), 3);
+        // …then gc runs and removes it.
+        tokio::time::sleep(lease + lease / 2).await;
+        gc(&repo, false).await.unwrap();
+        assert_eq!(lock_keys(&mem), 0);
+        // A released lock is gone at once.
+        let push = repo.lock("push").await.unwrap();
+        repo.unlock(push).await;
+        assert_eq!(lock_keys(&mem), 0);
+        gc(&repo, false).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lock_age_is_measured_on_the_store_clock() {
+        // Every store's clock runs a day behind: by this host's clock every lock
+        // would look a day old, yet a held one must still block gc.
+        let lease = Duration::from_secs(1);
+        let stores: Vec<DynStore> = (0..2)
+            .map(|i| {
+                Arc::new(Skewed {
+                    inner: MemoryStore::new(format!("m{i}")),
+                    behind: Duration::from_secs(86_400),
+                }) as DynStore
+            })
+            .collect();
+        let repo = Repo::from_stores(stores).with_lease(lease);
+        let push = repo.lock("push").await.unwrap();
+        let e = gc(&repo, false).await.unwrap_err().to_string();
+        assert!(e.contains("push is running"), "{e}");
+        // And a gc lock held by a gc blocks a push's wait the same way.
+        let gc_lock = repo.lock("gc").await.unwrap();
+        assert_eq!(repo.live_locks("gc", &push).await.unwrap().len(), 1);
+        repo.unlock(gc_lock).await;
+        assert!(repo.live_locks("gc", &push).await.unwrap().is_empty());
+        repo.unlock(push).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lock_that_cannot_be_renewed_lapses_and_recovers() {
+        let lease = Duration::from_millis(800);
+        let faulty = Faulty::new(Arc::new(MemoryStore::new("f")) as DynStore);
+        let ctl = faulty.control();
+        let stores: Vec<DynStore> = vec![Arc::new(MemoryStore::new("m")), Arc::new(faulty)];
+        let repo = Repo::from_stores(stores).with_lease(lease);
+        let lock = repo.lock("gc").await.unwrap();
+        lock.check().unwrap();
+        ctl.set(FaultMode::Down);
+        tokio::time::sleep(lease).await;
+        let e = lock.check().unwrap_err().to_string();
+        assert!(e.contains("lost lock"), "{e}");
+        ctl.set(FaultMode::Healthy);
+        tokio::time::sleep(lease / 2).await;
+        lock.check().unwrap();
+        repo.unlock(lock).await;
+    }
+
+    #[tokio::test]
+    async fn a_lock_that_cannot_be_taken_everywhere_is_not_left_behind() {
+        let mem = Arc::new(MemoryStore::new("m"));
+        let faulty = Faulty::new(Arc::new(MemoryStore::new("f")) as DynStore);
+        faulty.control().set(FaultMode::Down);
+        let repo = Repo::from_stores(vec![mem.clone(), Arc::new(faulty)]);
+        assert!(repo.lock("push").await.is_err());
+        assert!(mem.keys().is_empty(), "{:?}", mem.keys());
+    }
+}

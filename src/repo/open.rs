@@ -1,0 +1,50 @@
+//! Opening the stores a configuration names: the one place that turns a
+//! `[[store]]` entry into a [`DynStore`] with its standard layers. It sits
+//! above the stores (they know nothing of the configuration).
+
+use std::sync::Arc;
+
+use crate::config::{Location, StoreConfig, scheme_of};
+use crate::store::{DynStore, ErrorKind, StoreError, StoreOptions, file, http, layer, s3};
+
+/// The store `cfg` names, with its retry, concurrency-limit and time-out
+/// layers: `Retry(Limit(Timeout(base)))`, so queueing for a slot does not
+/// count against the time-out and back-off sleeps hold no slot.
+pub fn store(cfg: &StoreConfig) -> Result<DynStore, StoreError> {
+    let base = base(cfg)?;
+    Ok(layer(
+        base,
+        &StoreOptions {
+            timeout: cfg.timeout,
+            retries: cfg.retries,
+            concurrency: cfg.concurrency,
+        },
+    ))
+}
+
+/// The bare store for a configuration, without wrappers.
+pub fn base(cfg: &StoreConfig) -> Result<DynStore, StoreError> {
+    let perm = |m: String| StoreError::new(ErrorKind::Permanent, &cfg.name, m);
+    Ok(match scheme_of(&cfg.url).map_err(perm)? {
+        Location::File(p) => Arc::new(Arc::new(file::FileStore::open(&cfg.name, p, cfg.fsync)?)),
+        Location::Http(url) => Arc::new(http::HttpStore::new(&cfg.name, &url)?),
+        Location::S3 { bucket, prefix } => match (&cfg.access_key_id, &cfg.secret_access_key) {
+            (Some(id), Some(secret)) => Arc::new(s3::S3Store::with_keys(
+                &cfg.name,
+                &bucket,
+                &prefix,
+                cfg.endpoint.as_deref(),
+                cfg.region.as_deref(),
+                id,
+                &secret.0,
+            )?),
+            _ => Arc::new(s3::S3Store::new(
+                &cfg.name,
+                &bucket,
+                &prefix,
+                cfg.endpoint.as_deref(),
+                cfg.region.as_deref(),
+            )?),
+        },
+    })
+}

@@ -1,0 +1,180 @@
+//! `vmifs serve`: serve a directory as an HTTP object store, the server side of
+//! [`crate::store::http::HttpStore`].
+//!
+//! The protocol is defined in [`crate::wire`]. This server adds: a `PUT` is
+//! staged in `<root>/.tmp/` and renamed into place, with a body of at most 256
+//! MiB (else `413`); a key under `.tmp/` or with a segment over 255 bytes is
+//! `400`.
+//!
+//! Any plain file an operator drops under the root is an object (its relative
+//! path is its key). The `.tmp/` staging directory is never listed or served.
+//! Small answers are read into memory; answers over 8 MiB are streamed.
+//!
+//! With `--access-log FILE`, one line per request is appended:
+//! `<UTC time RFC 3339> <remote addr> <method> <target> <status> <body bytes sent> <duration µs>`,
+//! e.g. `2024-05-01T12:00:00.123Z 127.0.0.1:50312 GET /shards/ab 206 4096 312`.
+//! The duration of a streamed answer runs until its body is sent.
+
+mod access_log;
+mod listing;
+mod object;
+mod reply;
+mod routes;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::serve::ListenerExt;
+
+use crate::Error;
+use crate::store::file::FileStore;
+
+/// Largest accepted `PUT` body.
+pub const MAX_PUT_BYTES: u64 = 256 << 20;
+/// Answers larger than this are streamed from the file instead of read whole.
+pub(super) const STREAM_OVER: u64 = 8 << 20;
+/// How long in-flight requests may run on after SIGINT/SIGTERM.
+pub(super) const GRACE: Duration = Duration::from_secs(10);
+pub(super) const TMP: &str = ".tmp";
+
+/// Options of `vmifs serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub root: PathBuf,
+    pub listen: SocketAddr,
+    pub access_log: Option<PathBuf>,
+    pub fsync: bool,
+}
+
+/// Serve a directory as an HTTP store until interrupted (SIGINT/SIGTERM).
+/// Prints `listening on ADDR` (the bound address) to stderr once bound.
+pub async fn run(opts: ServeOptions) -> Result<(), Error> {
+    let (addr, server) = bind(opts).await?;
+    eprintln!("listening on {addr}");
+    server.await
+}
+
+/// Open the root, bind the socket and install the SIGINT/SIGTERM handlers;
+/// returns the bound address (useful with port 0) and the future that serves
+/// until a signal arrives.
+pub async fn bind(
+    opts: ServeOptions,
+) -> Result<
+    (
+        SocketAddr,
+        impl Future<Output = Result<(), Error>> + Send + 'static,
+    ),
+    Error,
+> {
+    let signals = shutdown_signal()?;
+    bind_with_shutdown(opts, signals).await
+}
+
+/// Like [`bind`], but serving until `shutdown` completes instead of until a
+/// signal (for embedding and tests). In-flight requests then get up to 10 s
+/// to finish.
+pub async fn bind_with_shutdown<F>(
+    opts: ServeOptions,
+    shutdown: F,
+) -> Result<
+    (
+        SocketAddr,
+        impl Future<Output = Result<(), Error>> + Send + 'static,
+    ),
+    Error,
+>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let root = opts.root.clone();
+    let fsync = opts.fsync;
+    let store = tokio::task::spawn_blocking(move || FileStore::open("serve", root, fsync))
+        .await
+        .map_err(|e| Error::Invalid(format!("serve: {e}")))?
+        .map_err(|e| Error::Invalid(format!("cannot use store root: {}", e.message)))?;
+
+    let (log, log_done) = match &opts.access_log {
+        Some(path) => {
+            let (tx, done) = access_log::start(path)?;
+            (Some(tx), Some(done))
+        }
+        None => (None, None),
+    };
+
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {}", opts.listen), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io(format!("cannot listen on {}", opts.listen), e))?;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+
+    let app = Arc::new(App {
+        store: Arc::new(store),
+        log,
+    });
+    let router = Router::new().fallback(routes::handle).with_state(app);
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    });
+
+    let fut = async move {
+        let result = {
+            let server = server.into_future();
+            tokio::pin!(server);
+            let grace = async {
+                if stopping_rx.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(GRACE).await;
+            };
+            tokio::select! {
+                r = &mut server => r.map_err(|e| Error::io("serve", e)),
+                () = grace => {
+                    tracing::warn!("requests still running {GRACE:?} after shutdown began; stopping anyway");
+                    Ok(())
+                }
+            }
+        };
+        // The log writer finishes once every request holding it is gone.
+        if let Some(done) = log_done {
+            let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+        }
+        result
+    };
+    Ok((addr, fut))
+}
+
+fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Error::io("cannot install the SIGTERM handler", e))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Error::io("cannot install the SIGINT handler", e))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("shutting down");
+    })
+}
+
+#[derive(Debug)]
+pub(super) struct App {
+    pub(super) store: Arc<FileStore>,
+    pub(super) log: Option<mpsc::Sender<String>>,
+}

@@ -1,0 +1,128 @@
+//! The operating-system calls that have no safe wrapper in the standard
+//! library, each behind a safe function. The only module allowed `unsafe`;
+//! every block says why it is sound.
+
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+}
+
+/// The effective user and group of this process.
+pub fn effective_ids() -> (u32, u32) {
+    // SAFETY: geteuid and getegid take no arguments and cannot fail.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
+/// Whether `path` is a FUSE mount whose daemon is gone ("Transport endpoint
+/// is not connected"). statfs always asks the file system; a stat may still be
+/// answered from the kernel's attribute cache.
+pub fn is_stale_mount(path: &Path) -> bool {
+    let Ok(c) = c_path(path) else { return false };
+    // SAFETY: `c` is a valid NUL-terminated path; `buf` is a plain C struct
+    // that statfs fills and that lives until the call returns.
+    let r = unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut buf)
+    };
+    r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
+}
+
+/// `umount -l`: detach the mount at `path` now; it goes when its last user leaves.
+pub fn detach(path: &Path) -> io::Result<()> {
+    let c = c_path(path)?;
+    // SAFETY: `c` is a valid NUL-terminated path.
+    let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The id of the group called `name`, `Ok(None)` when there is none.
+/// Re-entrant (`getgrnam_r`), with a buffer that grows until the entry fits.
+pub fn group_id(name: &str) -> io::Result<Option<u32>> {
+    let c = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "group name holds a NUL byte"))?;
+    let mut buf: Vec<libc::c_char> = vec![0; 1024];
+    loop {
+        // SAFETY: `grp` and `result` are out-parameters that live through the
+        // call; `buf` is a writable buffer of `buf.len()` bytes that the
+        // entry's strings point into, and it outlives our use of `grp`.
+        let (r, found) = unsafe {
+            let mut grp: libc::group = std::mem::zeroed();
+            let mut result: *mut libc::group = std::ptr::null_mut();
+            let r = libc::getgrnam_r(
+                c.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            );
+            (r, (!result.is_null()).then_some(grp.gr_gid))
+        };
+        match r {
+            0 => return Ok(found),
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// Send signal `sig` to process `pid` (negative: a process group).
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let r = unsafe { libc::kill(pid, sig) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Tell the kernel the cached pages of `file` are not needed any more, so the
+/// next read reaches the file system again.
+pub fn drop_page_cache(file: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: posix_fadvise on a descriptor the caller keeps open.
+    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_and_mounts() {
+        assert_eq!(group_id("root").unwrap(), Some(0));
+        assert_eq!(group_id("no-such-group-here").unwrap(), None);
+        assert!(group_id("a\0b").is_err());
+        assert!(!is_stale_mount(Path::new("/")));
+        assert!(detach(Path::new("/nonexistent-vmifs-mountpoint")).is_err());
+        assert!(kill(std::process::id() as i32, 0).is_ok());
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        assert!(drop_page_cache(&f).is_ok());
+        let (uid, _) = effective_ids();
+        assert_eq!(
+            uid,
+            std::fs::metadata("/proc/self")
+                .map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    m.uid()
+                })
+                .unwrap()
+        );
+    }
+}
