@@ -29,9 +29,15 @@ pub fn lazy_umount(p: &Path) {
 }
 
 /// A fresh mount point `root/test`, with any stale mount from an earlier run
-/// cleared. Each test file uses its own `root`, so suites never share one.
+/// cleared. Each test file uses its own `root`, so suites never share one;
+/// `$VMIFS_TEST_MOUNTS` moves them all under another directory, so that two
+/// runs of the suite on one machine do not share one either.
 pub fn mountpoint(root: &str, test: &str) -> PathBuf {
-    let p = Path::new(root).join(test);
+    let root = match std::env::var_os("VMIFS_TEST_MOUNTS") {
+        Some(base) => Path::new(&base).join(Path::new(root).file_name().unwrap()),
+        None => PathBuf::from(root),
+    };
+    let p = root.join(test);
     lazy_umount(&p);
     std::fs::create_dir_all(&p).unwrap();
     p
