@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The report of scripts/bench-boot.sh, from its output directory.
+"""The report of scripts/bench-boot.py (which imports it), from its output directory.
 
     bench-boot-report.py OUT [--rtts "10 40 80"] [--rate 100Mbit] [--guest debian] [--md FILE]
 
@@ -103,14 +103,14 @@ def daemon_view(out, v, rnd):
             f"newly traced as read, stores: {stores}")
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("out")
     p.add_argument("--rtts", default="10 40 80")
     p.add_argument("--rate", default="100Mbit")
     p.add_argument("--guest", default="debian")
     p.add_argument("--md", default="")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     out = a.out
     runs = [json.loads(l) for l in open(os.path.join(out, "results.jsonl")) if l.strip()]
     by = collections.defaultdict(list)

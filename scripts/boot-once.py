@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One timed QEMU boot for scripts/bench-boot.sh.
+"""One timed QEMU boot for scripts/bench-boot.py (which imports its boot()).
 
     boot-once.py --overlay vm.qcow2 --kernel K --initrd I --append A \
                  [--proxy-control PORT]... [--timeout 300] [--trace FILE] \
@@ -139,39 +139,70 @@ def backing_reads(trace, until):
     return reads, distinct
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--overlay", required=True)
-    p.add_argument("--kernel", required=True)
-    p.add_argument("--initrd", required=True)
-    p.add_argument("--append", required=True)
-    p.add_argument("--proxy-control", type=int, action="append", default=[])
-    p.add_argument("--timeout", type=float, default=300)
-    p.add_argument("--trace")
-    p.add_argument("--console")
-    p.add_argument("--mem", default="512")
-    a = p.parse_args()
-
+def boot(overlay, kernel, initrd, append, proxy_control=(), timeout=300.0, trace=None,
+         console=None, mem="512"):
+    """One boot; returns the result described above ("seconds" is None, with
+    "error", when no marker came). QEMU is stopped however this returns."""
     tmp = tempfile.mkdtemp(prefix="vmifs-boot-")
     qmp_path = os.path.join(tmp, "qmp.sock")
     cmd = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", a.mem, "-nodefaults", "-no-user-config",
+        "qemu-system-x86_64", "-accel", "tcg", "-m", str(mem), "-nodefaults", "-no-user-config",
         "-display", "none", "-no-reboot", "-nic", "none",
         "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
-        "-kernel", a.kernel, "-initrd", a.initrd, "-append", a.append,
-        "-drive", f"file={a.overlay},if=virtio,format=qcow2",
+        "-kernel", kernel, "-initrd", initrd, "-append", append,
+        "-drive", f"file={overlay},if=virtio,format=qcow2",
         "-qmp", f"unix:{qmp_path},server=on,wait=off",
     ]
-    if a.trace:
+    if trace:
         cmd += ["-msg", "timestamp=on", "-trace", "enable=blk_co_preadv", "-trace",
-                "enable=bdrv_co_preadv_part", "-D", a.trace]
+                "enable=bdrv_co_preadv_part", "-D", trace]
     result = {"seconds": None}
-    console = open(a.console or os.devnull, "w")
-    start_stats = [proxy_stats(port) for port in a.proxy_control]
-    t0 = time.monotonic()
-    result["start_unix"] = time.time()
-    qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    console = open(console or os.devnull, "w")
+    qemu = None
+    try:
+        start_stats = [proxy_stats(port) for port in proxy_control]
+        t0 = time.monotonic()
+        result["start_unix"] = time.time()
+        qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        _watch(qemu, result, console, proxy_control, t0, t0 + timeout, qmp_path, timeout)
+        result["proxies_end"] = [proxy_stats(port) for port in proxy_control]
+        result["proxies_start"] = start_stats
+
+        def down(stats):
+            return sum(s.get("down", 0) for s in stats)
+
+        base = down(start_stats)
+        if "proxies_marker" in result:
+            result["down_marker"] = down(result["proxies_marker"]) - base
+        result["down_end"] = down(result["proxies_end"]) - base
+        if trace and result["seconds"] is not None:
+            until = result["start_unix"] + result["seconds"]
+            reads, distinct = backing_reads(trace, until)
+            result["backing_marker"] = {"reads": len(reads), "bytes": sum(n for _, _, n in reads),
+                                        "distinct_bytes": distinct}
+            reads, distinct = backing_reads(trace, float("inf"))
+            result["backing_end"] = {"reads": len(reads), "bytes": sum(n for _, _, n in reads),
+                                     "distinct_bytes": distinct}
+    finally:
+        if qemu is not None and qemu.poll() is None:
+            qemu.kill()
+            qemu.wait()
+        console.close()
+        try:
+            os.unlink(qmp_path)
+        except OSError:
+            pass
+        try:
+            os.rmdir(tmp)
+        except OSError:
+            pass
+    return result
+
+
+def _watch(qemu, result, console, proxy_control, t0, deadline, qmp_path, timeout):
+    """Reads the console until the marker (or the deadline, or QEMU's exit),
+    then lets the guest power off; fills in `result`."""
     marker = threading.Event()
     marker_at = []
     tail = []
@@ -188,7 +219,6 @@ def main():
 
     reader = threading.Thread(target=read_console, daemon=True)
     reader.start()
-    deadline = t0 + a.timeout
     qmp = None
     try:
         qmp = Qmp(qmp_path, min(deadline, time.monotonic() + 30))
@@ -199,7 +229,7 @@ def main():
             break
     if marker.is_set():
         result["seconds"] = round(marker_at[0] - t0, 3)
-        result["proxies_marker"] = [proxy_stats(port) for port in a.proxy_control]
+        result["proxies_marker"] = [proxy_stats(port) for port in proxy_control]
         if qmp is not None:
             try:
                 result["guest"] = guest_stats(qmp)
@@ -210,9 +240,11 @@ def main():
         except subprocess.TimeoutExpired:
             result["note"] = "guest did not power off within 30 s of the marker"
     else:
-        result["error"] = ("no marker within %.0f s" % a.timeout) if qemu.poll() is None \
+        result["error"] = ("no marker within %.0f s" % timeout) if qemu.poll() is None \
             else f"QEMU exited ({qemu.returncode}) before the marker"
         result["console_tail"] = tail[-15:]
+    if qmp is not None:
+        qmp.sock.close()
     if qemu.poll() is None:
         qemu.kill()
         qemu.wait()
@@ -220,30 +252,22 @@ def main():
     if not result["qemu_stderr"]:
         del result["qemu_stderr"]
     reader.join(5)
-    result["proxies_end"] = [proxy_stats(port) for port in a.proxy_control]
-    result["proxies_start"] = start_stats
 
-    def down(stats):
-        return sum(s.get("down", 0) for s in stats)
 
-    base = down(start_stats)
-    if "proxies_marker" in result:
-        result["down_marker"] = down(result["proxies_marker"]) - base
-    result["down_end"] = down(result["proxies_end"]) - base
-    if a.trace and result["seconds"] is not None:
-        until = result["start_unix"] + result["seconds"]
-        reads, distinct = backing_reads(a.trace, until)
-        result["backing_marker"] = {"reads": len(reads), "bytes": sum(n for _, _, n in reads),
-                                    "distinct_bytes": distinct}
-        reads, distinct = backing_reads(a.trace, float("inf"))
-        result["backing_end"] = {"reads": len(reads), "bytes": sum(n for _, _, n in reads),
-                                 "distinct_bytes": distinct}
-    console.close()
-    try:
-        os.unlink(qmp_path)
-        os.rmdir(tmp)
-    except OSError:
-        pass
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--overlay", required=True)
+    p.add_argument("--kernel", required=True)
+    p.add_argument("--initrd", required=True)
+    p.add_argument("--append", required=True)
+    p.add_argument("--proxy-control", type=int, action="append", default=[])
+    p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--trace")
+    p.add_argument("--console")
+    p.add_argument("--mem", default="512")
+    a = p.parse_args()
+    result = boot(a.overlay, a.kernel, a.initrd, a.append, a.proxy_control, a.timeout, a.trace,
+                  a.console, a.mem)
     print(json.dumps(result))
     sys.exit(0 if result["seconds"] is not None else 1)
 
