@@ -12,16 +12,14 @@
 //! `/tmp/vmifs-boot-tests/`; the [`Daemon`] guard always unmounts and kills the
 //! daemon by PID, and the [`Boot`] guard kills QEMU's process group.
 
-mod common;
-
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Cluster;
-use common::mount::{Daemon, status};
+use crate::harness::Cluster;
+use crate::harness::mount::{Daemon, status};
 
 const CHUNK: u64 = 256 * 1024;
 const MNT_ROOT: &str = "/tmp/vmifs-boot-tests";
@@ -87,7 +85,7 @@ fn unquote(v: &str) -> String {
 }
 
 fn mountpoint(test: &str) -> PathBuf {
-    common::mount::mountpoint(MNT_ROOT, test)
+    crate::harness::mount::mountpoint(MNT_ROOT, test)
 }
 
 /// `scripts/boot.sh` with its QEMU, in a process group of their own; dropping it

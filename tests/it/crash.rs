@@ -5,8 +5,6 @@
 //! Mount points live under `/tmp/vmifs-crash-tests/`; the [`Daemon`] guard
 //! always detaches them and kills its daemon, also when a test fails.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Arc;
@@ -14,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::mount::{Daemon, image_stat, is_mounted, mountpoint, signal, status};
-use common::{Cluster, distinct_chunks, first_difference, write_image};
+use crate::harness::mount::{Daemon, image_stat, is_mounted, mountpoint, signal, status};
+use crate::harness::{Cluster, distinct_chunks, first_difference, write_image};
 
 const SUITE: &str = "/tmp/vmifs-crash-tests";
 const CHUNK: u64 = 256 * 1024;
@@ -30,7 +28,7 @@ fn wait(child: &mut Child, secs: u64) -> std::process::ExitStatus {
             return st;
         }
         if Instant::now() > deadline {
-            common::kill(child);
+            crate::harness::kill(child);
             panic!("process {} still running after {secs} s", child.id());
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -163,11 +161,11 @@ impl LsWatcher {
         let thread = std::thread::spawn(move || {
             let (mut polls, mut seen) = (0, 0);
             while !s.load(Relaxed) {
-                let o = std::process::Command::new(common::BIN)
+                let o = std::process::Command::new(crate::harness::BIN)
                     .arg("ls")
                     .env("VMIFS_CONFIG", &config)
-                    .env("AWS_ACCESS_KEY_ID", common::S3_KEY)
-                    .env("AWS_SECRET_ACCESS_KEY", common::S3_SECRET)
+                    .env("AWS_ACCESS_KEY_ID", crate::harness::S3_KEY)
+                    .env("AWS_SECRET_ACCESS_KEY", crate::harness::S3_SECRET)
                     .output()
                     .unwrap();
                 assert!(
@@ -232,7 +230,7 @@ fn a_push_killed_midway_publishes_nothing_and_a_rerun_completes() {
         push.try_wait().unwrap().is_none(),
         "the push finished before it could be killed"
     );
-    common::kill(&mut push);
+    crate::harness::kill(&mut push);
     let (polls, seen) = watcher.finish();
     assert!(polls > 0);
     assert_eq!(seen, 0, "`ls` listed the image during the push");
@@ -385,7 +383,7 @@ fn a_killed_push_leaves_a_lock_that_expires() {
         c.servers.iter().all(|s| s.shard_files().len() >= 50)
     });
     assert!(push.try_wait().unwrap().is_none(), "push ended too soon");
-    common::kill(&mut push);
+    crate::harness::kill(&mut push);
     let killed = Instant::now();
     for s in &c.servers {
         assert_eq!(s.files("locks").len(), 1, "no lock left on {}", s.name);
@@ -444,7 +442,7 @@ fn a_killed_gc_leaves_a_lock_that_expires() {
     let mut gc = c.spawn(&["gc"], "gc");
     wait_until(120, "gc to delete", || total_shards(&c) + 200 < before);
     assert!(gc.try_wait().unwrap().is_none(), "gc ended too soon");
-    common::kill(&mut gc);
+    crate::harness::kill(&mut gc);
     let killed = Instant::now();
     assert!(total_shards(&c) > 0, "gc ended too soon");
 

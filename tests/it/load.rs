@@ -17,8 +17,6 @@
 //! `VMIFS_LOAD_SECS` sets the duration (default 60, at least 10), after a
 //! quarter of it without faults for comparison. The figures are printed.
 
-mod common;
-
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -26,8 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::mount::{Daemon, mountpoint, status};
-use common::{Cluster, write_image_seeded};
+use crate::harness::mount::{Daemon, mountpoint, status};
+use crate::harness::{Cluster, write_image_seeded};
 
 const SUITE: &str = "/tmp/vmifs-load-tests";
 const CHUNK: u64 = 256 * 1024;
