@@ -203,7 +203,7 @@ fn a_stopped_store_does_not_stall_reads() {
     let (c, img) = setup(64, "");
     let mnt = mountpoint("sigstop");
     let d = Daemon::start(&c, &mnt);
-    let pid = c.servers[0].child.as_ref().unwrap().id();
+    let pid = c.servers[0].pid();
     signal(pid, libc::SIGSTOP);
     let _resume = Resume(pid);
     let t = Instant::now();

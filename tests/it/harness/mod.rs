@@ -1,66 +1,56 @@
-//! Shared harness for the integration tests: real `vmifs serve` stores and a real
-//! S3-compatible server (`s3s-fs`) on loopback, a config pointing at them, and a
-//! guard that kills every process it started, also when a test fails.
+//! The one harness of the integration tests: real `vmifs serve` stores and a
+//! real S3-compatible server (`s3s-fs`) on loopback, a config pointing at them
+//! ([`Cluster`]), and the `vmifs` command run against it. Beside it:
+//! [`process`] (free ports, the guard that kills every process a test starts,
+//! also when it fails), [`image`] (test images and file comparisons) and
+//! [`mount`] (a running mount daemon, always unmounted).
 
 #![allow(dead_code)]
 
+pub mod image;
 pub mod mount;
+pub mod process;
 
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+
+pub use image::{
+    distinct_chunks, files_under, first_difference, image_mib, same_file, write_image,
+    write_image_seeded,
+};
+pub use process::{ChildGuard, free_port};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_vmifs");
 pub const S3_KEY: &str = "vmifs-test-key";
 pub const S3_SECRET: &str = "vmifs-test-secret-0123456789";
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-/// Kill a child by PID and reap it, waiting at most a few seconds.
-pub fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
+/// The `s3s-fs` binary: on `PATH`, or where `cargo install` (and
+/// `scripts/s3-server.sh`) puts it.
 pub fn s3s_fs() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("s3s-fs"));
+    let in_cargo = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_default();
-    let candidates = [
-        home.join(".cargo/bin/s3s-fs"),
-        PathBuf::from("/usr/local/bin/s3s-fs"),
-    ];
-    if let Some(p) = candidates.into_iter().find(|p| p.exists()) {
-        return Some(p);
-    }
-    Command::new("s3s-fs")
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|_| PathBuf::from("s3s-fs"))
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|d| d.join("bin").join("s3s-fs"));
+    on_path
+        .chain(in_cargo)
+        .chain([PathBuf::from("/usr/local/bin/s3s-fs")])
+        .find(|p| p.is_file())
+}
+
+/// `vmifs ARGS` with the config file `config` and the S3 test credentials.
+pub fn vmifs_command(config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("VMIFS_CONFIG", config)
+        .env("AWS_ACCESS_KEY_ID", S3_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+        .env_remove("VMIFS_LOG")
+        .stdin(Stdio::null());
+    cmd
 }
 
 /// One store process.
@@ -70,7 +60,7 @@ pub struct Server {
     pub port: u16,
     pub root: PathBuf,
     pub kind: Kind,
-    pub child: Option<Child>,
+    pub child: Option<ChildGuard>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,38 +72,37 @@ pub enum Kind {
 impl Server {
     pub fn start(&mut self) {
         assert!(self.child.is_none());
-        let child = match self.kind {
-            Kind::Serve => Command::new(BIN)
-                .args(["serve", "--no-fsync", "--listen"])
-                .arg(format!("127.0.0.1:{}", self.port))
-                .arg("--root")
-                .arg(&self.root)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+        let mut cmd = match self.kind {
+            Kind::Serve => {
+                let mut cmd = Command::new(BIN);
+                cmd.args(["serve", "--no-fsync", "--listen"])
+                    .arg(format!("127.0.0.1:{}", self.port))
+                    .arg("--root")
+                    .arg(&self.root);
+                cmd
+            }
             Kind::S3 => {
                 let bin = s3s_fs().expect("s3s-fs is not installed: run scripts/s3-server.sh");
                 std::fs::create_dir_all(self.root.join("vmi")).unwrap();
-                Command::new(bin)
-                    .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+                let mut cmd = Command::new(bin);
+                cmd.args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
                     .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
-                    .arg(&self.root)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
+                    .arg(&self.root);
+                cmd
             }
         };
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let what = format!("store {}", self.name);
+        let mut child = ChildGuard::spawn(&mut cmd, &what);
+        child.wait_for_port(self.port);
         self.child = Some(child);
-        wait_port(self.port);
     }
 
     /// kill -9 (if running) and reap.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&mut c);
-        }
+        drop(self.child.take());
     }
 
     /// kill -9, then start again on the same port and root.
@@ -145,19 +134,10 @@ impl Server {
     /// (`shards`, `manifests`, `tags`, `locks`).
     pub fn files(&self, dir: &str) -> Vec<PathBuf> {
         let needle = format!("/{dir}/");
-        let mut out = Vec::new();
-        let mut stack = vec![self.root.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.to_string_lossy().contains(&needle) {
-                    out.push(p);
-                }
-            }
-        }
-        out
+        files_under(&self.root)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(&needle))
+            .collect()
     }
 }
 
@@ -227,14 +207,7 @@ impl Cluster {
 
     /// `vmifs ARGS` with this cluster's config and the S3 test credentials.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env("VMIFS_CONFIG", &self.config)
-            .env("AWS_ACCESS_KEY_ID", S3_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-            .env_remove("VMIFS_LOG")
-            .stdin(Stdio::null());
-        cmd
+        vmifs_command(&self.config, args)
     }
 
     /// Write an image of `mib` MiB (`img.raw`) and push it as `deb:12`.
@@ -272,12 +245,11 @@ impl Cluster {
 
     /// Start `vmifs ARGS` in the background, stdout and stderr to files in the
     /// cluster's directory (`<log>.out`, `<log>.err`).
-    pub fn spawn(&self, args: &[&str], log: &str) -> Child {
-        self.command(args)
-            .stdout(std::fs::File::create(self.path(&format!("{log}.out"))).unwrap())
-            .stderr(std::fs::File::create(self.path(&format!("{log}.err"))).unwrap())
-            .spawn()
-            .unwrap()
+    pub fn spawn(&self, args: &[&str], log: &str) -> ChildGuard {
+        let mut cmd = self.command(args);
+        cmd.stdout(std::fs::File::create(self.path(&format!("{log}.out"))).unwrap())
+            .stderr(std::fs::File::create(self.path(&format!("{log}.err"))).unwrap());
+        ChildGuard::spawn(&mut cmd, &format!("vmifs {}", args.join(" ")))
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
@@ -289,124 +261,4 @@ impl Cluster {
         );
         String::from_utf8(o.stdout).unwrap()
     }
-}
-
-/// Write an image of `mib` MiB made of random, repeated and all-zero regions.
-/// The same size always gives the same bytes, and a smaller image is a prefix
-/// of a bigger one (up to its last few bytes).
-pub fn write_image(path: &Path, mib: usize) {
-    write_image_seeded(path, mib, 0x2545f4914f6cdd1d);
-}
-
-/// [`write_image`] with its random regions drawn from `seed` (non-zero):
-/// different seeds give images that share only their all-zero chunks.
-pub fn write_image_seeded(path: &Path, mib: usize, seed: u64) {
-    assert_ne!(seed, 0);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = seed;
-    let mut block = vec![0u8; 1 << 20];
-    let mut first = Vec::new();
-    for i in 0..mib {
-        match i % 8 {
-            2 | 3 => block.fill(0),
-            5 if !first.is_empty() => block.copy_from_slice(&first),
-            _ => {
-                for b in block.iter_mut() {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    *b = (x >> 24) as u8;
-                }
-                if first.is_empty() {
-                    first = block.clone();
-                }
-            }
-        }
-        // A few scattered non-zero bytes in otherwise zero blocks.
-        if i % 8 == 3 {
-            block[4097] = 1;
-        }
-        f.write_all(&block).unwrap();
-    }
-    // A tail that is not a multiple of the chunk size.
-    f.write_all(b"tail bytes").unwrap();
-    f.flush().unwrap();
-}
-
-/// Compare two files block by block.
-pub fn same_file(a: &Path, b: &Path) -> bool {
-    use std::io::Read;
-    let (mut fa, mut fb) = (
-        std::fs::File::open(a).unwrap(),
-        std::fs::File::open(b).unwrap(),
-    );
-    if fa.metadata().unwrap().len() != fb.metadata().unwrap().len() {
-        return false;
-    }
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    loop {
-        let n = fa.read(&mut ba).unwrap();
-        if n == 0 {
-            return true;
-        }
-        fb.read_exact(&mut bb[..n]).unwrap();
-        if ba[..n] != bb[..n] {
-            return false;
-        }
-    }
-}
-
-pub fn image_mib() -> usize {
-    std::env::var("VMIFS_TEST_IMAGE_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024)
-}
-
-/// Compare `a` (read first) with `b` block by block: `Ok(None)` when identical,
-/// `Ok(Some(offset))` at the first differing block (or where one ends early),
-/// `Err` when reading fails.
-pub fn first_difference(a: &Path, b: &Path) -> std::io::Result<Option<u64>> {
-    use std::io::Read;
-    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    let mut pos = 0u64;
-    loop {
-        let n = fa.read(&mut ba)?;
-        if n == 0 {
-            return Ok((fb.read(&mut bb[..1])? != 0).then_some(pos));
-        }
-        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
-            return Ok(Some(pos));
-        }
-        pos += n as u64;
-    }
-}
-
-/// Distinct non-zero chunks of a file cut into `chunk` bytes: what a full read
-/// has to fetch once.
-pub fn distinct_chunks(path: &Path, chunk: u64) -> u64 {
-    let data = std::fs::read(path).unwrap();
-    let mut seen = std::collections::HashSet::new();
-    data.chunks(chunk as usize)
-        .filter(|c| c.iter().any(|&b| b != 0))
-        .filter(|c| seen.insert(vmifs::core::id::ChunkId::of(c)))
-        .count() as u64
-}
-
-/// Every file below `dir`.
-pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
