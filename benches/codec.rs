@@ -10,15 +10,7 @@ use vmifs::core::erasure::{Codec, open_shard, shard_payload};
 use vmifs::core::id::ChunkId;
 
 fn data(len: usize) -> Vec<u8> {
-    let mut x = 0x9e3779b97f4a7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    vmifs::core::sample::random(len, 1)
 }
 
 fn publish(c: &mut Criterion) {

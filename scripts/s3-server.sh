@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the S3-compatible test server `s3s-fs` is installed. The S3 tests in
-# tests/store_conformance.rs start (and stop) it themselves on a free loopback
+# tests/it/store_conformance.rs start (and stop) it themselves on a free loopback
 # port, with their own credentials and a temporary root, so installing it is
 # all CI needs. Without it those tests fail unless VMIFS_SKIP_S3=1.
 set -euo pipefail

@@ -23,7 +23,7 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 scripts/s3-server.sh
-# The small guest tests/boot.rs boots from the mount (cached in ~/.cache/vmifs/guest).
+# The small guest tests/it/boot.rs boots from the mount (cached in ~/.cache/vmifs/guest).
 if [ "${VMIFS_SKIP_BOOT:-}" != 1 ]; then scripts/guest.sh small >/dev/null; fi
 
 echo "== cargo fmt --check"
@@ -31,6 +31,8 @@ cargo fmt --check
 cargo fmt --check --manifest-path fuzz/Cargo.toml
 echo "== cargo clippy"
 cargo clippy --release --all-targets --quiet -- -D warnings
+echo "== cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --release --quiet
 echo "== tests"
 # Stale FUSE mounts of a killed earlier run would fail the mount tests.
 grep -o ' [^ ]*vmifs[^ ]* fuse' /proc/mounts 2>/dev/null | awk '{print $1}' | xargs -r -n1 umount -l 2>/dev/null || true
@@ -42,7 +44,7 @@ if command -v garage >/dev/null || [ -x "$HOME/.cargo/bin/garage" ]; then
   gdir="$(mktemp -d "${TMPDIR:-/tmp}/vmifs-garage.XXXXXX")"
   trap 'scripts/garage.sh stop "$gdir" >/dev/null 2>&1 || true; rm -rf "$gdir"' EXIT
   eval "$(scripts/garage.sh "$gdir")"
-  cargo test --release --test store_conformance garage 2>&1 | tee -a "${TMPDIR:-/tmp}/vmifs-test.log"
+  cargo test --release --test it store_conformance::s3_store_against_garage 2>&1 | tee -a "${TMPDIR:-/tmp}/vmifs-test.log"
   scripts/garage.sh stop "$gdir" >/dev/null 2>&1 || true
 fi
 if command -v systemd-analyze >/dev/null; then
@@ -59,5 +61,5 @@ fi
 scripts/fuzz.sh "${VMIFS_FUZZ_SECONDS:-5}"
 echo "== benchmarks (test mode)"
 cargo bench --bench codec --quiet -- --test
-summary=$(grep -E '^test result:' "${TMPDIR:-/tmp}/vmifs-test.log" | awk '{p+=$4; f+=$6; i+=$8} END {print p" passed, "f" failed, "i" skipped"}')
+summary=$(grep -E '^test result:' "${TMPDIR:-/tmp}/vmifs-test.log" | awk '{p+=$4; f+=$6; i+=$8} END {print p" passed, "f" failed, "i" ignored"}')
 echo "$summary"

@@ -1,6 +1,7 @@
 //! The pure core: identifiers, chunks, the manifest and tag records, the
 //! erasure code, placement, the key layout of a store, image formats, boot
-//! profiles, catalog search and signatures.
+//! profiles, catalog search and signatures; and the deterministic sample data
+//! ([`sample`]) the tests, fuzz targets and benchmarks share.
 //!
 //! Nothing here touches tokio, the disk or the network; every function is
 //! tested with tables, and every on-disk format has golden values.
@@ -16,6 +17,7 @@ pub mod layout;
 pub mod manifest;
 pub mod placement;
 pub mod profile;
+pub mod sample;
 pub mod secret;
 pub mod sign;
 pub mod tag;

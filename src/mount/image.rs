@@ -298,17 +298,10 @@ mod tests {
 
     async fn fixture_ra(size: usize, chunk_size: u64, readahead: usize) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let mut data = vec![0u8; size];
-        let mut x = 0x9e3779b97f4a7c15u64;
-        for (i, b) in data.iter_mut().enumerate() {
-            // Chunk 1 stays all zero.
-            if (i as u64) / chunk_size != 1 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-        }
+        let mut data = crate::core::sample::random(size, 1);
+        // Chunk 1 is all zero.
+        let cs = chunk_size as usize;
+        data[cs.min(size)..(2 * cs).min(size)].fill(0);
         let file = dir.path().join("img.raw");
         std::fs::write(&file, &data).unwrap();
         let stores: Vec<Arc<MemoryStore>> = (0..3)

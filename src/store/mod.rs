@@ -6,7 +6,7 @@
 //! (retry, time-outs, concurrency limits, fault injection) is added by wrappers
 //! that implement the same trait over an inner store and forward every method.
 //! Every implementation and wrapper passes the same conformance suite
-//! (`tests/store_conformance.rs`).
+//! ([`conformance`], run on each of them by the integration tests).
 //!
 //! Errors carry an [`ErrorKind`]: `NotFound`, `Temporary` (retrying may help) or
 //! `Permanent`. Only `store` modules talk HTTP or S3.
@@ -21,6 +21,7 @@ use bytes::Bytes;
 
 pub use crate::error::{ErrorKind, StoreError};
 
+pub mod conformance;
 pub mod fault;
 pub mod file;
 pub mod http;

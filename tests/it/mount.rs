@@ -5,22 +5,20 @@
 //! [`Daemon`] guard always detaches the mount (`umount -l`) and kills the daemon
 //! by PID, also when a test fails. Stores listen on 127.0.0.1 only.
 
-mod common;
-
 use std::fs::File;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::mount::{Daemon, Tmpfs, image_stat, is_mounted, signal, status};
-use common::{Cluster, same_file};
+use crate::harness::mount::{Daemon, Tmpfs, image_stat, is_mounted, signal, status};
+use crate::harness::{Cluster, same_file};
 
 const CHUNK: u64 = 256 * 1024;
 const MNT_ROOT: &str = "/tmp/vmifs-mount-tests";
 
 fn mountpoint(test: &str) -> PathBuf {
-    common::mount::mountpoint(MNT_ROOT, test)
+    crate::harness::mount::mountpoint(MNT_ROOT, test)
 }
 
 /// A 3-store cluster (code 2+1, 256 KiB chunks) holding `deb:12`, an image of
@@ -205,7 +203,7 @@ fn a_stopped_store_does_not_stall_reads() {
     let (c, img) = setup(64, "");
     let mnt = mountpoint("sigstop");
     let d = Daemon::start(&c, &mnt);
-    let pid = c.servers[0].child.as_ref().unwrap().id();
+    let pid = c.servers[0].pid();
     signal(pid, libc::SIGSTOP);
     let _resume = Resume(pid);
     let t = Instant::now();
@@ -270,7 +268,7 @@ fn a_restarted_daemon_reuses_its_cache() {
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
-    common::files_under(dir)
+    crate::harness::files_under(dir)
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
@@ -365,7 +363,7 @@ fn an_open_file_keeps_its_version_when_the_tag_moves() {
 #[test]
 fn federation_image_reads_cold_with_a_store_killed_and_warm() {
     let mut c = Cluster::start(3, 1, 4, 2, CHUNK);
-    let mib = common::image_mib();
+    let mib = crate::harness::image_mib();
     c.edit_config(
         "max_size = \"1GiB\"",
         &format!("max_size = \"{}MiB\"", mib * 2),
@@ -509,7 +507,7 @@ fn a_boot_profile_is_recorded_published_and_prefetched_on_open() {
 
     // Garbage where the profile was, on every store: reads are unaffected.
     for s in &c.servers {
-        for p in common::files_under(&s.root)
+        for p in crate::harness::files_under(&s.root)
             .into_iter()
             .filter(|p| p.to_string_lossy().contains("profiles"))
         {

@@ -3,12 +3,10 @@
 //! and the mount's files are readable only as configured. Real binary, real
 //! stores, real FUSE mounts (under their own directory, always unmounted).
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use common::mount::{Daemon, Tmpfs, mountpoint};
-use common::{Cluster, same_file, write_image};
+use crate::harness::mount::{Daemon, Tmpfs, mountpoint};
+use crate::harness::{Cluster, same_file, write_image};
 
 const MNT_ROOT: &str = "/tmp/vmifs-hardening-tests";
 const PASSWORD: &str = "pw-d0-not-leak-7c1e";
@@ -48,13 +46,13 @@ fn with_credentials(c: &Cluster, wrong: bool) {
     let secret = if wrong {
         S3_SECRET_MARK.to_string()
     } else {
-        common::S3_SECRET.to_string()
+        crate::harness::S3_SECRET.to_string()
     };
     text = text.replace(
         "url = \"s3://vmi/images\"",
         &format!(
             "url = \"s3://vmi/images\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{secret}\"",
-            common::S3_KEY
+            crate::harness::S3_KEY
         ),
     );
     std::fs::write(&c.config, text).unwrap();

@@ -4,7 +4,7 @@ use vmifs::core::manifest::Manifest;
 
 #[test]
 fn manifest_v1_fixture_loads() {
-    let bytes = include_bytes!("fixtures/manifest-v1.json");
+    let bytes = include_bytes!("../fixtures/manifest-v1.json");
     let m = Manifest::from_bytes(bytes).expect("v1 manifest loads");
     assert_eq!(m.version, 1);
     assert_eq!(m.name.as_str(), "debian");

@@ -23,24 +23,9 @@ fn stores(n: usize) -> (Vec<Arc<MemoryStore>>, Repo) {
     (mem, Repo::from_stores(dyns))
 }
 
-/// Random, repeated and zero regions.
+/// Random, repeated and zero regions, one region per 4 KiB chunk.
 fn image(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    let q = len / 4;
-    if q > 0 {
-        v[q..2 * q].fill(0);
-        let (a, b) = v.split_at_mut(3 * q);
-        b[..q].copy_from_slice(&a[..q]);
-    }
-    v
+    vmifs::core::sample::image(len, 4096, seed)
 }
 
 async fn push_bytes(

@@ -1,10 +1,8 @@
 //! Bad input: one clear error line, a non-zero exit, and nothing written.
 
-mod common;
-
 use std::process::Command;
 
-use common::BIN;
+use crate::harness::BIN;
 
 fn run(args: &[&str], config: Option<&std::path::Path>) -> (bool, String) {
     let mut cmd = Command::new(BIN);

@@ -5,37 +5,19 @@
 //! Mount points live under `/tmp/vmifs-crash-tests/`; the [`Daemon`] guard
 //! always detaches them and kills its daemon, also when a test fails.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::mount::{Daemon, image_stat, is_mounted, mountpoint, signal, status};
-use common::{Cluster, distinct_chunks, first_difference, write_image};
+use crate::harness::mount::{Daemon, image_stat, is_mounted, mountpoint, signal, status};
+use crate::harness::{Cluster, distinct_chunks, first_difference, vmifs_command, write_image};
 
 const SUITE: &str = "/tmp/vmifs-crash-tests";
 const CHUNK: u64 = 256 * 1024;
 /// Big enough that a push or a cold read is well under way when it is killed.
 const MIB: usize = 256;
-
-/// Wait for `child` to exit (at most `secs`); its exit status.
-fn wait(child: &mut Child, secs: u64) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if Instant::now() > deadline {
-            common::kill(child);
-            panic!("process {} still running after {secs} s", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Poll until `cond` holds (at most `secs`), panicking with `what` otherwise.
 fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
@@ -163,13 +145,7 @@ impl LsWatcher {
         let thread = std::thread::spawn(move || {
             let (mut polls, mut seen) = (0, 0);
             while !s.load(Relaxed) {
-                let o = std::process::Command::new(common::BIN)
-                    .arg("ls")
-                    .env("VMIFS_CONFIG", &config)
-                    .env("AWS_ACCESS_KEY_ID", common::S3_KEY)
-                    .env("AWS_SECRET_ACCESS_KEY", common::S3_SECRET)
-                    .output()
-                    .unwrap();
+                let o = vmifs_command(&config, &["ls"]).output().unwrap();
                 assert!(
                     o.status.success(),
                     "ls failed: {}",
@@ -229,10 +205,10 @@ fn a_push_killed_midway_publishes_nothing_and_a_rerun_completes() {
         total_shards(&c) as u64 * 10 >= shards * 7
     });
     assert!(
-        push.try_wait().unwrap().is_none(),
+        push.try_wait().is_none(),
         "the push finished before it could be killed"
     );
-    common::kill(&mut push);
+    push.kill();
     let (polls, seen) = watcher.finish();
     assert!(polls > 0);
     assert_eq!(seen, 0, "`ls` listed the image during the push");
@@ -261,7 +237,7 @@ fn a_push_killed_midway_publishes_nothing_and_a_rerun_completes() {
 
     // The same push again: it completes and reuses the shards already stored.
     let mut push = c.spawn(&args, "push-2");
-    let st = wait(&mut push, 600);
+    let st = push.wait_for_exit(600);
     let log = std::fs::read_to_string(c.path("push-2.err")).unwrap();
     assert!(st.success(), "push failed: {log}");
     let reused = reused_chunks(&c, "push-2");
@@ -308,7 +284,7 @@ fn gc_during_a_push_removes_nothing_it_needs() {
         "push",
     );
     let (mut refused, mut swept) = (0u64, 0u64);
-    while push.try_wait().unwrap().is_none() {
+    while push.try_wait().is_none() {
         let o = c.vmifs(&["gc"]);
         let err = String::from_utf8_lossy(&o.stderr);
         if o.status.success() {
@@ -319,7 +295,7 @@ fn gc_during_a_push_removes_nothing_it_needs() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let st = wait(&mut push, 1);
+    let st = push.wait_for_exit(1);
     let log = std::fs::read_to_string(c.path("push.err")).unwrap();
     assert!(st.success(), "push failed: {log}");
     assert!(
@@ -384,8 +360,8 @@ fn a_killed_push_leaves_a_lock_that_expires() {
     wait_until(120, "shards on every store", || {
         c.servers.iter().all(|s| s.shard_files().len() >= 50)
     });
-    assert!(push.try_wait().unwrap().is_none(), "push ended too soon");
-    common::kill(&mut push);
+    assert!(push.try_wait().is_none(), "push ended too soon");
+    push.kill();
     let killed = Instant::now();
     for s in &c.servers {
         assert_eq!(s.files("locks").len(), 1, "no lock left on {}", s.name);
@@ -396,12 +372,12 @@ fn a_killed_push_leaves_a_lock_that_expires() {
 
     let mut push = c.spawn(&args, "push-2");
     let mut refused = 0;
-    while push.try_wait().unwrap().is_none() {
+    while push.try_wait().is_none() {
         assert!(!try_gc(&c), "gc ran while a push was running");
         refused += 1;
         std::thread::sleep(Duration::from_millis(200));
     }
-    let st = wait(&mut push, 1);
+    let st = push.wait_for_exit(1);
     let log = std::fs::read_to_string(c.path("push-2.err")).unwrap();
     assert!(st.success(), "push failed: {log}");
     let out = c.path("out.raw");
@@ -443,8 +419,8 @@ fn a_killed_gc_leaves_a_lock_that_expires() {
     let before = total_shards(&c);
     let mut gc = c.spawn(&["gc"], "gc");
     wait_until(120, "gc to delete", || total_shards(&c) + 200 < before);
-    assert!(gc.try_wait().unwrap().is_none(), "gc ended too soon");
-    common::kill(&mut gc);
+    assert!(gc.try_wait().is_none(), "gc ended too soon");
+    gc.kill();
     let killed = Instant::now();
     assert!(total_shards(&c) > 0, "gc ended too soon");
 
@@ -454,7 +430,7 @@ fn a_killed_gc_leaves_a_lock_that_expires() {
         &["push", img.to_str().unwrap(), "--name", "new", "--tag", "1"],
         "push",
     );
-    let st = wait(&mut push, 300);
+    let st = push.wait_for_exit(300);
     let waited = killed.elapsed();
     let log = std::fs::read_to_string(c.path("push.err")).unwrap();
     assert!(st.success(), "push failed: {log}");

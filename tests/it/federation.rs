@@ -2,15 +2,13 @@
 //! stores and one S3-compatible server, k=4, m=2, with stores stopped and
 //! shards corrupted on disk.
 
-mod common;
-
-use common::{Cluster, same_file, write_image};
+use crate::harness::{Cluster, same_file, write_image};
 
 #[test]
 fn push_get_survives_a_stopped_and_a_corrupt_store() {
     let mut c = Cluster::start(3, 1, 4, 2, 256 * 1024);
     let img = c.path("disk.raw");
-    write_image(&img, common::image_mib());
+    write_image(&img, crate::harness::image_mib());
 
     let id = c.ok(&[
         "push",

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
+use crate::harness::ChildGuard;
 use vmifs::serve::{self, ServeOptions};
 use vmifs::store::http::HttpStore;
 use vmifs::store::{ErrorKind, Store, StoreExt};
@@ -144,9 +145,7 @@ async fn raw(addr: SocketAddr, method: &str, target: &str, headers: &[&str], bod
 }
 
 fn pattern(len: usize, seed: u8) -> Bytes {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    vmifs::core::sample::random(len, u64::from(seed)).into()
 }
 
 // ---- tests against the in-process server ----
@@ -980,46 +979,31 @@ async fn client_maps_statuses_to_error_kinds() {
     );
 
     // Nobody listening: temporary.
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let st = HttpStore::new("down", &format!("http://{free}")).unwrap();
+    let free = crate::harness::free_port();
+    let st = HttpStore::new("down", &format!("http://127.0.0.1:{free}")).unwrap();
     let e = st.get("x").await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Temporary, "{e}");
 }
 
 // ---- the real binary ----
 
-/// Kills the child on drop (a failing test must not leak a server).
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_serves_and_stops_on_sigterm() {
     let root = tempfile::tempdir().unwrap();
     let logdir = tempfile::tempdir().unwrap();
     let log = logdir.path().join("access.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_vmifs"))
-        .args(["serve", "--root"])
+    let mut cmd = Command::new(crate::harness::BIN);
+    cmd.args(["serve", "--root"])
         .arg(root.path())
         .args(["--listen", "127.0.0.1:0", "--access-log"])
         .arg(&log)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut guard = ChildGuard(child);
+        .stderr(Stdio::piped());
+    let mut guard = ChildGuard::spawn(&mut cmd, "vmifs serve");
 
     // Wait for "listening on ADDR" on stderr.
-    let stderr = guard.0.stderr.take().unwrap();
+    let stderr = guard.take_stderr().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -1066,13 +1050,13 @@ async fn binary_serves_and_stops_on_sigterm() {
     drop(st); // close idle connections
 
     // SIGTERM: a graceful, successful exit, with the access log written.
-    let pid = guard.0.id() as libc::pid_t;
+    let pid = guard.id() as libc::pid_t;
     // SAFETY: sending a signal to our own child process.
     vmifs::sys::kill(pid, libc::SIGTERM).unwrap();
     let status = tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(s) = guard.0.try_wait().unwrap() {
+            if let Some(s) = guard.try_wait() {
                 return s;
             }
             assert!(

@@ -12,16 +12,14 @@
 //! `/tmp/vmifs-boot-tests/`; the [`Daemon`] guard always unmounts and kills the
 //! daemon by PID, and the [`Boot`] guard kills QEMU's process group.
 
-mod common;
-
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Cluster;
-use common::mount::{Daemon, status};
+use crate::harness::mount::{Daemon, status};
+use crate::harness::{ChildGuard, Cluster};
 
 const CHUNK: u64 = 256 * 1024;
 const MNT_ROOT: &str = "/tmp/vmifs-boot-tests";
@@ -87,13 +85,13 @@ fn unquote(v: &str) -> String {
 }
 
 fn mountpoint(test: &str) -> PathBuf {
-    common::mount::mountpoint(MNT_ROOT, test)
+    crate::harness::mount::mountpoint(MNT_ROOT, test)
 }
 
 /// `scripts/boot.sh` with its QEMU, in a process group of their own; dropping it
-/// kills the group.
+/// kills the group (through its [`ChildGuard`]).
 struct Boot {
-    child: Child,
+    child: ChildGuard,
     stdout: PathBuf,
     stderr: PathBuf,
 }
@@ -101,8 +99,8 @@ struct Boot {
 impl Boot {
     fn start(c: &Cluster, raw: &Path, guest: &[(String, String)], console: &Path) -> Boot {
         let (stdout, stderr) = (c.path("boot.out"), c.path("boot.err"));
-        let child = Command::new(scripts().join("boot.sh"))
-            .arg(raw)
+        let mut cmd = Command::new(scripts().join("boot.sh"));
+        cmd.arg(raw)
             .envs(guest.iter().map(|(k, v)| (k, v)))
             .env("BOOT_TIMEOUT", BOOT_TIMEOUT_S.to_string())
             .env("BOOT_MEM", "256")
@@ -111,9 +109,8 @@ impl Boot {
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).unwrap())
             .stderr(File::create(&stderr).unwrap())
-            .process_group(0)
-            .spawn()
-            .unwrap();
+            .process_group(0);
+        let child = ChildGuard::spawn_group(&mut cmd, "scripts/boot.sh");
         Boot {
             child,
             stdout,
@@ -122,32 +119,15 @@ impl Boot {
     }
 
     fn finished(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_some()
+        self.child.try_wait().is_some()
     }
 
     /// Waits for boot.sh (which bounds the boot itself); its exit status,
     /// stdout and stderr.
     fn wait(&mut self) -> (bool, String, String) {
-        let deadline = Instant::now() + Duration::from_secs(BOOT_TIMEOUT_S + 120);
-        let status = loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                break st;
-            }
-            assert!(Instant::now() < deadline, "scripts/boot.sh never exited");
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let status = self.child.wait_for_exit(BOOT_TIMEOUT_S + 120);
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         (status.success(), read(&self.stdout), read(&self.stderr))
-    }
-}
-
-impl Drop for Boot {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            // The whole process group this test created.
-            let _ = vmifs::sys::kill(-(self.child.id() as i32), libc::SIGKILL);
-            let _ = self.child.wait();
-        }
     }
 }
 

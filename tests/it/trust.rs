@@ -3,18 +3,16 @@
 //! shards) and an attacker with a key of their own. Whatever a store does, a
 //! trusting host serves the signed bytes or refuses with one clear error line.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::mount::{Daemon, mountpoint};
-use common::{Cluster, same_file, write_image};
+use crate::harness::mount::{Daemon, mountpoint};
+use crate::harness::{Cluster, same_file, write_image};
 
 const MNT_ROOT: &str = "/tmp/vmifs-trust-tests";
 
 /// Every file under `dir` whose path contains `part`.
 fn files(dir: &Path, part: &str) -> Vec<PathBuf> {
-    common::files_under(dir)
+    crate::harness::files_under(dir)
         .into_iter()
         .filter(|p| p.to_string_lossy().contains(part))
         .collect()

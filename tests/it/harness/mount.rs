@@ -3,10 +3,10 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{BIN, Cluster};
+use super::{ChildGuard, Cluster};
 
 pub fn is_mounted(p: &Path) -> bool {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -49,7 +49,7 @@ pub fn signal(pid: u32, sig: i32) {
 
 /// A running `vmifs mount`; dropping it always unmounts and kills it.
 pub struct Daemon {
-    child: Option<Child>,
+    child: Option<ChildGuard>,
     mnt: PathBuf,
     log: PathBuf,
 }
@@ -64,14 +64,8 @@ impl Daemon {
     pub fn start_with(c: &Cluster, mnt: &Path, set: &[(&str, &str)], remove: &[&str]) -> Daemon {
         let log = c.path(&format!("mount-{}.log", std::process::id()));
         let log = unique(log);
-        let mut cmd = Command::new(BIN);
-        cmd.arg("mount")
-            .arg(mnt)
-            .env("VMIFS_CONFIG", &c.config)
-            .env("VMIFS_LOG", "info")
-            .env("AWS_ACCESS_KEY_ID", super::S3_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", super::S3_SECRET)
-            .stdin(Stdio::null())
+        let mut cmd = c.command(&["mount", mnt.to_str().unwrap()]);
+        cmd.env("VMIFS_LOG", "info")
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap());
         for (k, v) in set {
@@ -80,7 +74,7 @@ impl Daemon {
         for k in remove {
             cmd.env_remove(k);
         }
-        let child = cmd.spawn().unwrap();
+        let child = ChildGuard::spawn(&mut cmd, "vmifs mount");
         let mut d = Daemon {
             child: Some(child),
             mnt: mnt.to_path_buf(),
@@ -88,7 +82,7 @@ impl Daemon {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(Some(st)) = d.child.as_mut().unwrap().try_wait() {
+            if let Some(st) = d.child.as_mut().unwrap().try_wait() {
                 panic!("vmifs mount exited ({st}): {}", d.log_text());
             }
             if is_mounted(mnt) && c.vmifs(&["status", "--json"]).status.success() {
@@ -115,16 +109,9 @@ impl Daemon {
     pub fn stop(&mut self) {
         let mut child = self.child.take().unwrap();
         signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("daemon did not stop on SIGTERM: {}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let Some(status) = child.wait_timeout(Duration::from_secs(20)) else {
+            drop(child);
+            panic!("daemon did not stop on SIGTERM: {}", self.log_text());
         };
         assert!(
             status.success(),
@@ -136,18 +123,14 @@ impl Daemon {
 
     /// kill -9: leaves a stale mount behind.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            super::kill(&mut c);
-        }
+        drop(self.child.take());
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         lazy_umount(&self.mnt);
-        if let Some(mut c) = self.child.take() {
-            super::kill(&mut c);
-        }
+        drop(self.child.take());
         lazy_umount(&self.mnt);
     }
 }

@@ -17,8 +17,6 @@
 //! `VMIFS_LOAD_SECS` sets the duration (default 60, at least 10), after a
 //! quarter of it without faults for comparison. The figures are printed.
 
-mod common;
-
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -26,8 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::mount::{Daemon, mountpoint, status};
-use common::{Cluster, write_image_seeded};
+use crate::harness::mount::{Daemon, mountpoint, status};
+use crate::harness::{Cluster, write_image_seeded};
+use vmifs::core::sample::Xorshift;
 
 const SUITE: &str = "/tmp/vmifs-load-tests";
 const CHUNK: u64 = 256 * 1024;
@@ -65,17 +64,6 @@ impl Tally {
     }
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// A 4 KiB-aligned buffer, as O_DIRECT wants.
 fn aligned() -> Vec<u8> {
     // Over-allocate and read into an aligned window of it.
@@ -105,22 +93,22 @@ fn reader(
     };
     let files: Vec<File> = mounted.iter().map(open).collect();
     let srcs: Vec<File> = sources.iter().map(|p| File::open(p).unwrap()).collect();
-    let mut rng = Rng(0x9e3779b97f4a7c15 ^ (id as u64 + 1).wrapping_mul(0x2545f4914f6cdd1d));
+    let mut rng = Xorshift::new(id as u64);
     let (mut buf, mut want) = (aligned(), vec![0u8; READ]);
     let mut t = Tally::default();
     while Instant::now() < until {
-        let img = (rng.next() % IMAGES as u64) as usize;
-        let r = rng.next();
+        let img = (rng.next_u64() % IMAGES as u64) as usize;
+        let r = rng.next_u64();
         let offset = if r % 4 == 0 {
             // Across a chunk boundary: 1..4095 bytes before it.
             t.crossing += 1;
-            let boundary = (1 + rng.next() % (size / CHUNK)) * CHUNK;
-            boundary - 1 - rng.next() % (READ as u64 - 1)
+            let boundary = (1 + rng.next_u64() % (size / CHUNK)) * CHUNK;
+            boundary - 1 - rng.next_u64() % (READ as u64 - 1)
         } else if direct {
             // O_DIRECT reads of whole pages.
-            (rng.next() % (size / READ as u64)) * READ as u64
+            (rng.next_u64() % (size / READ as u64)) * READ as u64
         } else {
-            rng.next() % size
+            rng.next_u64() % size
         };
         let want_len = (size - offset).min(READ as u64) as usize;
         srcs[img]

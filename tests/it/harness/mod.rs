@@ -1,0 +1,264 @@
+//! The one harness of the integration tests: real `vmifs serve` stores and a
+//! real S3-compatible server (`s3s-fs`) on loopback, a config pointing at them
+//! ([`Cluster`]), and the `vmifs` command run against it. Beside it:
+//! [`process`] (free ports, the guard that kills every process a test starts,
+//! also when it fails), [`image`] (test images and file comparisons) and
+//! [`mount`] (a running mount daemon, always unmounted).
+
+#![allow(dead_code)]
+
+pub mod image;
+pub mod mount;
+pub mod process;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub use image::{
+    distinct_chunks, files_under, first_difference, image_mib, same_file, write_image,
+    write_image_seeded,
+};
+pub use process::{ChildGuard, free_port};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vmifs");
+pub const S3_KEY: &str = "vmifs-test-key";
+pub const S3_SECRET: &str = "vmifs-test-secret-0123456789";
+
+/// The `s3s-fs` binary: on `PATH`, or where `cargo install` (and
+/// `scripts/s3-server.sh`) puts it.
+pub fn s3s_fs() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("s3s-fs"));
+    let in_cargo = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|d| d.join("bin").join("s3s-fs"));
+    on_path
+        .chain(in_cargo)
+        .chain([PathBuf::from("/usr/local/bin/s3s-fs")])
+        .find(|p| p.is_file())
+}
+
+/// `vmifs ARGS` with the config file `config` and the S3 test credentials.
+pub fn vmifs_command(config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("VMIFS_CONFIG", config)
+        .env("AWS_ACCESS_KEY_ID", S3_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+        .env_remove("VMIFS_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// One store process.
+#[derive(Debug)]
+pub struct Server {
+    pub name: String,
+    pub port: u16,
+    pub root: PathBuf,
+    pub kind: Kind,
+    pub child: Option<ChildGuard>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Serve,
+    S3,
+}
+
+impl Server {
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        let mut cmd = match self.kind {
+            Kind::Serve => {
+                let mut cmd = Command::new(BIN);
+                cmd.args(["serve", "--no-fsync", "--listen"])
+                    .arg(format!("127.0.0.1:{}", self.port))
+                    .arg("--root")
+                    .arg(&self.root);
+                cmd
+            }
+            Kind::S3 => {
+                let bin = s3s_fs().expect("s3s-fs is not installed: run scripts/s3-server.sh");
+                std::fs::create_dir_all(self.root.join("vmi")).unwrap();
+                let mut cmd = Command::new(bin);
+                cmd.args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+                    .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
+                    .arg(&self.root);
+                cmd
+            }
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let what = format!("store {}", self.name);
+        let mut child = ChildGuard::spawn(&mut cmd, &what);
+        child.wait_for_port(self.port);
+        self.child = Some(child);
+    }
+
+    /// kill -9 (if running) and reap.
+    pub fn stop(&mut self) {
+        drop(self.child.take());
+    }
+
+    /// kill -9, then start again on the same port and root.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("store is running").id()
+    }
+
+    /// SIGSTOP: the process keeps its port open but answers nothing.
+    pub fn pause(&self) {
+        mount::signal(self.pid(), libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Server::pause`].
+    pub fn resume(&self) {
+        mount::signal(self.pid(), libc::SIGCONT);
+    }
+
+    /// Every shard file this store holds on disk.
+    pub fn shard_files(&self) -> Vec<PathBuf> {
+        self.files("shards")
+    }
+
+    /// Every file this store holds on disk under the key prefix `dir/`
+    /// (`shards`, `manifests`, `tags`, `locks`).
+    pub fn files(&self, dir: &str) -> Vec<PathBuf> {
+        let needle = format!("/{dir}/");
+        files_under(&self.root)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(&needle))
+            .collect()
+    }
+}
+
+/// Stores plus a config file; dropping it stops every process.
+#[derive(Debug)]
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub servers: Vec<Server>,
+    pub config: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for s in &mut self.servers {
+            s.stop();
+        }
+    }
+}
+
+impl Cluster {
+    /// `serve` HTTP stores and `s3` S3 stores, code k+m, chunk size in bytes.
+    pub fn start(serve: usize, s3: usize, k: usize, m: usize, chunk: u64) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let server = |kind, name: String, dir_name: String| Server {
+            name,
+            port: free_port(),
+            root: dir.path().join(dir_name),
+            kind,
+            child: None,
+        };
+        let servers: Vec<Server> = (0..serve)
+            .map(|i| server(Kind::Serve, format!("http-{i}"), format!("store-{i}")))
+            .chain((0..s3).map(|i| server(Kind::S3, format!("s3-{i}"), format!("s3-{i}"))))
+            .collect();
+        let mut toml = format!(
+            "[erasure]\ndata = {k}\nparity = {m}\nchunk_size = {chunk}\n\n[cache]\ndir = \"{}\"\nmax_size = \"1GiB\"\n",
+            dir.path().join("cache").display()
+        );
+        for s in &servers {
+            match s.kind {
+                Kind::Serve => toml.push_str(&format!(
+                    "\n[[store]]\nname = \"{}\"\nurl = \"http://127.0.0.1:{}\"\ntimeout = \"3s\"\nretries = 1\n",
+                    s.name, s.port
+                )),
+                Kind::S3 => toml.push_str(&format!(
+                    "\n[[store]]\nname = \"{}\"\nurl = \"s3://vmi/images\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\ntimeout = \"3s\"\nretries = 1\n",
+                    s.name, s.port
+                )),
+            }
+        }
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, toml).unwrap();
+        let mut c = Cluster {
+            dir,
+            servers,
+            config,
+        };
+        for s in &mut c.servers {
+            s.start();
+        }
+        c
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `vmifs ARGS` with this cluster's config and the S3 test credentials.
+    pub fn command(&self, args: &[&str]) -> Command {
+        vmifs_command(&self.config, args)
+    }
+
+    /// Write an image of `mib` MiB (`img.raw`) and push it as `deb:12`.
+    pub fn publish(&self, mib: usize) -> PathBuf {
+        let img = self.path("img.raw");
+        write_image(&img, mib);
+        self.ok(&[
+            "push",
+            img.to_str().unwrap(),
+            "--name",
+            "deb",
+            "--tag",
+            "12",
+        ]);
+        img
+    }
+
+    /// Run `vmifs ARGS` with this cluster's config.
+    pub fn vmifs(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Append TOML to the config file.
+    pub fn add_config(&self, text: &str) {
+        let old = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, format!("{old}\n{text}\n")).unwrap();
+    }
+
+    /// Replace `from` by `to` in the config file (which must contain `from`).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let old = std::fs::read_to_string(&self.config).unwrap();
+        assert!(old.contains(from), "config has no {from:?}");
+        std::fs::write(&self.config, old.replace(from, to)).unwrap();
+    }
+
+    /// Start `vmifs ARGS` in the background, stdout and stderr to files in the
+    /// cluster's directory (`<log>.out`, `<log>.err`).
+    pub fn spawn(&self, args: &[&str], log: &str) -> ChildGuard {
+        let mut cmd = self.command(args);
+        cmd.stdout(std::fs::File::create(self.path(&format!("{log}.out"))).unwrap())
+            .stderr(std::fs::File::create(self.path(&format!("{log}.err"))).unwrap());
+        ChildGuard::spawn(&mut cmd, &format!("vmifs {}", args.join(" ")))
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.vmifs(args);
+        assert!(
+            o.status.success(),
+            "vmifs {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+}

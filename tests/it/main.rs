@@ -1,0 +1,22 @@
+//! The integration tests: one test binary (`cargo test --test it`), one module
+//! per subject, all sharing one harness ([`harness`]): real `vmifs` processes,
+//! real `vmifs serve` and S3-compatible servers on loopback, real FUSE mounts,
+//! and QEMU for the boot test. Filter by module: `cargo test --test it mount::`.
+//!
+//! Each module that mounts uses its own mount-point root (moved under
+//! `$VMIFS_TEST_MOUNTS` when set), so modules never share a mount point.
+
+mod harness;
+
+mod boot;
+mod cli_errors;
+mod crash;
+mod federation;
+mod hardening;
+mod load;
+mod manifest_golden;
+mod mount;
+mod roundtrip;
+mod serve;
+mod store_conformance;
+mod trust;
