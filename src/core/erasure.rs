@@ -352,4 +352,57 @@ mod tests {
             Err(ShardError::BadMagic)
         );
     }
+
+    /// Golden shard objects, written out: a change of the header layout, the
+    /// payload hash or the Reed-Solomon matrix (a crate upgrade) would make every
+    /// stored shard unreadable.
+    #[test]
+    fn shard_objects_are_pinned() {
+        let hex = crate::core::key::hex;
+        // 10 KiB at k=4 m=2: shards of 2560 bytes.
+        let data: Vec<u8> = (0..10_240usize)
+            .map(|i| ((i * 31) ^ (i >> 8)) as u8)
+            .collect();
+        let cid = "296a086aeddff2f1722a780f80843d07cf31ab10440f1f5e69ed02df24dafb7d";
+        let id: ChunkId = cid.parse().unwrap();
+        assert_eq!(ChunkId::of(&data), id);
+        let codec = Codec::new(4, 2).unwrap();
+        let objs = codec.encode_objects(id, &data);
+        let p0 = "a46b7ee9c05ea9bb82071409cc72d980463de515f25c40754717a383d8912a9c";
+        let p5 = "879b78a3ca67d877d8d67a4d57fcdc25be3c4dd85fdaacd6724a5a839c8baab4";
+        for (i, payload) in [(0, p0), (5, p5)] {
+            // "VMS1", k=4 m=2 index reserved, 10240 (u32 LE), chunk id, payload hash.
+            let want = format!("564d5331_0402{i:02x}00_00280000_{cid}{payload}").replace('_', "");
+            assert_eq!(hex(&objs[i][..HEADER_LEN]), want, "header of shard {i}");
+        }
+        let framed = [
+            "846e80c7dbaf2a898670635bfb690d0d1a0ab2266036f10b5673bb92547e60e7",
+            "9c31da7eb53e057d13c992b5709b78f22d4af64ba21f16ba01c098fc9a7b93f4",
+            "b6a06cbf0859e1b9e67ed7bc80bbd1da30b98e50e319c8f5543dd56039ca55a2",
+            "9fdb2e6e615ba0e50fd8c6343ad35abe9ceec6b4faca0dc14d062734ed47efc3",
+            "a66cdae5b7c19214960f989279c9426b3d02150a37ac09615d1a9008049786de",
+            "d6641908521f9189c0a10c433c5197fdfefff845cf68664f5b656ffee63ec3f6",
+        ];
+        for (i, want) in framed.iter().enumerate() {
+            assert_eq!(blake3::hash(&objs[i]).to_hex().as_str(), *want, "shard {i}");
+        }
+        // Any 4 of the 6 pinned objects give the chunk back.
+        for mask in (0u32..64).filter(|m| m.count_ones() == 4) {
+            let some = (0..6)
+                .map(|i| {
+                    let o = (mask & (1 << i) != 0).then(|| &objs[i]);
+                    o.map(|o| open_shard(o, id, i, &codec, data.len()).unwrap().to_vec())
+                })
+                .collect();
+            assert_eq!(codec.decode(some, data.len()).unwrap(), data, "{mask:06b}");
+        }
+        // The code itself, readable: payloads of a 10-byte chunk (zero padded).
+        let payloads = |k, m| -> Vec<String> {
+            let c = Codec::new(k, m).unwrap();
+            c.encode(b"0123456789").iter().map(|p| hex(p)).collect()
+        };
+        let want42 = ["303132", "333435", "363738", "390000", "ccc21d", "e76b98"];
+        assert_eq!(payloads(4, 2), want42);
+        assert_eq!(payloads(2, 1), ["3031323334", "3536373839", "3a3f38252e"]);
+    }
 }

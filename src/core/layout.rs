@@ -6,7 +6,7 @@
 //! | `manifests/<image-id>.json` | an immutable manifest, on every store |
 //! | `tags/<name>/<tag>` | a [`TagRecord`](crate::core::tag::TagRecord), on every store |
 //! | `profiles/<image-id>.json` | a boot [`Profile`](crate::core::profile::Profile), on every store |
-//! | `locks/<kind>-<id>` | a push or gc in progress (see `repo::lock`) |
+//! | `locks/<kind>-<nonce>` | a push or gc in progress (see [`crate::repo`]: `kind` is `push` or `gc`) |
 //!
 //! Keys are plain ASCII made only of validated names and hex, so they are safe
 //! as file paths, URLs and S3 keys.
@@ -73,6 +73,17 @@ pub fn parse_tag_key(key: &str) -> Option<(Name, Tag)> {
     Some((n.parse().ok()?, t.parse().ok()?))
 }
 
+/// The key of a lock of `kind` (`push`, `gc`) whose holder chose `nonce`
+/// (hex digits, unique to the holder).
+pub fn lock_key(kind: &str, nonce: &str) -> String {
+    format!("{}{nonce}", lock_prefix(kind))
+}
+
+/// The prefix every lock of `kind` starts with.
+pub fn lock_prefix(kind: &str) -> String {
+    format!("{LOCKS}{kind}-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +103,67 @@ mod tests {
         let (n, t): (Name, Tag) = ("deb".parse().unwrap(), "12".parse().unwrap());
         assert_eq!(parse_tag_key(&tag_key(&n, &t)), Some((n, t)));
         assert_eq!(parse_tag_key("tags/../x"), None);
+    }
+
+    /// Golden keys, written out: every stored object is found by these strings.
+    #[test]
+    fn keys_are_pinned() {
+        let c: ChunkId = "ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737"
+            .parse()
+            .unwrap();
+        let i: ImageId = "9b28f92fc66c4c53f1c1d66e97a920f2fa464acbffaddc0dab69d40861653692"
+            .parse()
+            .unwrap();
+        let (n, t): (Name, Tag) = ("debian".parse().unwrap(), "12".parse().unwrap());
+        let cases = [
+            (
+                shard_key(&c, 4, 2, 5),
+                "shards/ba/ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737.4-2.5",
+            ),
+            (
+                shard_key(&c, 2, 1, 0),
+                "shards/ba/ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737.2-1.0",
+            ),
+            (
+                shard_key(&c, 10, 4, 13),
+                "shards/ba/ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737.10-4.13",
+            ),
+            (
+                manifest_key(&i),
+                "manifests/9b28f92fc66c4c53f1c1d66e97a920f2fa464acbffaddc0dab69d40861653692.json",
+            ),
+            (
+                profile_key(&i),
+                "profiles/9b28f92fc66c4c53f1c1d66e97a920f2fa464acbffaddc0dab69d40861653692.json",
+            ),
+            (tag_key(&n, &t), "tags/debian/12"),
+            (
+                lock_key("push", "0123456789abcdef"),
+                "locks/push-0123456789abcdef",
+            ),
+            (lock_prefix("gc"), "locks/gc-"),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+        assert_eq!(
+            parse_shard_key(&format!(
+                "shards/ba/ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737.10-4.13"
+            )),
+            Some((c, 10, 4, 13))
+        );
+        assert_eq!(
+            parse_manifest_key(&format!(
+                "manifests/9b28f92fc66c4c53f1c1d66e97a920f2fa464acbffaddc0dab69d40861653692.json"
+            )),
+            Some(i)
+        );
+        assert_eq!(
+            parse_profile_key(&format!(
+                "profiles/9b28f92fc66c4c53f1c1d66e97a920f2fa464acbffaddc0dab69d40861653692.json"
+            )),
+            Some(i)
+        );
+        assert_eq!(parse_tag_key("tags/debian/12"), Some((n, t)));
     }
 }

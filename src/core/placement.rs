@@ -118,4 +118,51 @@ mod tests {
         // Ideal is 1/5 of the chunks.
         assert!(moved < 2000 * 3 / 10, "moved {moved}");
     }
+
+    /// Golden placements, written out: a change here (of the hash, the score or
+    /// the order) would send every reader to the wrong store for every shard.
+    #[test]
+    fn placement_is_pinned() {
+        let ids: Vec<ChunkId> = [
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+            "ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737",
+        ]
+        .iter()
+        .map(|h| h.parse().unwrap())
+        .collect();
+        let five = ["s0", "s1", "s2", "s3", "s4"];
+        let cases: [(&[&str], usize, [&[usize]; 3]); 4] = [
+            // S < n: each store holds two shards of a chunk.
+            (
+                &["eu-west", "us-east", "ap-south"],
+                6,
+                [
+                    &[2, 0, 1, 2, 0, 1],
+                    &[0, 1, 2, 0, 1, 2],
+                    &[0, 1, 2, 0, 1, 2],
+                ],
+            ),
+            // S = n: one shard per store.
+            (&["a", "b", "c"], 3, [&[0, 2, 1], &[1, 0, 2], &[1, 0, 2]]),
+            // S > n: some stores hold none.
+            (&five, 3, [&[2, 4, 3], &[3, 1, 2], &[0, 1, 3]]),
+            // S < n, not a multiple.
+            (
+                &five,
+                6,
+                [
+                    &[2, 4, 3, 0, 1, 2],
+                    &[3, 1, 2, 0, 4, 3],
+                    &[0, 1, 3, 2, 4, 0],
+                ],
+            ),
+        ];
+        for (stores, n, want) in cases {
+            let stores: Vec<String> = stores.iter().map(|s| s.to_string()).collect();
+            for (id, want) in ids.iter().zip(want) {
+                assert_eq!(place(id, &stores, n), want, "{stores:?} n={n} {id:?}");
+            }
+        }
+    }
 }

@@ -205,4 +205,17 @@ mod tests {
         let e = Profile::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(e.to_string().contains("unsupported version 2"), "{e}");
     }
+
+    /// Golden bytes, written out: what `profiles/<image-id>.json` holds.
+    #[test]
+    fn profile_json_is_pinned() {
+        let json = r#"{"version":1,"image":"ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737","chunks":[[7,0],[0,15],[3,120]]}"#;
+        let p = Profile::from_bytes(json.as_bytes()).unwrap();
+        assert_eq!(
+            p.image.to_hex(),
+            "ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737"
+        );
+        assert_eq!(p.chunks, vec![(7, 0), (0, 15), (3, 120)]);
+        assert_eq!(p.to_bytes(), json.as_bytes());
+    }
 }

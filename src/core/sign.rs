@@ -142,4 +142,47 @@ mod tests {
         mangled.signature.as_mut().unwrap().sig = "00".into();
         assert!(err(&mangled, &n, &t).contains("bad signature"));
     }
+
+    /// Golden message and signatures, written out, with the first test key of
+    /// RFC 8032 (Ed25519 signatures are deterministic): a record signed today
+    /// must verify in every later version.
+    #[test]
+    fn message_and_signatures_are_pinned() {
+        const KEY: &str = "vmifs-secret-key-v1 ed25519:9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+        let key = SecretKey::from_text(KEY).unwrap();
+        assert_eq!(
+            key.public().to_string(),
+            "ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+        );
+        let (n, t) = nt("debian", "12");
+        let r = TagRecord {
+            image: "ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737"
+                .parse()
+                .unwrap(),
+            time_ms: 1_700_000_000_000,
+            removed: false,
+            signature: None,
+        };
+        let want = concat!(
+            "vmifs tag record v1\0debian\0",
+            "12\0",
+            "ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737\0",
+            "1700000000000\0",
+            "0"
+        );
+        assert_eq!(message(&n, &t, &r), want.as_bytes());
+        let signed = key.sign(&n, &t, &r);
+        assert_eq!(
+            signed.signature.unwrap().sig,
+            "2d792f743b2c4292e3db514952574961e81d1a15eadb21f81ee44ca86f944e08ca2dd03fe6390c6742e1cd4dd7abe67666c459bf0319009804808c1af1f2a20f"
+        );
+        // A stored signed removal, as bytes, verifies.
+        let removal = r#"{"image":"ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737","time_ms":1700000000001,"removed":true,"signature":{"key":"ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a","sig":"aa04f1648278699f66ef5877309beaf3d9717f6da03581306b05a6f7193212ca70a20167b690ada0c6078426480277328b2054a290f7d5e9b1402ed65dba9a03"}}"#;
+        let removal = TagRecord::from_bytes(removal.as_bytes()).unwrap();
+        assert!(removal.removed);
+        assert_eq!(
+            Trust::new(vec![key.public()]).check(&n, &t, &removal),
+            Ok(())
+        );
+    }
 }

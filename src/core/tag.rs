@@ -55,4 +55,45 @@ mod tests {
         let tomb = TagRecord { removed: true, ..t };
         assert!(TagRecord::from_bytes(&tomb.to_bytes()).unwrap().removed);
     }
+
+    /// Golden records, written out: the JSON every store holds under `tags/`.
+    #[test]
+    fn tag_record_json_is_pinned() {
+        let plain = TagRecord {
+            image: "ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737"
+                .parse()
+                .unwrap(),
+            time_ms: 1_700_000_000_000,
+            removed: false,
+            signature: None,
+        };
+        let signature = TagSignature {
+            key: "ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a".parse().unwrap(),
+            sig: "2d792f743b2c4292e3db514952574961e81d1a15eadb21f81ee44ca86f944e08ca2dd03fe6390c6742e1cd4dd7abe67666c459bf0319009804808c1af1f2a20f".into(),
+        };
+        let cases = [
+            (
+                plain.clone(),
+                r#"{"image":"ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737","time_ms":1700000000000}"#,
+            ),
+            (
+                TagRecord {
+                    removed: true,
+                    ..plain.clone()
+                },
+                r#"{"image":"ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737","time_ms":1700000000000,"removed":true}"#,
+            ),
+            (
+                TagRecord {
+                    signature: Some(signature),
+                    ..plain.clone()
+                },
+                r#"{"image":"ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737","time_ms":1700000000000,"signature":{"key":"ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a","sig":"2d792f743b2c4292e3db514952574961e81d1a15eadb21f81ee44ca86f944e08ca2dd03fe6390c6742e1cd4dd7abe67666c459bf0319009804808c1af1f2a20f"}}"#,
+            ),
+        ];
+        for (record, json) in cases {
+            assert_eq!(String::from_utf8(record.to_bytes()).unwrap(), json);
+            assert_eq!(TagRecord::from_bytes(json.as_bytes()).unwrap(), record);
+        }
+    }
 }

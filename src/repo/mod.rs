@@ -373,7 +373,7 @@ impl Repo {
             )
             .as_bytes(),
         );
-        let key = format!("{}{kind}-{}", layout::LOCKS, &id.to_hex()[..16]);
+        let key = layout::lock_key(kind, &id.to_hex()[..16]);
         let lease = self.lease;
         let body = move || {
             let b = LockBody {
@@ -541,7 +541,7 @@ async fn store_locks(store: &DynStore, kind: &str, own: &Lock) -> Result<Vec<Hel
         .find(|o| o.key == own.key)
         .and_then(|o| o.modified)
         .unwrap_or_else(SystemTime::now);
-    let prefix = format!("{}{kind}-", layout::LOCKS);
+    let prefix = layout::lock_prefix(kind);
     let mut out = Vec::new();
     for o in listed {
         if o.key == own.key || !o.key.starts_with(&prefix) {

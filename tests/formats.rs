@@ -1,0 +1,344 @@
+//! The on-disk formats, pinned by a committed repository that every future
+//! version must read byte-identical.
+//!
+//! `tests/fixtures/repo-v1/` holds three `file://` stores (`a/`, `b/`, `c/`)
+//! exactly as `vmifs push` wrote them (k=2 m=1, 64 KiB chunks), with one image
+//! pushed twice: `fixture:v1` unsigned and `fixture:v1-signed` signed by the key
+//! whose public half is `signer.pub` (the secret key was thrown away).
+//! `scripts/make-fixture-repo.sh` documents how it was made; the committed bytes,
+//! not the script, are the truth. A crate upgrade (blake3, reed-solomon-erasure,
+//! serde, ed25519) or a code change that alters a shard header, the parity, the
+//! placement, a key or a JSON record fails here.
+//!
+//! The tests copy the stores to a temporary directory (a store opened by vmifs
+//! may create files) and never write into `tests/fixtures`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+
+use vmifs::cache::Cache;
+use vmifs::core::erasure::{Codec, open_shard};
+use vmifs::core::id::{ChunkId, ImageId, ImageRef};
+use vmifs::core::{layout, placement};
+use vmifs::fetch::Fetcher;
+use vmifs::fetch::scheduler::{Chunks, Limits};
+use vmifs::mount::image::ImageReader;
+use vmifs::repo::Repo;
+use vmifs::store::DynStore;
+use vmifs::store::file::FileStore;
+
+const CHUNK: usize = 64 << 10;
+/// 16 full chunks and a short one.
+const IMAGE_SIZE: usize = 16 * CHUNK + 1000;
+/// blake3 of [`fixture_image`], as committed.
+const IMAGE_BLAKE3: &str = "28bb59152377de5ebba5b6867e1019423498b8bcb5fa67c5c91583581b00bdd3";
+/// The image id both tags point at (the blake3 of the stored manifest).
+const IMAGE_ID: &str = "9b28f92fc66c4c53f1c1d66e97a920f2fa464acbffaddc0dab69d40861653692";
+const STORES: [&str; 3] = ["a", "b", "c"];
+/// Chunks that are all zero, so not stored.
+const ZERO_CHUNKS: [usize; 4] = [2, 3, 8, 12];
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v1")
+}
+
+/// The fixture image, chunk by chunk: pseudo-random, text, counting patterns,
+/// all-zero chunks, a nearly zero one, chunks repeated from earlier ones, and a
+/// short last chunk.
+fn fixture_image() -> Vec<u8> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut random = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    };
+    // 32-byte lines that name their own offset.
+    let text = |base: usize, len: usize| -> Vec<u8> {
+        (base..base + len)
+            .step_by(32)
+            .flat_map(|o| format!("repo-v1 offset {o:016x}\n").into_bytes())
+            .collect()
+    };
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    for c in 0..17 {
+        let len = if c == 16 {
+            IMAGE_SIZE - 16 * CHUNK
+        } else {
+            CHUNK
+        };
+        let bytes = match c {
+            2 | 3 | 8 | 12 => vec![0; len],
+            5 => chunks[0].clone(),
+            9 => chunks[1].clone(),
+            13 => chunks[4].clone(),
+            1 | 11 => text(c * CHUNK, len),
+            6 => (0..len).map(|i| (i * 7) as u8).collect(),
+            7 => {
+                let mut v = vec![0; len];
+                v[4097] = 1;
+                v[len - 1] = 0xff;
+                v
+            }
+            14 => (0..len).map(|i| (i ^ (i >> 8)) as u8).collect(),
+            _ => random(len),
+        };
+        assert_eq!(bytes.len(), len);
+        chunks.push(bytes);
+    }
+    chunks.concat()
+}
+
+/// Writes the fixture image to `$VMIFS_FIXTURE_IMAGE`, for
+/// `scripts/make-fixture-repo.sh`.
+#[test]
+#[ignore = "run by scripts/make-fixture-repo.sh"]
+fn write_fixture_image() {
+    let out = std::env::var_os("VMIFS_FIXTURE_IMAGE").expect("set VMIFS_FIXTURE_IMAGE");
+    std::fs::write(out, fixture_image()).unwrap();
+}
+
+#[test]
+fn formats_fixture_image_is_the_committed_one() {
+    let img = fixture_image();
+    assert_eq!(img.len(), IMAGE_SIZE);
+    assert_eq!(blake3::hash(&img).to_hex().as_str(), IMAGE_BLAKE3);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// A copy of the fixture stores and a config listing `stores` of them.
+struct Copy {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Copy {
+    fn new(stores: &[&str], extra: &str) -> Copy {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = format!(
+            "[erasure]\ndata = 2\nparity = 1\nchunk_size = \"64KiB\"\n\n[cache]\ndir = \"{}\"\nmax_size = \"64MiB\"\n{extra}\n",
+            dir.path().join("cache").display()
+        );
+        for s in stores {
+            let root = dir.path().join(s);
+            copy_dir(&fixture_dir().join(s), &root);
+            toml.push_str(&format!(
+                "\n[[store]]\nname = \"{s}\"\nurl = \"file://{}\"\nfsync = false\n",
+                root.display()
+            ));
+        }
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, toml).unwrap();
+        Copy { dir, config }
+    }
+
+    fn vmifs(&self, args: &[&str]) -> Output {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .env("VMIFS_CONFIG", &self.config)
+            .env_remove("VMIFS_LOG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.vmifs(args);
+        assert!(
+            o.status.success(),
+            "vmifs {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// `vmifs get REF` into the copy's directory; the bytes it wrote.
+    fn get(&self, reference: &str) -> Vec<u8> {
+        let out = self.dir.path().join("out.raw");
+        let _ = std::fs::remove_file(&out);
+        self.ok(&["get", reference, out.to_str().unwrap()]);
+        std::fs::read(&out).unwrap()
+    }
+
+    fn stores(&self, names: &[&str]) -> Vec<DynStore> {
+        names
+            .iter()
+            .map(|s| {
+                Arc::new(Arc::new(
+                    FileStore::open(*s, self.dir.path().join(s), false).unwrap(),
+                )) as DynStore
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn formats_ls_lists_both_tags_with_the_committed_id() {
+    let copy = Copy::new(&STORES, "");
+    let plain = copy.ok(&["ls"]);
+    let short = &IMAGE_ID[..12];
+    for tag in ["v1", "v1-signed"] {
+        assert!(
+            plain.lines().any(|l| l.starts_with("fixture ")
+                && l.contains(&format!(" {tag} "))
+                && l.contains(short)),
+            "no fixture:{tag} {short} in\n{plain}"
+        );
+    }
+    let json: serde_json::Value = serde_json::from_str(&copy.ok(&["ls", "--json"])).unwrap();
+    let rows = json.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{json}");
+    for row in rows {
+        assert_eq!(row["name"], "fixture");
+        assert_eq!(row["id"], IMAGE_ID);
+        assert_eq!(row["size"], IMAGE_SIZE as u64);
+        assert_eq!(row["labels"]["purpose"], "format-fixture");
+        assert_eq!(row["erasure"]["data"], 2);
+        assert_eq!(row["erasure"]["parity"], 1);
+    }
+}
+
+#[test]
+fn formats_get_gives_back_the_image_also_with_any_store_gone() {
+    let img = fixture_image();
+    let copy = Copy::new(&STORES, "");
+    assert!(copy.get("fixture:v1") == img, "fixture:v1 differs");
+    for gone in STORES {
+        let left: Vec<&str> = STORES.into_iter().filter(|s| *s != gone).collect();
+        let copy = Copy::new(&left, "");
+        assert!(
+            copy.get("fixture:v1") == img,
+            "without store {gone}: differs"
+        );
+    }
+}
+
+#[test]
+fn formats_signed_tag_verifies_with_the_committed_public_key() {
+    let key = std::fs::read_to_string(fixture_dir().join("signer.pub")).unwrap();
+    let trusting = Copy::new(&STORES, &format!("[trust]\nkeys = [\"{}\"]\n", key.trim()));
+    assert!(trusting.get("fixture:v1-signed") == fixture_image());
+    let o = trusting.vmifs(&[
+        "get",
+        "fixture:v1",
+        trusting.dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is not signed"), "{err}");
+}
+
+/// Every shard of every stored chunk sits under the key the layout names, on
+/// the store placement names, with a header and payload that check.
+#[test]
+fn formats_shards_sit_where_placement_and_layout_say() {
+    let copy = Copy::new(&STORES, "");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let repo = Repo::from_stores(copy.stores(&STORES));
+    let id: ImageId = IMAGE_ID.parse().unwrap();
+    let m = rt.block_on(repo.manifest(&id)).unwrap();
+    assert_eq!(m.stores, STORES.map(String::from));
+    assert_eq!((m.erasure.data, m.erasure.parity), (2, 1));
+    assert_eq!(m.chunk_size, CHUNK as u64);
+    assert_eq!(m.size, IMAGE_SIZE as u64);
+    let zero: Vec<usize> = (0..m.chunks.len())
+        .filter(|&i| m.chunks[i].is_none())
+        .collect();
+    assert_eq!(zero, ZERO_CHUNKS);
+    let codec = Codec::new(2, 1).unwrap();
+    let mut shards = 0;
+    for (i, c) in m.chunks.iter().enumerate() {
+        let Some(c) = c else { continue };
+        for (shard, store) in placement::place(c, &m.stores, 3).into_iter().enumerate() {
+            let path = fixture_dir()
+                .join(STORES[store])
+                .join(layout::shard_key(c, 2, 1, shard));
+            let object =
+                bytes::Bytes::from(std::fs::read(&path).unwrap_or_else(|e| {
+                    panic!("chunk {i} shard {shard}: {}: {e}", path.display())
+                }));
+            open_shard(&object, *c, shard, &codec, m.chunk_len(i as u64) as usize)
+                .unwrap_or_else(|e| panic!("chunk {i} shard {shard}: {e}"));
+            shards += 1;
+        }
+    }
+    // 13 non-zero chunks, 10 of them distinct, 3 shards each; nothing else stored.
+    assert_eq!(shards, 13 * 3);
+    let stored: usize = STORES
+        .iter()
+        .map(|s| common::files_under(&fixture_dir().join(s).join("shards")).len())
+        .sum();
+    assert_eq!(stored, 10 * 3);
+    let chunk0 = ChunkId::of(&fixture_image()[..CHUNK]);
+    assert_eq!(m.chunks[0], Some(chunk0));
+    assert_eq!(m.chunks[5], Some(chunk0));
+}
+
+/// The library path the mount uses: `Repo` + `Fetcher` + `ImageReader` over
+/// `FileStore`s, with reads that cross chunk boundaries, zero chunks and the
+/// end of the image; with all three stores and with each two of them.
+#[test]
+fn formats_image_reader_reads_across_chunk_boundaries() {
+    let img = fixture_image();
+    let c = CHUNK as u64;
+    let size = IMAGE_SIZE as u64;
+    let reads: &[(u64, u64)] = &[
+        (0, 1),
+        (c - 10, 20),
+        (2 * c - 5, 2 * c + 10), // into, across and out of two zero chunks
+        (4 * c + 100, 2 * c),    // a chunk and its repeat
+        (7 * c + 4090, 10),      // the nearly zero chunk
+        (12 * c - 1, 2),
+        (size - 1500, 1500), // into the short last chunk
+        (size - 10, 100),    // past the end: short
+        (size, 10),          // at the end: empty
+        (0, size),
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let subsets: [&[&str]; 4] = [&STORES, &["b", "c"], &["a", "c"], &["a", "b"]];
+    for stores in subsets {
+        let copy = Copy::new(stores, "");
+        let dyns = copy.stores(stores);
+        rt.block_on(async {
+            let repo = Repo::from_stores(dyns.clone());
+            let (id, manifest) = repo
+                .load(&"fixture:v1".parse::<ImageRef>().unwrap())
+                .await
+                .unwrap();
+            assert_eq!(id.to_hex(), IMAGE_ID);
+            let fetcher = Fetcher::new(dyns, None);
+            let plan = fetcher.plan(manifest).unwrap();
+            let cache = Arc::new(Cache::open(&copy.dir.path().join("cache"), 64 << 20).unwrap());
+            let chunks = Chunks::new(fetcher, cache, Limits::default());
+            let reader = ImageReader::new(id, plan, chunks, 0);
+            assert_eq!(reader.size(), size);
+            for &(off, len) in reads {
+                let got = reader.read_at(off, len).await.unwrap();
+                let end = (off + len).min(size) as usize;
+                assert!(
+                    got[..] == img[off as usize..end],
+                    "stores {stores:?}: read_at({off}, {len}) differs"
+                );
+            }
+        });
+    }
+}
