@@ -22,6 +22,9 @@
 //!   leftovers are removed.
 //! - A failing write (disk full, read-only disk) is logged once and the chunk is
 //!   simply not cached: the cache is an optimisation, never a reason to fail a read.
+//! - Counters ([`CacheUsage`]): a hit is a chunk handed out by [`Cache::get`];
+//!   a miss is a lookup for a chunk that was not there intact ([`Cache::probe`]
+//!   said no, or [`Cache::get`] found no file or a corrupt one).
 
 use std::collections::HashSet;
 use std::io::ErrorKind;
