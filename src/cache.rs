@@ -22,6 +22,9 @@
 //!   leftovers are removed.
 //! - A failing write (disk full, read-only disk) is logged once and the chunk is
 //!   simply not cached: the cache is an optimisation, never a reason to fail a read.
+//! - Counters ([`CacheUsage`]): a hit is a chunk handed out by [`Cache::get`];
+//!   a miss is a lookup for a chunk that was not there intact ([`Cache::probe`]
+//!   said no, or [`Cache::get`] found no file or a corrupt one).
 
 use std::collections::HashSet;
 use std::io::ErrorKind;
@@ -31,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
 use lru::LruCache;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::core::chunk::VerifiedChunk;
 use crate::core::id::ChunkId;
@@ -60,13 +63,22 @@ struct Index {
 }
 
 /// A snapshot for `status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CacheUsage {
     pub dir: PathBuf,
+    /// Bytes of the chunk files, staged ones included.
     pub used_bytes: u64,
     pub max_bytes: u64,
+    /// Chunk files (distinct chunk ids).
     pub chunks: usize,
+    /// Lookups answered from the cache: a chunk file read and verified
+    /// ([`Cache::get`] returned it).
     pub hits: u64,
+    /// Lookups for a chunk the cache did not hold intact: not there
+    /// ([`Cache::probe`] said no, or [`Cache::get`] found no file) or dropped
+    /// as corrupt. A chunk answered from memory before the disk cache is
+    /// asked is neither a hit nor a miss.
     pub misses: u64,
     pub corrupt_dropped: u64,
 }
@@ -139,10 +151,22 @@ impl Cache {
         self.chunks.join(&hex[..2]).join(hex)
     }
 
-    /// Whether the chunk is (believed to be) cached; does not touch recency.
+    /// Whether the chunk is (believed to be) cached; does not touch recency
+    /// and counts nothing.
     pub fn contains(&self, id: &ChunkId) -> bool {
         let idx = self.inner.lock().unwrap();
         idx.lru.contains(id) && !idx.pending.contains(id)
+    }
+
+    /// A lookup before a read: like [`Cache::contains`], but `false` counts
+    /// as a miss (the caller will fetch the chunk instead). When it says
+    /// `true`, [`Cache::get`] counts the hit or the miss.
+    pub fn probe(&self, id: &ChunkId) -> bool {
+        let found = self.contains(id);
+        if !found {
+            self.misses.fetch_add(1, Relaxed);
+        }
+        found
     }
 
     /// The chunk, verified, if it is cached and intact. Blocking file I/O.

@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use vmifs::core::id::ImageRef;
 use vmifs::core::profile::Profile;
-use vmifs::mount::daemon::{query, socket_path};
+use vmifs::mount::control::{self, socket_path};
 
 use super::{human, open_repo};
 
@@ -41,9 +41,7 @@ impl Cmd {
 async fn record(cfg_path: Option<&Path>, image: &str, window: Duration) -> Result<()> {
     let (cfg, repo) = open_repo(cfg_path)?;
     let socket = socket_path(&cfg);
-    let v = query(&socket, &format!("profile {image} {}", window.as_millis()))?;
-    let p: Profile = serde_json::from_value(v["profile"].clone())
-        .context("bad profile from the mount daemon")?;
+    let p: Profile = control::profile(&socket, image, window)?;
     if p.chunks.is_empty() {
         bail!("nothing of {image} has been read on this mount yet: boot from it first");
     }

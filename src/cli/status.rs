@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use vmifs::mount::daemon::{query_status, socket_path};
+use vmifs::mount::control::{self, Status, socket_path};
 
 use super::{human, load_config};
 
@@ -17,9 +17,9 @@ pub struct Args {
 impl Args {
     pub fn run(self, cfg_path: Option<&Path>) -> Result<()> {
         let cfg = load_config(cfg_path)?;
-        let st = query_status(&socket_path(&cfg))?;
+        let st = control::status(&socket_path(&cfg))?;
         if self.json {
-            println!("{st}");
+            println!("{}", serde_json::to_string(&st)?);
         } else {
             print_status(&st);
         }
@@ -27,23 +27,23 @@ impl Args {
     }
 }
 
-fn print_status(st: &serde_json::Value) {
-    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
-    println!("mount {}", st["mountpoint"].as_str().unwrap_or("?"));
+fn print_status(st: &Status) {
+    println!("mount {}", st.mountpoint.display());
     println!(
         "{:<24} {:<12} {:<12} {:>10} {:>10} {:>10} {:>8}",
         "NAME", "TAG", "ID", "SIZE", "FETCHED", "CACHED", "READS"
     );
-    for i in st["images"].as_array().into_iter().flatten() {
+    for i in &st.images {
+        let s = &i.stats;
         println!(
             "{:<24} {:<12} {:<12} {:>10} {:>10} {:>10} {:>8}",
-            i["name"].as_str().unwrap_or(""),
-            i["tag"].as_str().unwrap_or(""),
-            &i["id"].as_str().unwrap_or("")[..12.min(i["id"].as_str().unwrap_or("").len())],
-            human(n(i, "size")),
-            human(n(i, "bytes_fetched")),
-            human(n(i, "bytes_cached")),
-            n(i, "reads")
+            i.name,
+            i.tag,
+            s.id.short(),
+            human(s.size),
+            human(s.bytes_fetched),
+            human(s.bytes_cached),
+            s.reads
         );
     }
     println!();
@@ -51,36 +51,32 @@ fn print_status(st: &serde_json::Value) {
         "{:<16} {:>9} {:>8} {:>7} {:>8} {:>7} {:>10} {:<8}",
         "STORE", "LATENCY", "REQS", "ERRORS", "CORRUPT", "HEDGES", "BYTES", "STATE"
     );
-    for s in st["stores"].as_array().into_iter().flatten() {
+    for s in &st.stores {
         println!(
             "{:<16} {:>7.1}ms {:>8} {:>7} {:>8} {:>7} {:>10} {:<8}",
-            s["name"].as_str().unwrap_or(""),
-            s["latency_ms"].as_f64().unwrap_or(0.0),
-            n(s, "requests"),
-            n(s, "errors"),
-            n(s, "corrupt_shards"),
-            n(s, "hedges"),
-            human(n(s, "bytes")),
-            if s["demoted"].as_bool().unwrap_or(false) {
-                "demoted"
-            } else {
-                "ok"
-            }
+            s.name,
+            s.latency_ms,
+            s.requests,
+            s.errors,
+            s.corrupt_shards,
+            s.hedges,
+            human(s.bytes),
+            if s.demoted { "demoted" } else { "ok" }
         );
     }
-    let c = &st["cache"];
+    let c = &st.cache;
     println!();
     println!(
         "cache {}: {} of {} ({} chunks, {} hits, {} misses, {} corrupt dropped); chunks fetched {}, degraded reads {}, open files {}",
-        c["dir"].as_str().unwrap_or("?"),
-        human(n(c, "used_bytes")),
-        human(n(c, "max_bytes")),
-        n(c, "chunks"),
-        n(c, "hits"),
-        n(c, "misses"),
-        n(c, "corrupt_dropped"),
-        n(st, "chunks_fetched"),
-        n(st, "degraded_reads"),
-        n(st, "open_files")
+        c.dir.display(),
+        human(c.used_bytes),
+        human(c.max_bytes),
+        c.chunks,
+        c.hits,
+        c.misses,
+        c.corrupt_dropped,
+        st.chunks_fetched,
+        st.degraded_reads,
+        st.open_files
     );
 }

@@ -91,7 +91,7 @@ impl Chunks {
             return Ok(b);
         }
         let cache = self.cache.clone();
-        if cache.contains(&id) {
+        if cache.probe(&id) {
             let hit = tokio::task::spawn_blocking(move || cache.get(&id))
                 .await
                 .map_err(|e| Error::Invalid(format!("cache task: {e}")))?;

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub const PENALTY: Duration = Duration::from_secs(15);
 
@@ -30,7 +30,8 @@ pub struct StoreStats {
 }
 
 /// A snapshot for `status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StoreSnapshot {
     pub name: String,
     pub requests: u64,

@@ -13,11 +13,9 @@
 //! or SIGINT the file system is unmounted (lazily if files are still open) and
 //! the daemon exits 0.
 //!
-//! The control socket takes one request line per connection, answers with one
-//! JSON document and closes: `status` (or nothing) gives the [`Status`] that
-//! `vmifs status` prints; `profile <name[:tag] | image-id> <window-ms>` gives
-//! `{"profile": ...}`, the boot profile recorded so far for that image
-//! (`vmifs profile record`), or `{"error": "..."}`.
+//! The daemon answers its control socket ([`control`](crate::mount::control)):
+//! the [`Status`] that `vmifs status` prints, and the boot profile recorded so
+//! far for an image (`vmifs profile record`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -25,50 +23,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cache::{Cache, CacheUsage};
+use crate::cache::Cache;
 use crate::config::{Config, Prefetch};
 use crate::core::id::{ImageId, ImageRef};
 use crate::fetch::Fetcher;
 use crate::fetch::scheduler::{Chunks, Limits};
-use crate::fetch::stats::StoreSnapshot;
+use crate::mount::control::{self, Handler, ImageStatus, Request, Response, Status};
 use crate::mount::fuse::{Fs, OnOpen, Owner, Volume};
-use crate::mount::image::{ImageReader, ImageStats};
+use crate::mount::image::ImageReader;
 use crate::mount::mountinfo::mount_of;
 use crate::mount::namespace::{Inodes, TagEntry, Tree};
 use crate::repo::Repo;
 use crate::sys;
-
-/// The status document.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub mountpoint: PathBuf,
-    pub images: Vec<ImageStatus>,
-    pub stores: Vec<StoreSnapshot>,
-    pub chunks_fetched: u64,
-    pub degraded_reads: u64,
-    pub cache: CacheUsage,
-    pub open_files: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ImageStatus {
-    pub name: String,
-    pub tag: String,
-    #[serde(flatten)]
-    pub stats: ImageStats,
-}
-
-/// Where the status socket lives.
-pub fn socket_path(cfg: &Config) -> PathBuf {
-    cfg.mount
-        .socket
-        .clone()
-        .unwrap_or_else(|| cfg.cache.dir.join("vmifs.sock"))
-}
 
 struct Daemon {
     cfg: Config,
@@ -134,22 +102,6 @@ impl Daemon {
         Ok(())
     }
 
-    /// Answer one control request.
-    fn answer(&self, request: &str) -> serde_json::Value {
-        let words: Vec<&str> = request.split_whitespace().collect();
-        match words.as_slice() {
-            [] | ["status"] => serde_json::to_value(self.status()).unwrap_or_default(),
-            ["profile", image, window_ms] => match (self.reader_of(image), window_ms.parse()) {
-                (Ok(r), Ok(ms)) => {
-                    serde_json::json!({ "profile": r.profile(Duration::from_millis(ms)) })
-                }
-                (Err(e), _) => serde_json::json!({ "error": e }),
-                (_, Err(_)) => serde_json::json!({ "error": format!("bad window {window_ms:?}") }),
-            },
-            _ => serde_json::json!({ "error": format!("unknown request {request:?}") }),
-        }
-    }
-
     /// The reader of `name[:tag]` as the mount shows it now, or of an image id.
     fn reader_of(&self, image: &str) -> Result<Arc<ImageReader>, String> {
         let readers = self.vol.readers();
@@ -200,6 +152,18 @@ impl Daemon {
                 .load(std::sync::atomic::Ordering::Relaxed),
             cache: self.chunks.cache().usage(),
             open_files: self.vol.open_files(),
+        }
+    }
+}
+
+impl Handler for Daemon {
+    fn answer(&self, request: Request) -> Response {
+        match request {
+            Request::Status => Response::Status(Box::new(self.status())),
+            Request::Profile { image, window_ms } => match self.reader_of(&image) {
+                Ok(r) => Response::Profile(r.profile(Duration::from_millis(window_ms))),
+                Err(e) => Response::Error(e),
+            },
         }
     }
 }
@@ -284,28 +248,10 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
         tracing::warn!("cannot raise the kernel read-ahead: {e}");
     }
 
-    let sock = socket_path(&cfg);
-    let _ = std::fs::remove_file(&sock);
-    if let Some(dir) = sock.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let listener = tokio::net::UnixListener::bind(&sock)
-        .with_context(|| format!("status socket {}", sock.display()))?;
-    let d = daemon.clone();
-    tokio::spawn(async move {
-        while let Ok((conn, _)) = listener.accept().await {
-            let d = d.clone();
-            tokio::spawn(async move {
-                let (rd, mut wr) = conn.into_split();
-                let mut line = String::new();
-                let mut rd = tokio::io::BufReader::new(rd.take(4096));
-                let _ = tokio::time::timeout(Duration::from_secs(2), rd.read_line(&mut line)).await;
-                let body = serde_json::to_vec(&d.answer(line.trim())).unwrap_or_default();
-                let _ = wr.write_all(&body).await;
-                let _ = wr.shutdown().await;
-            });
-        }
-    });
+    let sock = control::socket_path(&cfg);
+    let listener =
+        control::bind(&sock).with_context(|| format!("status socket {}", sock.display()))?;
+    tokio::spawn(control::serve(listener, daemon.clone()));
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mut term = signal(SignalKind::terminate())?;
@@ -364,32 +310,4 @@ fn raise_readahead(mountpoint: &Path, bytes: u64) -> Result<()> {
     std::fs::write(&path, format!("{}", bytes / 1024)).with_context(|| path.clone())?;
     tracing::info!(bdi = %m.dev, read_ahead_kb = bytes / 1024, "kernel read-ahead raised");
     Ok(())
-}
-
-/// Send one request to a running daemon and read its answer; an answer
-/// `{"error": ...}` becomes an error.
-pub fn query(socket: &Path, request: &str) -> Result<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot reach the mount daemon at {} (is `vmifs mount` running?)",
-            socket.display()
-        )
-    })?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(format!("{request}\n").as_bytes())?;
-    s.shutdown(std::net::Shutdown::Write)?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let v: serde_json::Value = serde_json::from_slice(&buf)
-        .with_context(|| format!("bad answer from the mount daemon at {}", socket.display()))?;
-    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
-        bail!("mount daemon: {e}");
-    }
-    Ok(v)
-}
-
-/// Read the status document from a running daemon.
-pub fn query_status(socket: &Path) -> Result<serde_json::Value> {
-    query(socket, "status")
 }

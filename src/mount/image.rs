@@ -16,13 +16,14 @@
 //!
 //! The offset arithmetic ([`spans`]) is pure and table-tested.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::join_all;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::core::id::ImageId;
@@ -34,7 +35,9 @@ use crate::mount::readahead::Window;
 use crate::mount::span::{clipped_len, spans};
 use crate::repo::Repo;
 
-#[derive(Debug, Clone, Serialize)]
+/// The figures of one image version, for `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ImageStats {
     pub id: ImageId,
     pub size: u64,
@@ -42,7 +45,11 @@ pub struct ImageStats {
     pub bytes_read: u64,
     pub bytes_fetched: u64,
     pub bytes_from_cache: u64,
-    /// Bytes of this image's chunks present in the cache now.
+    /// Bytes of the disk cache this image's chunks take now: each distinct
+    /// chunk id of the image that is cached, counted once, by its length. A
+    /// chunk repeated at many offsets is one file; all-zero chunks are never
+    /// stored. Images that share chunks each count them, so the sum over
+    /// images can exceed the cache's `used_bytes`; one image's never does.
     pub bytes_cached: u64,
     /// Chunks listed by the boot profile being prefetched (0: none).
     pub profile_chunks: u64,
@@ -96,8 +103,11 @@ impl ImageReader {
     pub fn stats(&self) -> ImageStats {
         let m = &self.plan.manifest;
         let cache = self.chunks.cache();
+        let mut seen = HashSet::new();
         let bytes_cached = (0..m.chunk_count())
-            .filter(|&i| m.chunks[i as usize].is_some_and(|id| cache.contains(&id)))
+            .filter(|&i| {
+                m.chunks[i as usize].is_some_and(|id| seen.insert(id) && cache.contains(&id))
+            })
             .map(|i| m.chunk_len(i) as u64)
             .sum();
         ImageStats {
@@ -297,11 +307,15 @@ mod tests {
     }
 
     async fn fixture_ra(size: usize, chunk_size: u64, readahead: usize) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
         let mut data = crate::core::sample::random(size, 1);
         // Chunk 1 is all zero.
         let cs = chunk_size as usize;
         data[cs.min(size)..(2 * cs).min(size)].fill(0);
+        fixture_of(data, chunk_size, readahead).await
+    }
+
+    async fn fixture_of(data: Vec<u8>, chunk_size: u64, readahead: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("img.raw");
         std::fs::write(&file, &data).unwrap();
         let stores: Vec<Arc<MemoryStore>> = (0..3)
@@ -477,10 +491,15 @@ mod tests {
 
     /// A reader of the same version over the same stores, with an empty cache.
     fn fresh_reader(f: &Fixture, dir: &std::path::Path) -> (Arc<ImageReader>, Arc<Chunks>, Repo) {
+        reader_over(f, Arc::new(Cache::open(dir, 1 << 30).unwrap()))
+    }
+
+    /// A reader of the same version over the same stores and `cache`, with
+    /// nothing in memory: what a restarted daemon has.
+    fn reader_over(f: &Fixture, cache: Arc<Cache>) -> (Arc<ImageReader>, Arc<Chunks>, Repo) {
         let dyns: Vec<DynStore> = f.stores.iter().map(|s| s.clone() as DynStore).collect();
         let fetcher = Fetcher::new(dyns.clone(), None);
         let plan = fetcher.plan((*f.reader.plan.manifest).clone()).unwrap();
-        let cache = Arc::new(Cache::open(dir, 1 << 30).unwrap());
         let chunks = Chunks::new(fetcher, cache, Limits::default());
         let reader = ImageReader::new(f.reader.id, plan, chunks.clone(), 0);
         (reader, chunks, Repo::from_stores(dyns))
@@ -560,5 +579,45 @@ mod tests {
             let got = reader.read_at(0, size as u64).await.unwrap();
             assert!(got[..] == f.data[..]);
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repeated_chunk_counts_once_as_cached() {
+        let cs = 16 * 1024;
+        let (a, b) = (
+            crate::core::sample::random(cs, 11),
+            crate::core::sample::random(cs, 12),
+        );
+        let zero = vec![0u8; cs];
+        // A, zero, A, B, A, A, zero (short): two distinct data chunks.
+        let parts = [&a, &zero, &a, &b, &a, &a, &zero[..cs / 2].to_vec()];
+        let data: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        let f = fixture_of(data.clone(), cs as u64, 0).await;
+        let got = f.reader.read_at(0, data.len() as u64).await.unwrap();
+        assert!(got[..] == data[..]);
+        let st = f.reader.stats();
+        let used = f.chunks.cache().usage().used_bytes;
+        assert_eq!(used, 2 * cs as u64);
+        assert_eq!(st.bytes_cached, used);
+        assert_eq!(st.bytes_fetched, 2 * cs as u64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn disk_cache_lookups_count_as_hits_and_misses() {
+        let cs = 16 * 1024;
+        // Chunks 0, 2 and 3 hold data; chunk 1 is all zero and never looked up.
+        let f = fixture(4 * cs as usize, cs).await;
+        let usage = || f.chunks.cache().usage();
+        f.reader.read_at(0, 4 * cs).await.unwrap();
+        assert_eq!((usage().hits, usage().misses), (0, 3));
+        // Again: answered from memory, the disk cache is not asked.
+        f.reader.read_at(0, 4 * cs).await.unwrap();
+        assert_eq!((usage().hits, usage().misses), (0, 3));
+        // A restarted daemon over the same cache: three hits, no fetch.
+        let (reader, chunks, _) = reader_over(&f, f.chunks.cache().clone());
+        let got = reader.read_at(0, 4 * cs).await.unwrap();
+        assert!(got[..] == f.data[..]);
+        assert_eq!((usage().hits, usage().misses), (3, 3));
+        assert_eq!(chunks.fetcher().stats().chunks_fetched.load(Relaxed), 0);
     }
 }

@@ -1,6 +1,8 @@
 //! `vmifs mount`: image files readable at any offset, the tree the mount
-//! shows, the FUSE adapter and the daemon around them.
+//! shows, the FUSE adapter and the daemon around them, and the daemon's control
+//! socket.
 
+pub mod control;
 pub mod daemon;
 pub mod fuse;
 pub mod image;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::harness::mount::{Daemon, image_stat, is_mounted, mountpoint, signal, status};
+use crate::harness::mount::{Daemon, image_sum, is_mounted, mountpoint, signal, status};
 use crate::harness::{Cluster, distinct_chunks, first_difference, vmifs_command, write_image};
 
 const SUITE: &str = "/tmp/vmifs-crash-tests";
@@ -61,9 +61,9 @@ fn daemon_killed_while_filling_its_cache(test: &str, prefetch: bool) {
         std::thread::spawn(move || first_difference(&f, &i))
     });
     wait_until(300, "a quarter of the image fetched", || {
-        image_stat(&status(&c), "bytes_fetched") >= size / 4
+        image_sum(&status(&c), |i| i.bytes_fetched) >= size / 4
     });
-    let fetched_before = status(&c)["chunks_fetched"].as_u64().unwrap();
+    let fetched_before = status(&c).chunks_fetched;
     d.kill9();
     assert!(
         fetched_before < distinct,
@@ -105,14 +105,14 @@ fn daemon_killed_while_filling_its_cache(test: &str, prefetch: bool) {
         d2.log_text()
     );
     let st = status(&c);
-    let fetched = st["chunks_fetched"].as_u64().unwrap();
+    let fetched = st.chunks_fetched;
     assert_eq!(
         fetched,
         distinct - (cached - 2),
-        "{distinct} chunks, {cached} cached before the kill (2 damaged): {st}"
+        "{distinct} chunks, {cached} cached before the kill (2 damaged): {st:?}"
     );
     assert!(fetched < distinct);
-    assert_eq!(st["cache"]["corrupt_dropped"].as_u64(), Some(2), "{st}");
+    assert_eq!(st.cache.corrupt_dropped, 2, "{st:?}");
     println!(
         "{test}: {distinct} chunks; killed after {fetched_before} fetches, {cached} cached; \
          {fetched} fetched after the restart"

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use crate::harness::mount::{Daemon, mountpoint, status};
 use crate::harness::{Cluster, write_image_seeded};
 use vmifs::core::sample::Xorshift;
+use vmifs::fetch::stats::StoreSnapshot;
 
 const SUITE: &str = "/tmp/vmifs-load-tests";
 const CHUNK: u64 = 256 * 1024;
@@ -225,19 +226,13 @@ struct Counters {
 impl Counters {
     fn now(c: &Cluster) -> Counters {
         let st = status(c);
-        let stores = |key: &str| -> u64 {
-            st["stores"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s[key].as_u64().unwrap())
-                .sum()
-        };
+        let stores =
+            |figure: fn(&StoreSnapshot) -> u64| -> u64 { st.stores.iter().map(figure).sum() };
         Counters {
-            fetched: st["chunks_fetched"].as_u64().unwrap(),
-            degraded: st["degraded_reads"].as_u64().unwrap(),
-            store_errors: stores("errors"),
-            hedges: stores("hedges"),
+            fetched: st.chunks_fetched,
+            degraded: st.degraded_reads,
+            store_errors: stores(|s| s.errors),
+            hedges: stores(|s| s.hedges),
         }
     }
 

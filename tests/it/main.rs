@@ -10,8 +10,10 @@ mod harness;
 
 mod boot;
 mod cli_errors;
+mod control;
 mod crash;
 mod federation;
+mod formats;
 mod hardening;
 mod load;
 mod manifest_golden;

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use vmifs::mount::control::Status;
+use vmifs::mount::image::ImageStats;
+
 use super::{ChildGuard, Cluster};
 
 pub fn is_mounted(p: &Path) -> bool {
@@ -146,19 +149,16 @@ pub fn unique(p: PathBuf) -> PathBuf {
     }
 }
 
-/// `vmifs status --json` of the cluster's running daemon.
-pub fn status(c: &Cluster) -> serde_json::Value {
-    serde_json::from_str(&c.ok(&["status", "--json"])).unwrap()
+/// `vmifs status --json` of the cluster's running daemon, parsed into the
+/// daemon's own type: a renamed, missing or unknown field fails the test.
+pub fn status(c: &Cluster) -> Status {
+    let json = c.ok(&["status", "--json"]);
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("bad status document ({e}): {json}"))
 }
 
 /// The sum of one per-image figure of a status document.
-pub fn image_stat(st: &serde_json::Value, key: &str) -> u64 {
-    st["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i[key].as_u64().unwrap())
-        .sum()
+pub fn image_sum(st: &Status, figure: impl Fn(&ImageStats) -> u64) -> u64 {
+    st.images.iter().map(|i| figure(&i.stats)).sum()
 }
 
 /// A tmpfs of `size` bytes mounted at `dir` (created) for a test; always

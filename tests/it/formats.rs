@@ -13,8 +13,6 @@
 //! The tests copy the stores to a temporary directory (a store opened by vmifs
 //! may create files) and never write into `tests/fixtures`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
@@ -152,7 +150,7 @@ impl Copy {
     }
 
     fn vmifs(&self, args: &[&str]) -> Output {
-        std::process::Command::new(common::BIN)
+        std::process::Command::new(crate::harness::BIN)
             .args(args)
             .env("VMIFS_CONFIG", &self.config)
             .env_remove("VMIFS_LOG")
@@ -285,7 +283,7 @@ fn formats_shards_sit_where_placement_and_layout_say() {
     assert_eq!(shards, 13 * 3);
     let stored: usize = STORES
         .iter()
-        .map(|s| common::files_under(&fixture_dir().join(s).join("shards")).len())
+        .map(|s| crate::harness::files_under(&fixture_dir().join(s).join("shards")).len())
         .sum();
     assert_eq!(stored, 10 * 3);
     let chunk0 = ChunkId::of(&fixture_image()[..CHUNK]);
