@@ -8,6 +8,11 @@
 //! Every implementation and wrapper passes the same conformance suite
 //! (`tests/store_conformance.rs`).
 //!
+//! Requests carry a [`priority::Priority`] class without the trait knowing:
+//! the class is the calling task's ([`priority::scope`]), and the concurrency
+//! limit ([`limit::Limit`]) serves the waiting requests of higher classes first
+//! and keeps slots for on-demand reads.
+//!
 //! Errors carry an [`ErrorKind`]: `NotFound`, `Temporary` (retrying may help) or
 //! `Permanent`. Only `store` modules talk HTTP or S3.
 
@@ -26,6 +31,7 @@ pub mod file;
 pub mod http;
 pub mod limit;
 pub mod memory;
+pub mod priority;
 pub mod retry;
 pub mod s3;
 pub mod timeout;
@@ -117,6 +123,15 @@ pub struct StoreOptions {
     pub timeout: Duration,
     pub retries: u32,
     pub concurrency: usize,
+    /// Of the `concurrency` slots, how many only on-demand requests may take.
+    pub reserved: usize,
+}
+
+impl StoreOptions {
+    /// The default reservation for `concurrency` slots: a quarter of them.
+    pub fn reserve_for(concurrency: usize) -> usize {
+        concurrency / 4
+    }
 }
 
 impl Default for StoreOptions {
@@ -125,6 +140,7 @@ impl Default for StoreOptions {
             timeout: Duration::from_secs(10),
             retries: 3,
             concurrency: 32,
+            reserved: Self::reserve_for(32),
         }
     }
 }
@@ -132,7 +148,7 @@ impl Default for StoreOptions {
 /// Wrap a store in the standard layers.
 pub fn layer(base: DynStore, opts: &StoreOptions) -> DynStore {
     let t: DynStore = Arc::new(timeout::Timeout::new(base, opts.timeout));
-    let l: DynStore = Arc::new(limit::Limit::new(t, opts.concurrency));
+    let l: DynStore = Arc::new(limit::Limit::new(t, opts.concurrency, opts.reserved));
     Arc::new(retry::Retry::new(l, opts.retries))
 }
 
