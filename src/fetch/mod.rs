@@ -20,19 +20,26 @@
 //!    good ones until one verifies; it then re-encodes the chunk to find and
 //!    charge the stores whose shards disagree.
 //!
+//! The decisions of steps 1–3 (and when to give up) are a pure state machine,
+//! [`race`]; [`Fetcher::fetch`] only drives it: it sends the requests the race
+//! asks for, checks each shard's header, keeps the race's one timer, feeds the
+//! outcomes back, and records what it saw in [`Stats`].
+//!
 //! Nothing leaves this module unverified: the result is a [`VerifiedChunk`].
 
 pub mod hot;
+pub mod race;
 pub mod scheduler;
 pub mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use tokio::time::Instant;
 
 use crate::core::chunk::VerifiedChunk;
 use crate::core::erasure::{Codec, open_shard, shard_payload};
@@ -41,6 +48,7 @@ use crate::core::layout;
 use crate::core::manifest::Manifest;
 use crate::core::placement;
 use crate::error::Error;
+use crate::fetch::race::{Action, Candidate, HedgeDelay, Outcome, Race};
 use crate::fetch::stats::Stats;
 use crate::store::DynStore;
 
@@ -97,23 +105,19 @@ impl Fetcher {
         })
     }
 
-    fn hedge_delay(&self, inflight: &[(usize, usize, Instant)]) -> Duration {
-        if let Some(d) = self.hedge_after {
-            return d;
+    /// How long a shard may be late before a hedge, for a race starting now.
+    fn hedge(&self) -> HedgeDelay {
+        match self.hedge_after {
+            Some(d) => HedgeDelay::Fixed(d),
+            None => HedgeDelay::Adaptive(self.stats.stores.iter().map(|s| s.latency()).collect()),
         }
-        let slowest = inflight
-            .iter()
-            .map(|&(_, s, _)| self.stats.stores[s].latency())
-            .max()
-            .unwrap_or_default();
-        if slowest.is_zero() {
-            return Duration::from_millis(200);
-        }
-        (slowest * 3).clamp(Duration::from_millis(20), Duration::from_secs(2))
     }
 
     /// Fetch and verify chunk `index` of the plan's image. All-zero chunks have no
     /// id; callers answer them with zeros and never ask.
+    ///
+    /// The store requests run in the calling task, so they carry its priority
+    /// class ([`crate::store::priority`]).
     pub async fn fetch(&self, plan: &Plan, index: u64) -> Result<VerifiedChunk, Error> {
         let m = &plan.manifest;
         let id = m.chunks[index as usize]
@@ -121,25 +125,20 @@ impl Fetcher {
         let len = m.chunk_len(index);
         let codec = &plan.codec;
         let (k, n) = (codec.data_shards(), codec.total_shards());
-        let placed = placement::place(&id, &m.stores, n);
-
-        // (shard index, store index), best first.
-        let mut cands: Vec<(usize, usize)> = placed
+        let placed: Vec<Option<usize>> = placement::place(&id, &m.stores, n)
             .iter()
-            .enumerate()
-            .filter_map(|(shard, &pos)| plan.store_map[pos].map(|s| (shard, s)))
+            .map(|&pos| plan.store_map[pos])
             .collect();
         let cost: Vec<u64> = self.stats.stores.iter().map(|s| s.cost()).collect();
-        cands.sort_by_key(|&(shard, s)| (cost[s], shard >= k, shard));
+        let cands = race::order(&placed, &cost, k);
+        let mut race = Race::new(k, n, cands.clone(), self.hedge());
 
-        let mut problems: Vec<String> = Vec::new();
         let mut got: Vec<Option<Bytes>> = vec![None; n];
         // The stored objects behind `got`, re-checked in full if the chunk fails.
         let mut raw: Vec<Option<Bytes>> = vec![None; n];
-        let mut have = 0;
-        let mut next = 0;
-        let mut inflight_meta: Vec<(usize, usize, Instant)> = Vec::new();
+        let mut troubled = false;
         let mut inflight = FuturesUnordered::new();
+        let mut timer: Option<Instant> = None;
         let launch = |shard: usize, s: usize| {
             let store = self.stores[s].clone();
             let key = layout::shard_key(&id, k, codec.parity_shards(), shard);
@@ -150,55 +149,70 @@ impl Fetcher {
             }
         };
 
+        let began = Instant::now();
+        let mut actions = race.start(Duration::ZERO);
         loop {
-            while have + inflight_meta.len() < k && next < cands.len() {
-                let (shard, s) = cands[next];
-                next += 1;
-                inflight.push(launch(shard, s));
-                inflight_meta.push((shard, s, Instant::now()));
+            for a in std::mem::take(&mut actions) {
+                match a {
+                    Action::Request {
+                        shard,
+                        store,
+                        hedge,
+                    } => {
+                        if let Some(late) = hedge {
+                            self.stats.stores[late].hedges.fetch_add(1, Relaxed);
+                        }
+                        inflight.push(launch(shard, store));
+                    }
+                    Action::Arm(d) => timer = Some(Instant::now() + d),
+                    Action::Disarm => timer = None,
+                    Action::Decode(_) => break,
+                    Action::GiveUp(e) => {
+                        return Err(Error::Unavailable(format!(
+                            "chunk {index} ({}) unavailable: {e}",
+                            id.short()
+                        )));
+                    }
+                }
             }
-            if have >= k {
+            if race.is_over() {
                 break;
             }
-            if inflight_meta.is_empty() {
-                return Err(unavailable(index, &id, have, k, n, &problems));
-            }
-            let delay = self.hedge_delay(&inflight_meta);
-            let can_hedge = next < cands.len();
             tokio::select! {
                 Some((shard, s, took, r)) = inflight.next() => {
-                    inflight_meta.retain(|&(sh, _, _)| sh != shard);
                     let name = self.stores[s].name();
-                    match r {
-                        Ok(obj) => match shard_payload(&obj, id, shard, codec, len) {
-                            Ok(payload) => {
-                                self.stats.stores[s].record_ok(took, obj.len());
-                                got[shard] = Some(payload);
-                                raw[shard] = Some(obj);
-                                have += 1;
+                    let outcome = match r {
+                        Ok(obj) => {
+                            self.stats.stores[s].record_ok(took, obj.len());
+                            match shard_payload(&obj, id, shard, codec, len) {
+                                Ok(payload) => {
+                                    got[shard] = Some(payload);
+                                    raw[shard] = Some(obj);
+                                    Outcome::Good
+                                }
+                                Err(e) => {
+                                    self.stats.stores[s].record_corrupt();
+                                    tracing::warn!(store = name, chunk = %id.short(), shard, "bad shard: {e}");
+                                    Outcome::Bad(format!("store {name}: shard {shard}: {e}"))
+                                }
                             }
-                            Err(e) => {
-                                self.stats.stores[s].record_ok(took, obj.len());
-                                self.stats.stores[s].record_corrupt();
-                                tracing::warn!(store = name, chunk = %id.short(), shard, "bad shard: {e}");
-                                problems.push(format!("store {name}: shard {shard}: {e}"));
-                            }
-                        },
+                        }
                         Err(e) => {
                             self.stats.stores[s].record_error();
                             tracing::debug!(store = name, chunk = %id.short(), shard, "shard fetch failed: {e}");
-                            problems.push(e.to_string());
+                            Outcome::Failed(e.to_string())
                         }
-                    }
+                    };
+                    troubled |= outcome != Outcome::Good;
+                    actions = race.arrived(shard, outcome, began.elapsed());
                 }
-                _ = tokio::time::sleep(delay), if can_hedge => {
-                    if let Some(&(_, late, _)) = inflight_meta.iter().min_by_key(|m| m.2) {
-                        self.stats.stores[late].hedges.fetch_add(1, Relaxed);
-                    }
-                    let (shard, s) = cands[next];
-                    next += 1;
-                    inflight.push(launch(shard, s));
-                    inflight_meta.push((shard, s, Instant::now()));
+                _ = tokio::time::sleep_until(timer.unwrap_or(began)), if timer.is_some() => {
+                    // A fired timer is disarmed.
+                    timer = None;
+                    actions = race.timer(began.elapsed());
+                }
+                else => {
+                    return Err(Error::Invalid(format!("chunk {index}: shard race stalled")));
                 }
             }
         }
@@ -207,7 +221,7 @@ impl Fetcher {
         let used_parity = got[..k].iter().any(Option::is_none);
         match decode_verify(codec, &got, len, id) {
             Ok(chunk) => {
-                if used_parity || !problems.is_empty() {
+                if used_parity || troubled {
                     self.stats.degraded_reads.fetch_add(1, Relaxed);
                 }
                 self.stats.chunks_fetched.fetch_add(1, Relaxed);
@@ -226,14 +240,14 @@ impl Fetcher {
         index: u64,
         id: ChunkId,
         len: usize,
-        cands: &[(usize, usize)],
+        cands: &[Candidate],
         raw: Vec<Option<Bytes>>,
     ) -> Result<VerifiedChunk, Error> {
         let codec = &plan.codec;
         let (k, n) = (codec.data_shards(), codec.total_shards());
         let mut owner = vec![None; n];
         let mut got: Vec<Option<Bytes>> = vec![None; n];
-        for &(shard, s) in cands {
+        for &Candidate { shard, store: s } in cands {
             owner[shard] = Some(s);
             let obj = match &raw[shard] {
                 Some(obj) => Some(obj.clone()),
@@ -308,25 +322,6 @@ fn decode_verify(
         codec.decode(slots, len)?
     };
     VerifiedChunk::verify(id, Bytes::from(data)).map_err(|e| Error::Corrupt(e.to_string()))
-}
-
-fn unavailable(
-    index: u64,
-    id: &ChunkId,
-    have: usize,
-    k: usize,
-    n: usize,
-    problems: &[String],
-) -> Error {
-    Error::Unavailable(format!(
-        "chunk {index} ({}) unavailable: {have} of {n} shards readable, {k} needed ({})",
-        id.short(),
-        if problems.is_empty() {
-            "no store holds them".to_string()
-        } else {
-            problems.join("; ")
-        }
-    ))
 }
 
 /// All `k`-element subsets of `items`, in lexicographic order.

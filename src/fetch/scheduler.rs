@@ -3,9 +3,20 @@
 //! keyed by chunk id, so identical chunks of different images share the
 //! download). The fetched chunk is cached before its waiters are released.
 //!
-//! Priorities: on-demand reads never wait for a permit; read-ahead,
-//! boot-profile prefetch and whole-image prefetch run in background tasks,
-//! each bounded by its own semaphore.
+//! Priorities: every request for a chunk names its [`Priority`] class —
+//! on-demand > boot profile > read-ahead > background prefetch — and the
+//! download runs in that class ([`priority::scope`]), so the class reaches the
+//! per-store request slots ([`crate::store::limit`]), which serve higher
+//! classes first and keep slots for on-demand reads. When a request of a
+//! higher class joins a download already under way, the download's class is
+//! raised: its shard requests still waiting for a store slot move up at once,
+//! and the requests it sends from then on (hedges, replacements) go at the new
+//! class. (The alternative, a second download beside the first, would fetch
+//! the chunk twice.)
+//!
+//! On-demand reads never wait for a permit here; read-ahead, boot-profile
+//! prefetch and whole-image prefetch run in background tasks, each bounded by
+//! its own semaphore ([`Limits`]), in chunks.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -21,8 +32,16 @@ use crate::core::id::ChunkId;
 use crate::error::Error;
 use crate::fetch::hot::Hot;
 use crate::fetch::{Fetcher, Plan};
+use crate::store::priority::{self, Class, Priority};
 
 type SharedFetch = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
+
+/// A download under way: its result, shared, and its class.
+#[derive(Debug)]
+struct Download {
+    result: SharedFetch,
+    class: Class,
+}
 
 /// Concurrency of background work, per kind, for a whole mount.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +70,7 @@ pub struct Chunks {
     hot: Mutex<Hot>,
     fetcher: Fetcher,
     cache: Arc<Cache>,
-    inflight: Mutex<HashMap<ChunkId, SharedFetch>>,
+    inflight: Mutex<HashMap<ChunkId, Download>>,
     pub readahead: Semaphore,
     pub profile: Arc<Semaphore>,
     pub prefetch: Arc<Semaphore>,
@@ -78,13 +97,15 @@ impl Chunks {
         &self.cache
     }
 
-    /// The chunk's bytes, from the cache or fetched (once, whoever else asks).
+    /// The chunk's bytes, from the cache or fetched (once, whoever else asks),
+    /// for a request of class `priority`.
     pub async fn get(
         self: &Arc<Self>,
         plan: &Plan,
         index: u64,
         id: ChunkId,
         counters: &Arc<Counters>,
+        priority: Priority,
     ) -> Result<Bytes, Error> {
         if let Some(b) = self.hot.lock().unwrap().get(&id) {
             counters.bytes_from_cache.fetch_add(b.len() as u64, Relaxed);
@@ -105,12 +126,18 @@ impl Chunks {
         let fut = {
             let mut map = self.inflight.lock().unwrap();
             match map.get(&id) {
-                Some(f) => f.clone(),
+                Some(d) => {
+                    if d.class.raise(priority) {
+                        tracing::debug!(chunk = %id.short(), "download raised to {priority}");
+                    }
+                    d.result.clone()
+                }
                 None => {
                     let me = self.clone();
                     let plan = plan.clone();
                     let counters = counters.clone();
-                    let task = tokio::spawn(async move {
+                    let class = Class::new(priority);
+                    let task = tokio::spawn(priority::scope(class.clone(), async move {
                         let r = me.fetcher.fetch(&plan, index).await;
                         let r = match r {
                             Ok(chunk) => {
@@ -128,7 +155,7 @@ impl Chunks {
                         };
                         me.inflight.lock().unwrap().remove(&id);
                         r
-                    });
+                    }));
                     let f: BoxFuture<'static, Result<Bytes, Arc<Error>>> = async move {
                         task.await.unwrap_or_else(|e| {
                             Err(Arc::new(Error::Invalid(format!("fetch task: {e}"))))
@@ -136,7 +163,13 @@ impl Chunks {
                     }
                     .boxed();
                     let f = f.shared();
-                    map.insert(id, f.clone());
+                    map.insert(
+                        id,
+                        Download {
+                            result: f.clone(),
+                            class,
+                        },
+                    );
                     f
                 }
             }

@@ -10,6 +10,9 @@
 //! Chunks come from [`Chunks`] (memory, disk cache, stores; single-flight),
 //! shared by every image of a mount. A sequential reader starts read-ahead
 //! ([`Window`]); a boot profile or `[mount] prefetch` fetches in the background.
+//! Each asks in its [`Priority`] class: a read on-demand, read-ahead as
+//! read-ahead, the boot profile (and loading it) as profile, whole-image
+//! prefetch as background.
 //!
 //! Each reader also keeps a [`Trace`] of the chunks its reads touched first, in
 //! order, from which `vmifs profile record` makes a boot [`Profile`].
@@ -34,6 +37,7 @@ use crate::fetch::scheduler::{Chunks, Counters};
 use crate::mount::readahead::Window;
 use crate::mount::span::{clipped_len, spans};
 use crate::repo::Repo;
+use crate::store::priority::{self, Class, Priority};
 
 /// The figures of one image version, for `status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,7 +131,12 @@ impl ImageReader {
         let m = &self.plan.manifest;
         match m.chunks[index as usize] {
             None => Ok(Bytes::from(vec![0u8; m.chunk_len(index)])),
-            Some(id) => self.chunks.get(&self.plan, index, id, &self.counters).await,
+            Some(id) => {
+                let on_demand = Priority::OnDemand;
+                self.chunks
+                    .get(&self.plan, index, id, &self.counters, on_demand)
+                    .await
+            }
         }
     }
 
@@ -182,7 +191,10 @@ impl ImageReader {
                 let Ok(_permit) = me.chunks.readahead.acquire().await else {
                     return;
                 };
-                if let Err(e) = me.chunks.get(&me.plan, index, id, &me.counters).await {
+                let got = me
+                    .chunks
+                    .get(&me.plan, index, id, &me.counters, Priority::ReadAhead);
+                if let Err(e) = got.await {
                     tracing::debug!(image = %me.id.short(), index, "read-ahead failed: {e}");
                 }
             });
@@ -218,7 +230,8 @@ impl ImageReader {
             return;
         }
         let me = self.clone();
-        tokio::spawn(async move {
+        let class = Class::new(Priority::Profile);
+        tokio::spawn(priority::scope(class, async move {
             let loaded = tokio::time::timeout(Duration::from_secs(10), repo.profile(&me.id)).await;
             let Ok(Some(p)) = loaded else {
                 tracing::debug!(image = %me.id.short(), "no boot profile");
@@ -230,8 +243,8 @@ impl ImageReader {
                 .profile_chunks
                 .store(order.len() as u64, Relaxed);
             let permits = me.chunks.profile.clone();
-            me.prefetch_in_order(order, permits, "boot profile");
-        });
+            me.prefetch_in_order(order, permits, Priority::Profile);
+        }));
     }
 
     /// Fetch every chunk of the image into the cache in the background, a few at
@@ -241,17 +254,23 @@ impl ImageReader {
             return;
         }
         let permits = self.chunks.prefetch.clone();
-        self.prefetch_in_order(0..self.plan.manifest.chunk_count(), permits, "prefetch");
+        let all = 0..self.plan.manifest.chunk_count();
+        self.prefetch_in_order(all, permits, Priority::Background);
     }
 
-    /// Fetch the chunks `order` names, in that order, as `permits` allow, in
-    /// a background task that stops when the reader is dropped.
+    /// Fetch the chunks `order` names, in that order, as `permits` allow, at
+    /// class `priority`, in a background task that stops when the reader is
+    /// dropped.
     fn prefetch_in_order(
         self: &Arc<Self>,
         order: impl IntoIterator<Item = u64, IntoIter: Send> + Send + 'static,
         permits: Arc<Semaphore>,
-        what: &'static str,
+        priority: Priority,
     ) {
+        let what = match priority {
+            Priority::Profile => "boot profile",
+            _ => "prefetch",
+        };
         let weak: Weak<Self> = Arc::downgrade(self);
         let chunks = self.chunks.clone();
         tokio::spawn(async move {
@@ -270,7 +289,8 @@ impl ImageReader {
                 }
                 tasks.push(tokio::spawn(async move {
                     let _permit = permit;
-                    if let Err(e) = me.chunks.get(&me.plan, index, id, &me.counters).await {
+                    let got = me.chunks.get(&me.plan, index, id, &me.counters, priority);
+                    if let Err(e) = got.await {
                         tracing::debug!(image = %me.id.short(), index, "{what} failed: {e}");
                     }
                 }));

@@ -18,6 +18,7 @@ pub fn store(cfg: &StoreConfig) -> Result<DynStore, StoreError> {
             timeout: cfg.timeout,
             retries: cfg.retries,
             concurrency: cfg.concurrency,
+            reserved: StoreOptions::reserve_for(cfg.concurrency),
         },
     ))
 }

@@ -1,33 +1,47 @@
-//! Caps the requests in flight to one store; callers beyond the cap queue.
+//! Caps the requests in flight to one store, and decides who goes next.
+//!
+//! A store has `cap` request slots. Waiting requests are served highest
+//! [`Priority`] first, in arrival order within a class. The last `reserved`
+//! free slots are for on-demand requests alone: a request of any other class
+//! gets a slot only while fewer than `cap - reserved` are in use. So however
+//! much read-ahead and prefetch is queued, an on-demand read finds a free slot
+//! at once unless on-demand reads themselves hold `reserved` or more.
+//!
+//! The class of a request is the class of the calling task
+//! ([`priority::current`]), read when it starts waiting and again whenever
+//! that class is raised, so a raised download's queued requests move up
+//! without waiting for a slot to be released. The rule itself ([`pick`]) is
+//! pure and table-tested; [`Slots`] applies it under a lock.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
-use super::{DynStore, ErrorKind, ObjectMeta, Store, StoreError};
+use super::priority::{self, Class, Priority};
+use super::{DynStore, ObjectMeta, Store, StoreError};
 
+/// The store wrapper: every call holds one of the store's slots.
 #[derive(Debug)]
 pub struct Limit {
     inner: DynStore,
-    permits: Arc<Semaphore>,
+    slots: Slots,
 }
 
 impl Limit {
-    pub fn new(inner: DynStore, max_in_flight: usize) -> Self {
+    /// `max_in_flight` slots (at least 1), of which `reserved` are kept for
+    /// on-demand requests (at most `max_in_flight - 1`, so every class can run).
+    pub fn new(inner: DynStore, max_in_flight: usize, reserved: usize) -> Self {
         Limit {
             inner,
-            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            slots: Slots::new(max_in_flight, reserved),
         }
     }
 
-    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
-        self.permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::new(ErrorKind::Permanent, self.inner.name(), "store closed"))
+    pub fn slots(&self) -> &Slots {
+        &self.slots
     }
 }
 
@@ -37,23 +51,317 @@ impl Store for Limit {
         self.inner.name()
     }
     async fn get_range(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
-        let _p = self.permit().await?;
+        let _s = self.slots.acquire(&priority::current()).await;
         self.inner.get_range(key, range).await
     }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
-        let _p = self.permit().await?;
+        let _s = self.slots.acquire(&priority::current()).await;
         self.inner.put(key, data).await
     }
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        let _p = self.permit().await?;
+        let _s = self.slots.acquire(&priority::current()).await;
         self.inner.head(key).await
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let _p = self.permit().await?;
+        let _s = self.slots.acquire(&priority::current()).await;
         self.inner.delete(key).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        let _p = self.permit().await?;
+        let _s = self.slots.acquire(&priority::current()).await;
         self.inner.list(prefix).await
+    }
+}
+
+/// How many slots may be in use for a request of class `p` to get one.
+pub fn ceiling(p: Priority, cap: usize, reserved: usize) -> usize {
+    match p {
+        Priority::OnDemand => cap,
+        _ => cap - reserved,
+    }
+}
+
+/// The waiter that gets the next slot, if any may: the highest class, the
+/// earliest arrival (`seq`) within it, if its class is below its ceiling.
+/// `waiting` yields `(class, seq)` per waiter; the result indexes it.
+pub fn pick(
+    in_use: usize,
+    cap: usize,
+    reserved: usize,
+    waiting: impl IntoIterator<Item = (Priority, u64)>,
+) -> Option<usize> {
+    let (i, (p, _)) = waiting
+        .into_iter()
+        .enumerate()
+        .max_by(|(_, (pa, sa)), (_, (pb, sb))| pa.cmp(pb).then(sb.cmp(sa)))?;
+    (in_use < ceiling(p, cap, reserved)).then_some(i)
+}
+
+/// A priority-ordered counting semaphore with slots reserved for on-demand
+/// requests; see the module documentation.
+#[derive(Debug)]
+pub struct Slots {
+    cap: usize,
+    reserved: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    in_use: usize,
+    next_seq: u64,
+    waiting: Vec<Waiter>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    seq: u64,
+    class: Class,
+    wake: oneshot::Sender<()>,
+}
+
+impl Slots {
+    pub fn new(cap: usize, reserved: usize) -> Self {
+        let cap = cap.max(1);
+        Slots {
+            cap,
+            reserved: reserved.min(cap - 1),
+            state: Mutex::default(),
+        }
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    pub fn reserved(&self) -> usize {
+        self.reserved
+    }
+
+    /// Slots held now.
+    pub fn in_use(&self) -> usize {
+        self.state.lock().unwrap().in_use
+    }
+
+    /// Requests waiting for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.state.lock().unwrap().waiting.len()
+    }
+
+    /// Wait for a slot for a request of `class`; it is released on drop.
+    pub async fn acquire(&self, class: &Class) -> Slot<'_> {
+        // Subscribe before queueing, so no raise is missed.
+        let mut changes = class.watch();
+        let (wake, mut granted) = oneshot::channel();
+        let seq = {
+            let mut st = self.state.lock().unwrap();
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            st.waiting.push(Waiter {
+                seq,
+                class: class.clone(),
+                wake,
+            });
+            self.dispatch(&mut st);
+            seq
+        };
+        let mut queued = Queued {
+            slots: self,
+            seq,
+            done: false,
+        };
+        loop {
+            tokio::select! {
+                biased;
+                // The sender is dropped unsent only by `Queued::drop`.
+                _ = &mut granted => break,
+                r = changes.changed() => match r {
+                    Ok(()) => self.dispatch(&mut self.state.lock().unwrap()),
+                    Err(_) => {
+                        let _ = (&mut granted).await;
+                        break;
+                    }
+                },
+            }
+        }
+        queued.done = true;
+        Slot { slots: self }
+    }
+
+    /// Grant slots to waiters as long as [`pick`] allows.
+    fn dispatch(&self, st: &mut State) {
+        while let Some(i) = pick(
+            st.in_use,
+            self.cap,
+            self.reserved,
+            st.waiting.iter().map(|w| (w.class.get(), w.seq)),
+        ) {
+            let w = st.waiting.swap_remove(i);
+            st.in_use += 1;
+            // A waiter that went away meanwhile gives the slot back in `Queued::drop`.
+            let _ = w.wake.send(());
+        }
+    }
+
+    fn release(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.in_use -= 1;
+        self.dispatch(&mut st);
+    }
+}
+
+/// A held slot.
+#[derive(Debug)]
+pub struct Slot<'a> {
+    slots: &'a Slots,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.slots.release();
+    }
+}
+
+/// A waiter's place in the queue while it waits: if the waiting future is
+/// dropped, it leaves the queue, or gives back the slot it was just granted.
+struct Queued<'a> {
+    slots: &'a Slots,
+    seq: u64,
+    done: bool,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut st = self.slots.state.lock().unwrap();
+        match st.waiting.iter().position(|w| w.seq == self.seq) {
+            Some(i) => {
+                st.waiting.swap_remove(i);
+            }
+            None => {
+                st.in_use -= 1;
+                self.slots.dispatch(&mut st);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Priority::*;
+
+    #[test]
+    fn the_highest_class_goes_first_then_the_earliest() {
+        // (in use, cap, reserved, waiting, picked)
+        let cases: &[(usize, usize, usize, &[(Priority, u64)], Option<usize>)] = &[
+            (0, 4, 1, &[], None),
+            (0, 4, 1, &[(Background, 0)], Some(0)),
+            (0, 4, 1, &[(Background, 0), (OnDemand, 1)], Some(1)),
+            (
+                0,
+                4,
+                1,
+                &[(ReadAhead, 3), (Profile, 5), (Background, 1)],
+                Some(1),
+            ),
+            (
+                0,
+                4,
+                1,
+                &[(Profile, 7), (Profile, 2), (Profile, 9)],
+                Some(1),
+            ),
+            // Background classes stop below cap - reserved ...
+            (2, 4, 1, &[(Profile, 0)], Some(0)),
+            (3, 4, 1, &[(Profile, 0)], None),
+            (3, 4, 1, &[(Background, 0), (Profile, 1)], None),
+            // ... on-demand requests use the reserved slots ...
+            (3, 4, 1, &[(Background, 0), (OnDemand, 1)], Some(1)),
+            (3, 4, 2, &[(OnDemand, 4)], Some(0)),
+            // ... but not more than there are.
+            (4, 4, 1, &[(OnDemand, 0)], None),
+            // Without a reservation every class may fill every slot.
+            (3, 4, 0, &[(Background, 0)], Some(0)),
+            (4, 4, 0, &[(Background, 0)], None),
+        ];
+        for &(in_use, cap, reserved, waiting, want) in cases {
+            let got = pick(in_use, cap, reserved, waiting.iter().copied());
+            assert_eq!(
+                got, want,
+                "{in_use} of {cap} (reserve {reserved}) {waiting:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ceilings() {
+        assert_eq!(ceiling(OnDemand, 32, 8), 32);
+        for p in [Profile, ReadAhead, Background] {
+            assert_eq!(ceiling(p, 32, 8), 24);
+        }
+        // The reservation never shuts a class out.
+        assert_eq!(Slots::new(1, 5).reserved(), 0);
+        assert_eq!(Slots::new(0, 0).cap(), 1);
+        assert_eq!(Slots::new(4, 9).reserved(), 3);
+    }
+
+    #[tokio::test]
+    async fn slots_are_granted_by_class_and_returned() {
+        let slots = Slots::new(2, 1);
+        let bg = Class::new(Background);
+        let a = slots.acquire(&bg).await;
+        assert_eq!(slots.in_use(), 1);
+        // A second background request waits: the last slot is reserved.
+        let waiting = slots.acquire(&bg);
+        tokio::pin!(waiting);
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        assert_eq!(slots.waiting(), 1);
+        // An on-demand one does not.
+        let od = slots.acquire(&Class::new(OnDemand)).await;
+        assert_eq!(slots.in_use(), 2);
+        drop(a);
+        drop(od);
+        let b = waiting.await;
+        assert_eq!((slots.in_use(), slots.waiting()), (1, 0));
+        drop(b);
+        assert_eq!(slots.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_raised_class_takes_a_reserved_slot_at_once() {
+        let slots = Slots::new(2, 1);
+        let _held = slots.acquire(&Class::new(Background)).await;
+        let class = Class::new(ReadAhead);
+        let waiting = slots.acquire(&class);
+        tokio::pin!(waiting);
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        class.raise(OnDemand);
+        assert!(futures::poll!(waiting.as_mut()).is_ready());
+        assert_eq!(slots.in_use(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_waiter_leaves_the_queue() {
+        let slots = Slots::new(1, 0);
+        let held = slots.acquire(&Class::new(OnDemand)).await;
+        let od = Class::new(OnDemand);
+        {
+            let w = slots.acquire(&od);
+            tokio::pin!(w);
+            assert!(futures::poll!(w.as_mut()).is_pending());
+            assert_eq!(slots.waiting(), 1);
+        }
+        assert_eq!(slots.waiting(), 0);
+        // Granted, then dropped before it ran: the slot comes back.
+        {
+            let w = slots.acquire(&od);
+            tokio::pin!(w);
+            assert!(futures::poll!(w.as_mut()).is_pending());
+            drop(held);
+            assert_eq!(slots.in_use(), 1);
+        }
+        assert_eq!((slots.in_use(), slots.waiting()), (0, 0));
     }
 }

@@ -8,6 +8,11 @@
 //! Every implementation and wrapper passes the same conformance suite
 //! ([`conformance`], run on each of them by the integration tests).
 //!
+//! Requests carry a [`priority::Priority`] class without the trait knowing:
+//! the class is the calling task's ([`priority::scope`]), and the concurrency
+//! limit ([`limit::Limit`]) serves the waiting requests of higher classes first
+//! and keeps slots for on-demand reads.
+//!
 //! Errors carry an [`ErrorKind`]: `NotFound`, `Temporary` (retrying may help) or
 //! `Permanent`. Only `store` modules talk HTTP or S3.
 
@@ -27,6 +32,7 @@ pub mod file;
 pub mod http;
 pub mod limit;
 pub mod memory;
+pub mod priority;
 pub mod retry;
 pub mod s3;
 pub mod timeout;
@@ -118,6 +124,15 @@ pub struct StoreOptions {
     pub timeout: Duration,
     pub retries: u32,
     pub concurrency: usize,
+    /// Of the `concurrency` slots, how many only on-demand requests may take.
+    pub reserved: usize,
+}
+
+impl StoreOptions {
+    /// The default reservation for `concurrency` slots: a quarter of them.
+    pub fn reserve_for(concurrency: usize) -> usize {
+        concurrency / 4
+    }
 }
 
 impl Default for StoreOptions {
@@ -126,6 +141,7 @@ impl Default for StoreOptions {
             timeout: Duration::from_secs(10),
             retries: 3,
             concurrency: 32,
+            reserved: Self::reserve_for(32),
         }
     }
 }
@@ -133,7 +149,7 @@ impl Default for StoreOptions {
 /// Wrap a store in the standard layers.
 pub fn layer(base: DynStore, opts: &StoreOptions) -> DynStore {
     let t: DynStore = Arc::new(timeout::Timeout::new(base, opts.timeout));
-    let l: DynStore = Arc::new(limit::Limit::new(t, opts.concurrency));
+    let l: DynStore = Arc::new(limit::Limit::new(t, opts.concurrency, opts.reserved));
     Arc::new(retry::Retry::new(l, opts.retries))
 }
 

@@ -62,7 +62,7 @@ async fn timeout_wrapper() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_wrapper() {
-    conformance(&Limit::new(memory(), 2)).await;
+    conformance(&Limit::new(memory(), 2, 1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,6 +377,7 @@ async fn timeout_turns_a_hang_into_a_temporary_error() {
         timeout: Duration::from_millis(100),
         retries: 8,
         concurrency: 4,
+        reserved: 1,
     };
     let stack = vmifs::store::layer(faulty.clone(), &opts);
     let unhang = {
@@ -478,7 +479,7 @@ async fn limit_caps_calls_in_flight() {
     faulty.put("k", Bytes::from_static(b"v")).await.unwrap();
     ctl.set(FaultMode::Delay(Duration::from_millis(30)));
     ctl.reset_counts();
-    let limit = Arc::new(Limit::new(faulty.clone(), CAP));
+    let limit = Arc::new(Limit::new(faulty.clone(), CAP, 0));
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let l = limit.clone();
