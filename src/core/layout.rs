@@ -147,21 +147,21 @@ mod tests {
             assert_eq!(got, want);
         }
         assert_eq!(
-            parse_shard_key(&format!(
+            parse_shard_key(
                 "shards/ba/ba8028ecf3e0d5b7ee50d3b79e682b24da20aaca56dbc236dfd020a539065737.10-4.13"
-            )),
+            ),
             Some((c, 10, 4, 13))
         );
         assert_eq!(
-            parse_manifest_key(&format!(
+            parse_manifest_key(
                 "manifests/9b28f92fc66c4c53f1c1d66e97a920f2fa464acbffaddc0dab69d40861653692.json"
-            )),
+            ),
             Some(i)
         );
         assert_eq!(
-            parse_profile_key(&format!(
+            parse_profile_key(
                 "profiles/9b28f92fc66c4c53f1c1d66e97a920f2fa464acbffaddc0dab69d40861653692.json"
-            )),
+            ),
             Some(i)
         );
         assert_eq!(parse_tag_key("tags/debian/12"), Some((n, t)));

@@ -132,7 +132,9 @@ mod tests {
         .map(|h| h.parse().unwrap())
         .collect();
         let five = ["s0", "s1", "s2", "s3", "s4"];
-        let cases: [(&[&str], usize, [&[usize]; 3]); 4] = [
+        // (store names, n, the store of every shard of each chunk)
+        type Case<'a> = (&'a [&'a str], usize, [&'a [usize]; 3]);
+        let cases: [Case; 4] = [
             // S < n: each store holds two shards of a chunk.
             (
                 &["eu-west", "us-east", "ap-south"],

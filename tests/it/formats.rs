@@ -274,7 +274,7 @@ fn formats_shards_sit_where_placement_and_layout_say() {
                 bytes::Bytes::from(std::fs::read(&path).unwrap_or_else(|e| {
                     panic!("chunk {i} shard {shard}: {}: {e}", path.display())
                 }));
-            open_shard(&object, *c, shard, &codec, m.chunk_len(i as u64) as usize)
+            open_shard(&object, *c, shard, &codec, m.chunk_len(i as u64))
                 .unwrap_or_else(|e| panic!("chunk {i} shard {shard}: {e}"));
             shards += 1;
         }
