@@ -36,7 +36,7 @@ if [[ -z ${VMIFS:-} ]]; then
     VMIFS=$CARGO_TARGET_DIR/release/vmifs
 fi
 VMIFS_FIXTURE_IMAGE=$work/fixture.raw \
-    cargo test --release --test formats write_fixture_image -- --ignored
+    cargo test --release --test it formats::write_fixture_image -- --ignored
 test "$(stat -c %s "$work/fixture.raw")" = 1049576
 
 cat >"$work/config.toml" <<TOML

@@ -13,7 +13,7 @@
 //! or SIGINT the file system is unmounted (lazily if files are still open) and
 //! the daemon exits 0.
 //!
-//! The daemon answers its control socket ([`control`](crate::mount::control)):
+//! The daemon answers its control socket ([`control`]):
 //! the [`Status`] that `vmifs status` prints, and the boot profile recorded so
 //! far for an image (`vmifs profile record`).
 

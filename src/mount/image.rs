@@ -4,7 +4,7 @@
 //! Contract of [`ImageReader::read_at`]: it returns exactly
 //! `min(len, size - offset)` bytes (empty at or past the end), never fewer — QEMU
 //! takes a short read on a regular file as the end of the file and fills zeros
-//! silently — or an error. Every byte comes from a [`VerifiedChunk`] or from an
+//! silently — or an error. Every byte comes from a [`VerifiedChunk`](crate::core::chunk::VerifiedChunk) or from an
 //! all-zero chunk, which is answered without any fetch.
 //!
 //! Chunks come from [`Chunks`] (memory, disk cache, stores; single-flight),
