@@ -356,7 +356,8 @@ mod tests {
         assert_eq!(serde_json::to_value(&back).unwrap(), v);
 
         // A renamed, unknown or missing field anywhere is an error, not a zero.
-        let edits: Vec<(&str, fn(&mut serde_json::Value))> = vec![
+        type Edit = (&'static str, fn(&mut serde_json::Value));
+        let edits: Vec<Edit> = vec![
             ("unknown top", |v| v["extra"] = 1.into()),
             ("unknown image", |v| v["images"][0]["extra"] = 1.into()),
             ("missing image", |v| {

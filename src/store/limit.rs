@@ -255,7 +255,8 @@ mod tests {
     #[test]
     fn the_highest_class_goes_first_then_the_earliest() {
         // (in use, cap, reserved, waiting, picked)
-        let cases: &[(usize, usize, usize, &[(Priority, u64)], Option<usize>)] = &[
+        type Case<'a> = (usize, usize, usize, &'a [(Priority, u64)], Option<usize>);
+        let cases: &[Case] = &[
             (0, 4, 1, &[], None),
             (0, 4, 1, &[(Background, 0)], Some(0)),
             (0, 4, 1, &[(Background, 0), (OnDemand, 1)], Some(1)),

@@ -19,6 +19,7 @@ mod load;
 mod manifest_golden;
 mod mount;
 mod roundtrip;
+mod sched;
 mod serve;
 mod store_conformance;
 mod trust;

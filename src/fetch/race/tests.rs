@@ -24,7 +24,8 @@ fn req(shard: usize, store: usize) -> Action {
 #[test]
 fn order_is_by_cost_then_data_shards_first() {
     // (store of each shard, cost of each store, k, expected shard order)
-    let cases: &[(&[Option<usize>], &[u64], usize, &[usize])] = &[
+    type Case<'a> = (&'a [Option<usize>], &'a [u64], usize, &'a [usize]);
+    let cases: &[Case] = &[
         (&[Some(0), Some(1), Some(2)], &[0, 0, 0], 2, &[0, 1, 2]),
         (&[Some(0), Some(1), Some(2)], &[9, 5, 1], 2, &[2, 1, 0]),
         // Equal cost: data shards (0, 1) before parity (2, 3), whatever the store.
