@@ -150,11 +150,7 @@ impl Copy {
     }
 
     fn vmifs(&self, args: &[&str]) -> Output {
-        std::process::Command::new(crate::harness::BIN)
-            .args(args)
-            .env("VMIFS_CONFIG", &self.config)
-            .env_remove("VMIFS_LOG")
-            .stdin(std::process::Stdio::null())
+        crate::harness::vmifs_command(&self.config, args)
             .output()
             .unwrap()
     }
