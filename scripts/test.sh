@@ -60,6 +60,6 @@ fi
 # A short fuzz run of every parser (long runs: RELIABILITY.md); fails on any crash.
 scripts/fuzz.sh "${VMIFS_FUZZ_SECONDS:-5}"
 echo "== benchmarks (test mode)"
-cargo bench --bench codec --quiet -- --test
+cargo bench --bench codec --bench store --quiet -- --test
 summary=$(grep -E '^test result:' "${TMPDIR:-/tmp}/vmifs-test.log" | awk '{p+=$4; f+=$6; i+=$8} END {print p" passed, "f" failed, "i" ignored"}')
 echo "$summary"

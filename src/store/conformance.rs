@@ -7,7 +7,8 @@
 //! Each check takes a `&dyn Store`, uses only keys under `conf/` (the store
 //! need not be empty, but nothing else may write under `conf/` meanwhile),
 //! deletes what it wrote, and panics with a message naming the store and what
-//! differed. [`run`] runs them all.
+//! differed. [`run`] runs them all. [`replay::replay`] is the model check
+//! that takes its operations from the caller (a fuzz target, a benchmark).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +17,8 @@ use bytes::Bytes;
 
 use super::{ErrorKind, Store, StoreError, StoreExt};
 use crate::core::sample;
+
+pub mod replay;
 
 /// Run every check against `store`. Keys live under `conf/`; the store need
 /// not be empty, but nothing else may write under `conf/` meanwhile.

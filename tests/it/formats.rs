@@ -156,13 +156,7 @@ impl Copy {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let o = self.vmifs(args);
-        assert!(
-            o.status.success(),
-            "vmifs {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        crate::harness::vmifs_ok(&self.config, args)
     }
 
     /// `vmifs get REF` into the copy's directory; the bytes it wrote.

@@ -53,6 +53,18 @@ pub fn vmifs_command(config: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// Run `vmifs ARGS` with the config file `config`; its stdout, or a test
+/// failure with its stderr.
+pub fn vmifs_ok(config: &Path, args: &[&str]) -> String {
+    let o = vmifs_command(config, args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "vmifs {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
 /// One store process.
 #[derive(Debug)]
 pub struct Server {
@@ -253,12 +265,6 @@ impl Cluster {
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.vmifs(args);
-        assert!(
-            o.status.success(),
-            "vmifs {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        vmifs_ok(&self.config, args)
     }
 }
