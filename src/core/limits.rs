@@ -12,7 +12,7 @@
 //! | tag record, lock | [`TAG_MAX`], [`LOCK_MAX`] (4 KiB; a signed tag is ~300 bytes) |
 //! | manifest | `[limits] manifest_size` (default [`DEFAULT_MANIFEST_SIZE`], 64 MiB) |
 //! | shard | exactly its header plus its payload ([`shard_max`]) |
-//! | boot profile | what its image's chunk count can need ([`profile_max`]) |
+//! | boot profile | the manifest bound (a profile is smaller than its image's manifest) |
 //!
 //! A manifest that passes its size bound is also checked for what it claims
 //! before its chunk list is parsed ([`check_image_shape`]): a chunk size no
@@ -42,13 +42,6 @@ pub const MAX_IMAGE_SIZE: u64 = 64 << 40;
 /// bytes, as [`crate::core::erasure::Codec::shard_len`] cuts them.
 pub fn shard_max(chunk_len: u64, k: usize) -> u64 {
     HEADER_LEN as u64 + chunk_len.div_ceil(k.max(1) as u64).max(1)
-}
-
-/// Bound of a boot profile of an image of `chunks` chunks: each entry is a
-/// pair of numbers of at most 20 digits (`[i,ms],`, 44 bytes), plus the
-/// envelope. Profiles may name chunks twice in damaged files, so twice that.
-pub fn profile_max(chunks: u64) -> u64 {
-    1024 + chunks.saturating_mul(88)
 }
 
 /// Check what a manifest claims about its image before its chunk list is
@@ -111,14 +104,5 @@ mod tests {
     fn small_objects_have_small_bounds() {
         assert_eq!(TAG_MAX, 4096);
         assert_eq!(LOCK_MAX, 4096);
-        assert!(profile_max(0) >= 64);
-        assert_eq!(profile_max(u64::MAX), u64::MAX);
-        // A real profile of 1000 chunks fits.
-        let p = crate::core::profile::Profile {
-            version: crate::core::profile::VERSION,
-            image: crate::core::id::ImageId::of(b"x"),
-            chunks: (0..1000).map(|i| (u64::MAX - i, u64::MAX)).collect(),
-        };
-        assert!((p.to_bytes().len() as u64) <= profile_max(1000));
     }
 }
