@@ -73,7 +73,10 @@ const FILE_MODE: u32 = 0o600;
 
 /// `mkdir -p` with mode 0700, and 0700 on `dir` itself even if it existed.
 fn private_dir(dir: &Path) -> std::io::Result<()> {
-    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)?;
     std::fs::set_permissions(dir, Permissions::from_mode(DIR_MODE))
 }
 
@@ -89,19 +92,15 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
         .mode(FILE_MODE)
         .open(&path)
         .map_err(io)?;
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = f.read_to_string(&mut pid);
-            let pid = pid.trim();
-            let pid = if pid.is_empty() { "unknown" } else { pid };
-            return Err(Error::Unavailable(format!(
-                "cache dir {} is in use by another vmifs (pid {pid})",
-                dir.display()
-            )));
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    if !crate::sys::try_lock_exclusive(&f).map_err(io)? {
+        let mut pid = String::new();
+        let _ = f.read_to_string(&mut pid);
+        let pid = pid.trim();
+        let pid = if pid.is_empty() { "unknown" } else { pid };
+        return Err(Error::Unavailable(format!(
+            "cache dir {} is in use by another vmifs (pid {pid})",
+            dir.display()
+        )));
     }
     f.set_len(0).map_err(io)?;
     f.rewind().map_err(io)?;

@@ -48,7 +48,9 @@ impl StoreError {
         StoreError::new(
             ErrorKind::TooLarge,
             store,
-            format!("object {key} on store {store} is larger than {max} bytes (hostile or corrupt store)"),
+            format!(
+                "object {key} on store {store} is larger than {max} bytes (hostile or corrupt store)"
+            ),
         )
     }
 }

@@ -390,12 +390,18 @@ pub async fn bounded_reads(store: &dyn Store) {
         "{n}: too-large message {msg:?}"
     );
     assert_eq!(
-        kind(store.get_bounded("conf/bounded/missing", 10).await, "missing"),
+        kind(
+            store.get_bounded("conf/bounded/missing", 10).await,
+            "missing"
+        ),
         ErrorKind::NotFound,
         "{n}: get_bounded of a missing key"
     );
     assert_eq!(
-        store.get_opt_bounded("conf/bounded/missing", 10).await.unwrap(),
+        store
+            .get_opt_bounded("conf/bounded/missing", 10)
+            .await
+            .unwrap(),
         None,
         "{n}: get_opt_bounded of a missing key"
     );

@@ -42,7 +42,10 @@ fn a_huge_tag_on_one_store_is_refused_and_ls_stays_bounded() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("deb"), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deb"),
+        "{stderr}"
+    );
     assert!(stderr.contains("larger than 4096 bytes"), "{stderr}");
     let rss: u64 = stderr
         .lines()
@@ -63,7 +66,11 @@ fn dangling_spam_tags_are_skipped_with_one_warning() {
         let rec = format!("{{\"image\":\"{id}\",\"time_ms\":1}}");
         write(&c, 0, &format!("tags/spam/t{i}"), rec.as_bytes());
     }
-    for args in [&["ls"][..], &["search", "size>0"][..], &["gc", "--dry-run"][..]] {
+    for args in [
+        &["ls"][..],
+        &["search", "size>0"][..],
+        &["gc", "--dry-run"][..],
+    ] {
         let out = c.vmifs(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{args:?}: {stderr}");
@@ -127,7 +134,7 @@ fn a_second_owner_of_the_cache_dir_is_refused() {
         .write(true)
         .open(dir.join("lock"))
         .unwrap();
-    f.try_lock().unwrap();
+    assert!(vmifs::sys::try_lock_exclusive(&f).unwrap());
     let mnt = c.path("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let mut g = c.spawn(&["mount", mnt.to_str().unwrap()], "second");
