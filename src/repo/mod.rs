@@ -27,6 +27,15 @@
 //! lease (stores unreachable, or the process was paused) stops before it acts
 //! on it: a push before it writes its manifest or tag, a gc before each delete.
 
+//!
+//! ## Hostile stores
+//!
+//! Every object is read with a bound for its kind ([`crate::core::limits`]);
+//! a store that answers with more is named in one (rate-limited) warning and
+//! the object is read from another store. Locks are believed within bounds
+//! ([`lock`]). Tags that point at nothing are left out of listings with one
+//! warning ([`warnings`]).
+
 pub mod download;
 pub mod gc;
 pub mod lock;
