@@ -22,12 +22,24 @@
 //!   leftovers are removed.
 //! - A failing write (disk full, read-only disk) is logged once and the chunk is
 //!   simply not cached: the cache is an optimisation, never a reason to fail a read.
+//! - Privacy: cached chunks are image bytes, so the cache is its owner's
+//!   only: directories are created (and, at open, set) `0700`, chunk files
+//!   written `0600`, explicitly, whatever the umask; files a previous version
+//!   left readable by others are set `0600` when the index is rebuilt.
+//! - One owner: [`Cache::open`] holds an exclusive lock on `<dir>/lock` (with
+//!   the holder's pid in it) for the life of the [`Cache`]. A second daemon on
+//!   the same directory gets one error naming the holder and exits: two
+//!   processes evicting under one size cap would each miscount it. Only the
+//!   mount daemon opens the cache (`vmifs get` writes to its output file and
+//!   reads no cache), so there is no shared use to allow.
 //! - Counters ([`CacheUsage`]): a hit is a chunk handed out by [`Cache::get`];
 //!   a miss is a lookup for a chunk that was not there intact ([`Cache::probe`]
 //!   said no, or [`Cache::get`] found no file or a corrupt one).
 
 use std::collections::HashSet;
-use std::io::ErrorKind;
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::io::{ErrorKind, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -51,6 +63,49 @@ pub struct Cache {
     hits: AtomicU64,
     misses: AtomicU64,
     corrupt: AtomicU64,
+    /// Holds the exclusive lock on `<dir>/lock` while the cache is open.
+    _lock: File,
+}
+
+/// Mode of the cache's directories and files.
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
+
+/// `mkdir -p` with mode 0700, and 0700 on `dir` itself even if it existed.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)?;
+    std::fs::set_permissions(dir, Permissions::from_mode(DIR_MODE))
+}
+
+/// Take the exclusive lock on `<dir>/lock` and write our pid into it.
+fn lock_dir(dir: &Path) -> Result<File, Error> {
+    let path = dir.join("lock");
+    let io = |e| Error::io(format!("cache lock {}", path.display()), e);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&path)
+        .map_err(io)?;
+    if !crate::sys::try_lock_exclusive(&f).map_err(io)? {
+        let mut pid = String::new();
+        let _ = f.read_to_string(&mut pid);
+        let pid = pid.trim();
+        let pid = if pid.is_empty() { "unknown" } else { pid };
+        return Err(Error::Unavailable(format!(
+            "cache dir {} is in use by another vmifs (pid {pid})",
+            dir.display()
+        )));
+    }
+    f.set_len(0).map_err(io)?;
+    f.rewind().map_err(io)?;
+    writeln!(f, "{}", std::process::id()).map_err(io)?;
+    Ok(f)
 }
 
 #[derive(Debug)]
@@ -92,12 +147,15 @@ impl Cache {
             let what = what.to_path_buf();
             move |e| Error::io(format!("cache {}", what.display()), e)
         };
-        std::fs::create_dir_all(&chunks).map_err(io(&chunks))?;
+        private_dir(dir).map_err(io(dir))?;
+        let lock = lock_dir(dir)?;
+        private_dir(&chunks).map_err(io(&chunks))?;
         let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+        private_dir(&staging).map_err(io(&staging))?;
 
         let mut found: Vec<(std::time::SystemTime, ChunkId, u64)> = Vec::new();
         for sub in std::fs::read_dir(&chunks).map_err(io(&chunks))?.flatten() {
+            let _ = std::fs::set_permissions(sub.path(), Permissions::from_mode(DIR_MODE));
             let Ok(files) = std::fs::read_dir(sub.path()) else {
                 continue;
             };
@@ -106,6 +164,12 @@ impl Cache {
                 let id = name.to_str().and_then(|n| n.parse::<ChunkId>().ok());
                 match (id, f.metadata()) {
                     (Some(id), Ok(meta)) if meta.is_file() => {
+                        if meta.permissions().mode() & 0o077 != 0 {
+                            let _ = std::fs::set_permissions(
+                                f.path(),
+                                Permissions::from_mode(FILE_MODE),
+                            );
+                        }
                         let t = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
                         found.push((t, id, meta.len()));
                     }
@@ -136,6 +200,7 @@ impl Cache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
+            _lock: lock,
         };
         {
             // The cap may have shrunk since the last run.
@@ -280,10 +345,19 @@ impl Cache {
         let tmp = self.staging.join(format!("{}.{n}", id.to_hex()));
         let dest = self.path(id);
         let r = (|| {
-            std::fs::write(&tmp, data)?;
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(FILE_MODE)
+                .open(&tmp)?
+                .write_all(data)?;
             match std::fs::rename(&tmp, &dest) {
                 Err(e) if e.kind() == ErrorKind::NotFound => {
-                    std::fs::create_dir_all(dest.parent().expect("chunk path has a parent"))?;
+                    DirBuilder::new()
+                        .recursive(true)
+                        .mode(DIR_MODE)
+                        .create(dest.parent().expect("chunk path has a parent"))?;
                     std::fs::rename(&tmp, &dest)
                 }
                 r => r,
@@ -329,7 +403,7 @@ mod tests {
                 let m = e.metadata().unwrap();
                 if m.is_dir() {
                     stack.push(e.path());
-                } else {
+                } else if e.file_name() != "lock" {
                     total += m.len();
                 }
             }
@@ -422,6 +496,30 @@ mod tests {
         // It can be cached again.
         cache.put(&a);
         assert!(cache.get(&a.id()).is_some());
+    }
+
+    #[test]
+    fn private_modes_and_one_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("c");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::set_permissions(&root, Permissions::from_mode(0o755)).unwrap();
+        let cache = Cache::open(&root, 100_000).unwrap();
+        let c = chunk(1, 1000);
+        cache.put(&c);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("chunks")), 0o700);
+        assert_eq!(mode(cache.path(&c.id()).parent().unwrap()), 0o700);
+        assert_eq!(mode(&cache.path(&c.id())), 0o600);
+        let e = Cache::open(&root, 100_000).unwrap_err().to_string();
+        assert!(
+            e.contains("is in use by another vmifs")
+                && e.contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(cache);
+        Cache::open(&root, 100_000).unwrap();
     }
 
     #[test]

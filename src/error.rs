@@ -12,6 +12,10 @@ pub enum ErrorKind {
     Temporary,
     /// Bad request, refused credentials, bad key: retrying will not help.
     Permanent,
+    /// The object is larger than the reader allows for its type (see
+    /// [`crate::core::limits`]): the store is hostile or corrupt for this
+    /// object. Never retried; the caller reads the object from another store.
+    TooLarge,
 }
 
 /// An error from a store, with the store's name.
@@ -36,6 +40,19 @@ impl StoreError {
     pub fn is_temporary(&self) -> bool {
         self.kind == ErrorKind::Temporary
     }
+    pub fn is_too_large(&self) -> bool {
+        self.kind == ErrorKind::TooLarge
+    }
+    /// The error for `key` on `store` being larger than `max` bytes.
+    pub fn too_large(store: &str, key: &str, max: u64) -> Self {
+        StoreError::new(
+            ErrorKind::TooLarge,
+            store,
+            format!(
+                "object {key} on store {store} is larger than {max} bytes (hostile or corrupt store)"
+            ),
+        )
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -44,6 +61,8 @@ impl fmt::Display for StoreError {
             ErrorKind::NotFound => "not found",
             ErrorKind::Temporary => "temporary error",
             ErrorKind::Permanent => "error",
+            // The message names the store and says what is wrong.
+            ErrorKind::TooLarge => return f.write_str(&self.message),
         };
         write!(f, "store {}: {kind}: {}", self.store, self.message)
     }

@@ -35,6 +35,25 @@ pub fn is_stale_mount(path: &Path) -> bool {
     r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
 }
 
+/// Take an exclusive advisory lock on `file` without waiting (`flock`
+/// `LOCK_EX | LOCK_NB`): `Ok(false)` when another open file holds it. The
+/// lock goes with the file's last descriptor. (`File::try_lock` does the same
+/// but needs Rust 1.89, above this crate's minimum.)
+pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
+    // SAFETY: the descriptor belongs to `file`, which outlives the call;
+    // flock takes no pointers.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
 /// `umount -l`: detach the mount at `path` now; it goes when its last user leaves.
 pub fn detach(path: &Path) -> io::Result<()> {
     let c = c_path(path)?;

@@ -42,6 +42,30 @@ pub struct Config {
     pub trust: TrustConfig,
     #[serde(default)]
     pub locks: LockConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Bounds on what is read from a store (see [`crate::core::limits`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest manifest read from a store; a larger one counts as hostile or
+    /// corrupt on that store. 64 MiB holds about a million chunks.
+    #[serde(default = "d_manifest_size", deserialize_with = "size")]
+    pub manifest_size: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            manifest_size: d_manifest_size(),
+        }
+    }
+}
+
+fn d_manifest_size() -> u64 {
+    crate::core::limits::DEFAULT_MANIFEST_SIZE
 }
 
 /// Whose tags a host accepts (see [`crate::core::sign`]).
@@ -309,10 +333,20 @@ impl Config {
     fn check(&self) -> Result<(), Error> {
         let e = &self.erasure;
         crate::core::erasure::Codec::new(e.data, e.parity)?;
-        if e.chunk_size < 4096 || e.chunk_size > (64 << 20) || e.chunk_size % 4096 != 0 {
+        use crate::core::limits::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+        if e.chunk_size < MIN_CHUNK_SIZE
+            || e.chunk_size > MAX_CHUNK_SIZE
+            || e.chunk_size % MIN_CHUNK_SIZE != 0
+        {
             return Err(Error::Config(format!(
                 "erasure.chunk_size {} must be a multiple of 4KiB between 4KiB and 64MiB",
                 e.chunk_size
+            )));
+        }
+        if self.limits.manifest_size < 4096 {
+            return Err(Error::Config(format!(
+                "limits.manifest_size {} must be at least 4KiB",
+                self.limits.manifest_size
             )));
         }
         let mut names = HashSet::new();

@@ -12,6 +12,10 @@
 //! `erasure` (`data`, `parity`), `stores` (store names used for placement),
 //! `source_format` (`raw`, `qcow2`, ...), `labels`, and `chunks`: one entry per
 //! chunk, the chunk id in hex or `null` for an all-zero chunk.
+//!
+//! A manifest is refused when it claims a chunk size over 64 MiB or an image
+//! over 64 TiB ([`crate::core::limits::check_image_shape`]); the claim is
+//! checked before the chunk list is parsed.
 
 use std::collections::BTreeMap;
 
@@ -48,6 +52,18 @@ pub struct Manifest {
 impl Manifest {
     /// Parse and check a manifest.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        // What the manifest claims is checked before its chunk list is
+        // parsed: a hostile one must not make the reader allocate for it.
+        #[derive(Deserialize)]
+        struct Shape {
+            name: Name,
+            size: u64,
+            chunk_size: u64,
+        }
+        if let Ok(h) = serde_json::from_slice::<Shape>(bytes) {
+            crate::core::limits::check_image_shape(h.size, h.chunk_size)
+                .map_err(|m| Error::Corrupt(format!("manifest of {}: {m}", h.name)))?;
+        }
         let m: Manifest = serde_json::from_slice(bytes)
             .map_err(|e| Error::Corrupt(format!("manifest does not parse: {e}")))?;
         m.check()?;
@@ -74,10 +90,10 @@ impl Manifest {
                 self.version
             ));
         }
-        if self.chunk_size == 0 || self.chunk_size > (1 << 30) {
-            return bad(format!("chunk size {} out of range", self.chunk_size));
+        if let Err(m) = crate::core::limits::check_image_shape(self.size, self.chunk_size) {
+            return bad(m);
         }
-        let want = self.size.div_ceil(self.chunk_size);
+        let want = crate::core::limits::chunk_count(self.size, self.chunk_size);
         if self.chunks.len() as u64 != want {
             return bad(format!(
                 "{} chunks listed, size {} needs {want}",
@@ -169,6 +185,24 @@ mod tests {
         let mut m = sample();
         m.erasure.parity = usize::MAX;
         assert!(Manifest::from_bytes(&m.to_bytes()).is_err());
+    }
+
+    #[test]
+    fn huge_claims_are_refused_before_the_chunk_list_is_read() {
+        // 4 PiB in 1 GiB chunks: the shape is refused before the chunks.
+        let j = br#"{"name":"deb","size":4503599627370496,"chunk_size":1073741824,"chunks":[]}"#;
+        let e = Manifest::from_bytes(j).unwrap_err().to_string();
+        assert!(e.contains("chunk size"), "{e}");
+        let mut m = sample();
+        m.chunk_size = 128 << 20;
+        m.size = 3 * m.chunk_size;
+        let e = Manifest::from_bytes(&m.to_bytes()).unwrap_err().to_string();
+        assert!(e.contains("chunk size"), "{e}");
+        let mut m = sample();
+        m.chunk_size = 64 << 20;
+        m.size = (65 << 40) + 1;
+        let e = Manifest::from_bytes(&m.to_bytes()).unwrap_err().to_string();
+        assert!(e.contains("64 TiB"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod format;
 pub mod id;
 pub mod key;
 pub mod layout;
+pub mod limits;
 pub mod manifest;
 pub mod placement;
 pub mod profile;

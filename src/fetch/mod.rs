@@ -144,7 +144,8 @@ impl Fetcher {
             let key = layout::shard_key(&id, k, codec.parity_shards(), shard);
             async move {
                 let t = Instant::now();
-                let r = store.get_range(&key, None).await;
+                let max = crate::core::limits::shard_max(len as u64, k);
+                let r = store.get_bounded(&key, max).await;
                 (shard, s, t.elapsed(), r)
             }
         };
@@ -253,7 +254,8 @@ impl Fetcher {
                 Some(obj) => Some(obj.clone()),
                 None => {
                     let key = layout::shard_key(&id, k, codec.parity_shards(), shard);
-                    self.stores[s].get_range(&key, None).await.ok()
+                    let max = crate::core::limits::shard_max(len as u64, k);
+                    self.stores[s].get_bounded(&key, max).await.ok()
                 }
             };
             if let Some(obj) = obj {

@@ -55,12 +55,23 @@ impl Daemon {
         let mut readers = self.vol.readers();
         let mut entries = Vec::new();
         let mut live: HashSet<ImageId> = HashSet::new();
+        // The manifests not loaded yet, fetched concurrently.
+        let manifests = self
+            .repo
+            .manifests(
+                records
+                    .values()
+                    .map(|r| r.image)
+                    .filter(|id| !readers.contains_key(id)),
+            )
+            .await;
+        let (mut dangling, mut unreadable) = (Vec::new(), Vec::new());
         for ((name, tag), rec) in records {
             let reader = match readers.get(&rec.image) {
                 Some(r) => r.clone(),
-                None => match self.repo.manifest(&rec.image).await {
-                    Ok(m) => {
-                        let plan = self.chunks.fetcher().plan(m)?;
+                None => match manifests.get(&rec.image) {
+                    Some(Ok(m)) => {
+                        let plan = self.chunks.fetcher().plan(m.clone())?;
                         let r = ImageReader::new(
                             rec.image,
                             plan,
@@ -70,10 +81,15 @@ impl Daemon {
                         readers.insert(rec.image, r.clone());
                         r
                     }
-                    Err(e) => {
-                        tracing::warn!(image = %format!("{name}:{tag}"), "skipping: {e}");
+                    Some(Err(crate::Error::NotFound(_))) => {
+                        dangling.push(format!("{name}:{tag}"));
                         continue;
                     }
+                    Some(Err(e)) => {
+                        unreadable.push(format!("{name}:{tag} ({e})"));
+                        continue;
+                    }
+                    None => continue, // not asked for: cannot happen
                 },
             };
             live.insert(rec.image);
@@ -85,6 +101,7 @@ impl Daemon {
                 time_ms: rec.time_ms,
             });
         }
+        crate::repo::warn_skipped(&dangling, &unreadable);
         readers.retain(|id, _| live.contains(id));
         let tree = Tree::build(&entries, &mut self.inodes.lock().unwrap());
         if self.cfg.mount.prefetch == Prefetch::Mount {

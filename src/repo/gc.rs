@@ -14,7 +14,14 @@
 //! process paused) stops, since a push may have started meanwhile.
 //!
 //! A store that cannot be listed makes gc stop before deleting anything: a
-//! manifest seen only there could reference shards elsewhere.
+//! manifest seen only there could reference shards elsewhere. The same holds
+//! for a manifest a tag points at: gc goes on without it only when every
+//! store said it does not exist (a dangling tag, warned about once); a store
+//! that was unreachable or answered garbage makes gc stop.
+//!
+//! Locks found on the stores are believed only within bounds
+//! ([`crate::repo::lock`]): a forged lease is capped at this host's, a lock
+//! dated in the future counts as expired, so no store can block gc forever.
 
 use std::collections::HashSet;
 
@@ -68,14 +75,35 @@ async fn sweep(repo: &Repo, lock: &Lock, dry_run: bool) -> Result<GcReport, Erro
         }
     }
     let mut referenced: HashSet<String> = HashSet::new();
-    for id in &live {
-        let m = repo.manifest(id).await?;
+    let mut dangling = Vec::new();
+    for (id, m) in repo.manifests(live.iter().copied()).await {
+        let m = match m {
+            Ok(m) => m,
+            // Missing on every store that answered, and every store answered:
+            // nothing of it is left to keep.
+            Err(Error::NotFound(_)) => {
+                dangling.push(id.short());
+                continue;
+            }
+            // A store down or lying must never make gc delete things.
+            Err(e) => return Err(e),
+        };
         let n = m.erasure.data + m.erasure.parity;
         for c in m.chunks.iter().flatten() {
             for i in 0..n {
                 referenced.insert(layout::shard_key(c, m.erasure.data, m.erasure.parity, i));
             }
         }
+    }
+    if !dangling.is_empty() {
+        crate::repo::warnings::warn(
+            "gc-dangling",
+            crate::repo::warnings::summary(
+                "tags point at manifests missing on every store (nothing kept for them)",
+                &dangling,
+                3,
+            ),
+        );
     }
     for id in all_manifests.difference(&live) {
         report.manifests_deleted += 1;

@@ -27,10 +27,21 @@
 //! lease (stores unreachable, or the process was paused) stops before it acts
 //! on it: a push before it writes its manifest or tag, a gc before each delete.
 
+//!
+//! ## Hostile stores
+//!
+//! Every object is read with a bound for its kind ([`crate::core::limits`]);
+//! a store that answers with more is named in one (rate-limited) warning and
+//! the object is read from another store. Locks are believed within bounds
+//! ([`lock`]). Tags that point at nothing are left out of listings with one
+//! warning ([`warnings`]).
+
 pub mod download;
 pub mod gc;
+pub mod lock;
 pub mod open;
 pub mod publish;
+pub mod warnings;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -38,6 +49,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::future::join_all;
+use futures::stream::{self, StreamExt as _};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DEFAULT_LEASE};
@@ -45,6 +57,7 @@ use crate::core::catalog::CatalogEntry;
 use crate::core::id::{ImageId, ImageRef, Name, Tag};
 use crate::core::key::SecretKey;
 use crate::core::layout;
+use crate::core::limits;
 use crate::core::manifest::Manifest;
 use crate::core::profile::Profile;
 use crate::core::sign::Trust;
@@ -58,7 +71,14 @@ pub struct Repo {
     /// When set, reads use only tag records signed by these keys.
     trust: Option<Arc<Trust>>,
     lease: Duration,
+    /// Largest manifest read (`[limits] manifest_size`).
+    manifest_max: u64,
 }
+
+/// Manifests fetched at once when many are needed (a listing, a refresh).
+pub const MANIFEST_FETCHES: usize = 16;
+/// Tags resolved at once.
+const TAG_READS: usize = 64;
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -81,6 +101,7 @@ impl Repo {
             stores,
             trust,
             lease: cfg.locks.lease,
+            manifest_max: cfg.limits.manifest_size,
         })
     }
 
@@ -89,7 +110,14 @@ impl Repo {
             stores,
             trust: None,
             lease: DEFAULT_LEASE,
+            manifest_max: limits::DEFAULT_MANIFEST_SIZE,
         }
+    }
+
+    /// The largest manifest this repository reads.
+    pub fn with_manifest_limit(mut self, max: u64) -> Self {
+        self.manifest_max = max;
+        self
     }
 
     /// The lease of the locks this repository takes.
@@ -164,7 +192,12 @@ impl Repo {
     /// one signed by a trusted key).
     pub async fn resolve(&self, r: &ImageRef) -> Result<TagRecord, Error> {
         let key = layout::tag_key(&r.name, &r.tag);
-        let results = join_all(self.stores.iter().map(|s| s.get_opt(&key))).await;
+        let results = join_all(
+            self.stores
+                .iter()
+                .map(|s| s.get_opt_bounded(&key, limits::TAG_MAX)),
+        )
+        .await;
         let mut best: Option<TagRecord> = None;
         let mut errors = Vec::new();
         let mut refused = Vec::new();
@@ -177,6 +210,9 @@ impl Repo {
                 }
                 Ok(None) => continue,
                 Err(e) => {
+                    if e.is_too_large() {
+                        warnings::warn(&format!("too-large:{}", s.name()), &e);
+                    }
                     errors.push(e.to_string());
                     continue;
                 }
@@ -184,7 +220,10 @@ impl Repo {
             if let Some(trust) = &self.trust
                 && let Err(why) = trust.check(&r.name, &r.tag, &t)
             {
-                tracing::warn!(store = s.name(), "refused: {why}");
+                warnings::warn(
+                    &format!("refused:{}", s.name()),
+                    format_args!("store {}: refused: {why}", s.name()),
+                );
                 refused.push(format!("store {}: {why}", s.name()));
                 continue;
             }
@@ -212,7 +251,7 @@ impl Repo {
         let key = layout::manifest_key(id);
         let mut problems = Vec::new();
         for s in &self.stores {
-            match s.get_opt(&key).await {
+            match s.get_opt_bounded(&key, self.manifest_max).await {
                 Ok(Some(b)) if Manifest::id_of(&b) == *id => match Manifest::from_bytes(&b) {
                     Ok(m) => return Ok(m),
                     Err(e) => problems.push(format!("store {}: {e}", s.name())),
@@ -223,7 +262,12 @@ impl Repo {
                     id.short()
                 )),
                 Ok(None) => {}
-                Err(e) => problems.push(e.to_string()),
+                Err(e) => {
+                    if e.is_too_large() {
+                        warnings::warn(&format!("too-large:{}", s.name()), &e);
+                    }
+                    problems.push(e.to_string())
+                }
             }
         }
         if problems.is_empty() {
@@ -235,6 +279,20 @@ impl Repo {
                 problems.join("; ")
             )))
         }
+    }
+
+    /// Fetch many manifests, [`MANIFEST_FETCHES`] at once; one result per
+    /// distinct id.
+    pub async fn manifests(
+        &self,
+        ids: impl IntoIterator<Item = ImageId>,
+    ) -> HashMap<ImageId, Result<Manifest, Error>> {
+        let ids: BTreeSet<ImageId> = ids.into_iter().collect();
+        stream::iter(ids)
+            .map(|id| async move { (id, self.manifest(&id).await) })
+            .buffer_unordered(MANIFEST_FETCHES)
+            .collect()
+            .await
     }
 
     /// Resolve `name:tag` and load its manifest.
@@ -262,7 +320,10 @@ impl Repo {
             .into_iter()
             .map(|(name, tag)| ImageRef { name, tag })
             .collect();
-        let records = join_all(refs.iter().map(|r| self.resolve(r))).await;
+        let records: Vec<_> = stream::iter(refs.iter().map(|r| self.resolve(r)))
+            .buffered(TAG_READS)
+            .collect()
+            .await;
         let mut out = BTreeMap::new();
         for (r, rec) in refs.into_iter().zip(records) {
             match rec {
@@ -278,18 +339,24 @@ impl Repo {
         Ok(out)
     }
 
-    /// The catalog: every tag with its manifest.
+    /// The catalog: every tag with its manifest. A tag whose manifest is
+    /// missing on every store (dangling) or unreadable is left out, with one
+    /// warning for all of them ([`warnings`]).
     pub async fn catalog(&self) -> Result<Vec<CatalogEntry>, Error> {
         let tags = self.tags().await?;
-        let mut cache: HashMap<ImageId, Manifest> = HashMap::new();
+        let manifests = self.manifests(tags.values().map(|t| t.image)).await;
         let mut out = Vec::new();
+        let (mut dangling, mut unreadable) = (Vec::new(), Vec::new());
         for ((name, tag), rec) in tags {
-            let m = match cache.get(&rec.image) {
-                Some(m) => m.clone(),
-                None => {
-                    let m = self.manifest(&rec.image).await?;
-                    cache.insert(rec.image, m.clone());
-                    m
+            let m = match &manifests[&rec.image] {
+                Ok(m) => m.clone(),
+                Err(Error::NotFound(_)) => {
+                    dangling.push(format!("{name}:{tag}"));
+                    continue;
+                }
+                Err(e) => {
+                    unreadable.push(format!("{name}:{tag} ({e})"));
+                    continue;
                 }
             };
             out.push(CatalogEntry {
@@ -300,6 +367,7 @@ impl Repo {
                 manifest: m,
             });
         }
+        warn_skipped(&dangling, &unreadable);
         Ok(out)
     }
 
@@ -343,7 +411,8 @@ impl Repo {
     pub async fn profile(&self, id: &ImageId) -> Option<Profile> {
         let key = layout::profile_key(id);
         for s in &self.stores {
-            match s.get_opt(&key).await {
+            // A profile is smaller than the manifest of its image.
+            match s.get_opt_bounded(&key, self.manifest_max).await {
                 Ok(Some(b)) => match Profile::from_bytes(&b) {
                     Ok(p) if p.image == *id => return Some(p),
                     Ok(_) => tracing::warn!(
@@ -510,17 +579,29 @@ pub struct HeldLock {
     pub key: String,
     /// Time since it was last written, on the clock of its store.
     pub age: Duration,
+    /// The believed lease: the lock's own, at most this host's ([`lock`]).
     pub lease: Duration,
+    /// Its time lies beyond [`lock::MAX_SKEW`] in the future of its store's
+    /// clock: not believed, counts as expired.
+    pub future: bool,
 }
 
 impl HeldLock {
     pub fn live(&self) -> bool {
-        self.age <= self.lease
+        !self.future && self.age <= self.lease
     }
 }
 
 impl std::fmt::Display for HeldLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.future {
+            return write!(
+                f,
+                "{}, dated {} s in the future of its store (not believed)",
+                self.key,
+                self.age.as_secs()
+            );
+        }
         write!(
             f,
             "{}, renewed {} s ago, lease {} s",
@@ -548,23 +629,50 @@ async fn store_locks(store: &DynStore, kind: &str, own: &Lock) -> Result<Vec<Hel
             continue;
         }
         // A store that keeps no times: the lock is as young as it gets.
-        let age = o
-            .modified
-            .map(|t| now.duration_since(t).unwrap_or_default())
-            .unwrap_or_default();
-        let lease = match store.get_opt(&o.key).await? {
-            None => continue, // released since the listing
-            Some(b) => serde_json::from_slice::<LockBody>(&b)
-                .map(|b| Duration::from_millis(b.lease_ms))
-                .unwrap_or(DEFAULT_LEASE),
+        let (age, future) = match lock::age(now, o.modified) {
+            lock::Age::Known(d) => (d, false),
+            lock::Age::Future(d) => (d, true),
+        };
+        let claimed = match store.get_opt_bounded(&o.key, limits::LOCK_MAX).await {
+            Ok(None) => continue, // released since the listing
+            Ok(Some(b)) => serde_json::from_slice::<LockBody>(&b)
+                .ok()
+                .map(|b| b.lease_ms),
+            // An oversized lock is still a lock: it gets our lease.
+            Err(e) if e.is_too_large() => {
+                warnings::warn(&format!("too-large:{}", store.name()), &e);
+                None
+            }
+            Err(e) => return Err(e.into()),
         };
         out.push(HeldLock {
             key: o.key,
             age,
-            lease,
+            lease: lock::believed_lease(claimed, own.lease),
+            future,
         });
     }
     Ok(out)
+}
+
+/// One warning for the tags a listing left out (see [`warnings`]).
+pub fn warn_skipped(dangling: &[String], unreadable: &[String]) {
+    if !dangling.is_empty() {
+        warnings::warn(
+            "dangling-tags",
+            warnings::summary(
+                "tags skipped, their manifest is missing on every store",
+                dangling,
+                3,
+            ),
+        );
+    }
+    if !unreadable.is_empty() {
+        warnings::warn(
+            "unreadable-manifests",
+            warnings::summary("tags skipped, their manifest is unreadable", unreadable, 3),
+        );
+    }
 }
 
 /// The first error of a set of store results, or Ok.

@@ -37,7 +37,7 @@ use crate::core::manifest::{self, Erasure, Manifest};
 use crate::core::placement;
 use crate::core::tag::TagRecord;
 use crate::error::Error;
-use crate::repo::{Lock, Repo, first_error, now_ms};
+use crate::repo::{Lock, Repo, first_error, lock, now_ms};
 
 /// What to publish.
 #[derive(Debug, Clone)]
@@ -163,22 +163,25 @@ pub async fn push(
 }
 
 /// Wait while a live gc lock exists: a running gc renews its lock until it
-/// ends, a dead one's lock expires within its lease.
+/// ends, a dead one's lock expires within its (believed) lease. The wait ends
+/// after [`lock::wait_limit`] of this host's lease, whatever the stores
+/// say: a lock that is still live then (a forged one, or a gc that does not
+/// finish) ends the push with one error, and the caller removes its lock.
 async fn wait_for_gc(repo: &Repo, own: &Lock) -> Result<(), Error> {
-    let mut deadline = Instant::now() + Duration::from_secs(60);
+    let started = Instant::now();
+    // Believed leases are at most ours, so this is the longest wait.
+    let limit = lock::wait_limit(own.lease);
     loop {
         let gcs = repo.live_locks("gc", own).await?;
         if gcs.is_empty() {
             return Ok(());
         }
-        for g in &gcs {
-            let expires = Instant::now() + g.lease.saturating_sub(g.age);
-            deadline = deadline.max(expires + Duration::from_secs(5));
-        }
-        if Instant::now() > deadline {
+        let waited = started.elapsed();
+        if waited > limit {
             return Err(Error::Unavailable(format!(
-                "a gc is running on the stores ({}); try the push again later",
-                gcs[0]
+                "a gc is running on the stores ({}); gave up waiting after {} s, try the push again later",
+                gcs[0],
+                waited.as_secs()
             )));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -85,7 +85,7 @@ pub(super) fn store_reply(e: &StoreError) -> Reply {
     let status = match e.kind {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Temporary => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Permanent => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Permanent | ErrorKind::TooLarge => StatusCode::INTERNAL_SERVER_ERROR,
     };
     Reply::error(status, &e.message)
 }

@@ -30,6 +30,7 @@ pub async fn run(store: &dyn Store) {
     list_by_prefix(store).await;
     overwrite_is_atomic(store).await;
     invalid_keys(store).await;
+    bounded_reads(store).await;
 }
 
 /// Deterministic random bytes, different for every seed.
@@ -364,4 +365,53 @@ pub async fn invalid_keys(store: &dyn Store) {
         k(kind(store.head(key).await, &what), "head");
         k(kind(store.delete(key).await, &what), "delete");
     }
+}
+
+/// `get_bounded`: an object of exactly the bound reads back whole; one byte
+/// over is a `TooLarge` error naming the key and the store; a missing key is
+/// `NotFound`; `get_opt_bounded` agrees.
+pub async fn bounded_reads(store: &dyn Store) {
+    let n = store.name().to_string();
+    let key = "conf/bounded/obj";
+    let data = pattern(4096, 7);
+    store.put(key, data.clone()).await.unwrap();
+    let got = store
+        .get_bounded(key, 4096)
+        .await
+        .unwrap_or_else(|e| panic!("{n}: get_bounded at the bound: {e}"));
+    assert!(got == data, "{n}: get_bounded bytes differ");
+    let got = store.get_bounded(key, 1 << 20).await.unwrap();
+    assert!(got == data, "{n}: get_bounded under a loose bound");
+    let e = store
+        .get_bounded(key, 4095)
+        .await
+        .expect_err("one byte over the bound must fail");
+    assert_eq!(e.kind, ErrorKind::TooLarge, "{n}: over the bound: {e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(key) && msg.contains(&n) && msg.contains("4095"),
+        "{n}: too-large message {msg:?}"
+    );
+    assert_eq!(
+        kind(
+            store.get_bounded("conf/bounded/missing", 10).await,
+            "missing"
+        ),
+        ErrorKind::NotFound,
+        "{n}: get_bounded of a missing key"
+    );
+    assert_eq!(
+        store
+            .get_opt_bounded("conf/bounded/missing", 10)
+            .await
+            .unwrap(),
+        None,
+        "{n}: get_opt_bounded of a missing key"
+    );
+    assert_eq!(
+        kind(store.get_opt_bounded(key, 10).await, "over"),
+        ErrorKind::TooLarge,
+        "{n}: get_opt_bounded over the bound"
+    );
+    store.delete(key).await.unwrap();
 }

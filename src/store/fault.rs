@@ -212,16 +212,14 @@ impl Store for Faulty {
         let _g = self.enter(&self.control.counters.get_range);
         let mode = self.gate(key).await?;
         let data = self.inner.get_range(key, range).await?;
-        Ok(match mode {
-            FaultMode::Corrupt if !data.is_empty() => {
-                let mut v = data.to_vec();
-                let i = v.len() / 2;
-                v[i] ^= 0xff;
-                Bytes::from(v)
-            }
-            FaultMode::Truncate => data.slice(..data.len() / 2),
-            _ => data,
-        })
+        Ok(mangle(mode, data))
+    }
+
+    async fn get_bounded(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
+        let _g = self.enter(&self.control.counters.get_range);
+        let mode = self.gate(key).await?;
+        let data = self.inner.get_bounded(key, max).await?;
+        Ok(mangle(mode, data))
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
@@ -246,5 +244,19 @@ impl Store for Faulty {
         let _g = self.enter(&self.control.counters.list);
         self.gate(prefix).await?;
         self.inner.list(prefix).await
+    }
+}
+
+/// What a read returns under `mode`.
+fn mangle(mode: FaultMode, data: Bytes) -> Bytes {
+    match mode {
+        FaultMode::Corrupt if !data.is_empty() => {
+            let mut v = data.to_vec();
+            let i = v.len() / 2;
+            v[i] ^= 0xff;
+            Bytes::from(v)
+        }
+        FaultMode::Truncate => data.slice(..data.len() / 2),
+        _ => data,
     }
 }

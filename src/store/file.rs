@@ -112,6 +112,26 @@ impl FileStore {
         Ok(Bytes::from(buf))
     }
 
+    /// Blocking body of `get_bounded`: the file's length is checked before
+    /// anything is read, and the read stops after `max + 1` bytes in case the
+    /// file grows meanwhile.
+    pub fn read_bounded_sync(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
+        let path = self.path(key)?;
+        let f = std::fs::File::open(&path).map_err(|e| self.io_err(key, e))?;
+        let meta = f.metadata().map_err(|e| self.io_err(key, e))?;
+        if !meta.is_file() {
+            return Err(self.err(ErrorKind::NotFound, format!("{key}: not a file")));
+        }
+        if meta.len() > max {
+            return Err(StoreError::too_large(&self.name, key, max));
+        }
+        let mut buf = Vec::with_capacity(meta.len() as usize);
+        f.take(max.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| self.io_err(key, e))?;
+        super::check_bounded(&self.name, key, Bytes::from(buf), max)
+    }
+
     /// Blocking body of `put`.
     pub fn put_sync(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
         let path = self.path(key)?;
@@ -245,6 +265,10 @@ impl Store for std::sync::Arc<FileStore> {
     async fn get_range(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
         let (s, k) = (self.clone(), key.to_string());
         blocking(move || s.read_range_sync(&k, range), self.name()).await
+    }
+    async fn get_bounded(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
+        let (s, k) = (self.clone(), key.to_string());
+        blocking(move || s.read_bounded_sync(&k, max), self.name()).await
     }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         let (s, k) = (self.clone(), key.to_string());

@@ -7,6 +7,9 @@
 //! that ignores `Range` and answers `200` with the whole object gets its body
 //! sliced here.
 //!
+//! `get_bounded` never holds more than its bound: the announced length is
+//! checked first and the body is counted while it streams.
+//!
 //! Status codes map to [`ErrorKind`]s: 404/410 → `NotFound`; 5xx, 408, 429 and
 //! network trouble → `Temporary`; other 4xx → `Permanent`. A 416 on a range
 //! read means the range starts at or after the end: an empty result, as the
@@ -235,6 +238,25 @@ impl Store for HttpStore {
             StatusCode::RANGE_NOT_SATISFIABLE if range.is_some() => Ok(Bytes::new()),
             _ => Err(self.status_err(key, resp).await),
         }
+    }
+
+    /// Asks for the whole object (a plain server may ignore `Range`), refuses
+    /// an announced `Content-Length` over `max` before reading any of the
+    /// body, and counts the body's bytes as they arrive: a server that lies
+    /// about the length or sends no length is cut off after `max` bytes.
+    async fn get_bounded(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
+        let url = self.url(key)?;
+        let resp = self.send(key, self.client.get(&url)).await?;
+        if resp.status() != StatusCode::OK {
+            return Err(self.status_err(key, resp).await);
+        }
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(StoreError::too_large(&self.name, key, max));
+        }
+        super::collect_bounded(&self.name, key, max, resp.bytes_stream(), |e| {
+            self.net_err(key, e)
+        })
+        .await
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {

@@ -66,6 +66,10 @@ impl Store for Limit {
         let _s = self.slots.acquire(&priority::current()).await;
         self.inner.delete(key).await
     }
+    async fn get_bounded(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
+        let _s = self.slots.acquire(&priority::current()).await;
+        self.inner.get_bounded(key, max).await
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let _s = self.slots.acquire(&priority::current()).await;
         self.inner.list(prefix).await

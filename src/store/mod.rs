@@ -13,8 +13,9 @@
 //! limit ([`limit::Limit`]) serves the waiting requests of higher classes first
 //! and keeps slots for on-demand reads.
 //!
-//! Errors carry an [`ErrorKind`]: `NotFound`, `Temporary` (retrying may help) or
-//! `Permanent`. Only `store` modules talk HTTP or S3.
+//! Errors carry an [`ErrorKind`]: `NotFound`, `Temporary` (retrying may help),
+//! `Permanent`, or `TooLarge` (an object over the size its reader allows:
+//! [`Store::get_bounded`]; the store is treated as hostile for it). Only `store` modules talk HTTP or S3.
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -61,6 +62,50 @@ pub trait Store: Send + Sync + Debug {
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+    /// All of `key`, refusing an object larger than `max` bytes with a
+    /// [`ErrorKind::TooLarge`] error, without holding more than about `max`
+    /// bytes at any time. Every reader of an object whose size it can bound
+    /// (tags, locks, manifests, shards: [`crate::core::limits`]) uses this, so
+    /// a hostile store cannot make a reader allocate what it chooses.
+    ///
+    /// The default reads the range `0..max+1` and refuses an answer longer
+    /// than `max`: right for backends that honour ranges themselves (memory);
+    /// network backends check the announced length and count bytes as they
+    /// arrive, since a hostile server may ignore `Range`.
+    async fn get_bounded(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
+        let b = self.get_range(key, Some(0..max.saturating_add(1))).await?;
+        check_bounded(self.name(), key, b, max)
+    }
+}
+
+/// `data` if it is at most `max` bytes, else the [`ErrorKind::TooLarge`] error.
+pub fn check_bounded(store: &str, key: &str, data: Bytes, max: u64) -> Result<Bytes, StoreError> {
+    if data.len() as u64 > max {
+        Err(StoreError::too_large(store, key, max))
+    } else {
+        Ok(data)
+    }
+}
+
+/// Collect a stream of body pieces, failing as soon as more than `max` bytes
+/// arrived (the bytes held never exceed `max` plus one piece).
+pub async fn collect_bounded<E>(
+    store: &str,
+    key: &str,
+    max: u64,
+    mut body: impl futures::Stream<Item = Result<Bytes, E>> + Unpin,
+    err: impl Fn(E) -> StoreError,
+) -> Result<Bytes, StoreError> {
+    use futures::StreamExt;
+    let mut out = bytes::BytesMut::new();
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(&err)?;
+        if (out.len() + piece.len()) as u64 > max {
+            return Err(StoreError::too_large(store, key, max));
+        }
+        out.extend_from_slice(&piece);
+    }
+    Ok(out.freeze())
 }
 
 pub type DynStore = Arc<dyn Store>;
@@ -70,6 +115,15 @@ pub type DynStore = Arc<dyn Store>;
 pub trait StoreExt: Store {
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         self.get_range(key, None).await
+    }
+    /// `Ok(None)` when the key does not exist; at most `max` bytes
+    /// ([`Store::get_bounded`]).
+    async fn get_opt_bounded(&self, key: &str, max: u64) -> Result<Option<Bytes>, StoreError> {
+        match self.get_bounded(key, max).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
     /// `Ok(None)` when the key does not exist.
     async fn get_opt(&self, key: &str) -> Result<Option<Bytes>, StoreError> {

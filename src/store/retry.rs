@@ -73,6 +73,9 @@ impl Store for Retry {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.run(|| self.inner.delete(key)).await
     }
+    async fn get_bounded(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
+        self.run(|| self.inner.get_bounded(key, max)).await
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         self.run(|| self.inner.list(prefix)).await
     }

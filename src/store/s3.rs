@@ -12,6 +12,8 @@
 //! [`ErrorKind`]s: 404 → `NotFound`; network trouble, 5xx, 408 and 429 →
 //! `Temporary`; refused credentials, other 4xx and bad paths → `Permanent`.
 //! Credentials never appear in `Debug` output or in error messages.
+//! `get_bounded` refuses an object whose announced size is over the bound
+//! and counts the body as it streams.
 
 use std::fmt;
 use std::ops::Range;
@@ -287,6 +289,24 @@ impl Store for S3Store {
                 }
             }
         }
+    }
+
+    /// The object's size from the answer's headers is checked before the
+    /// body is read, and the body is counted while it streams.
+    async fn get_bounded(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
+        let path = self.path(key)?;
+        let res = self
+            .client
+            .get_opts(&path, GetOptions::default())
+            .await
+            .map_err(|e| self.map_err(key, e))?;
+        if res.meta.size > max || res.range.end.saturating_sub(res.range.start) > max {
+            return Err(StoreError::too_large(&self.name, key, max));
+        }
+        super::collect_bounded(&self.name, key, max, res.into_stream(), |e| {
+            self.map_err(key, e)
+        })
+        .await
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {

@@ -56,6 +56,10 @@ impl Store for Timeout {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.run(self.limit, key, self.inner.delete(key)).await
     }
+    async fn get_bounded(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
+        self.run(self.limit, key, self.inner.get_bounded(key, max))
+            .await
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         self.run(self.limit * 6, prefix, self.inner.list(prefix))
             .await

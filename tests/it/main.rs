@@ -15,6 +15,7 @@ mod crash;
 mod federation;
 mod formats;
 mod hardening;
+mod hostile_store;
 mod load;
 mod manifest_golden;
 mod mount;
