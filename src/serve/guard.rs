@@ -33,7 +33,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// `None` when the request may go on, else the answer refusing it.
-pub(super) fn check(tokens: Option<&Tokens>, method: &Method, headers: &HeaderMap) -> Option<Reply> {
+pub(super) fn check(
+    tokens: Option<&Tokens>,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Option<Reply> {
     let tokens = tokens?;
     match bearer(headers).and_then(|t| tokens.check(t)) {
         None => Some(
@@ -71,7 +75,10 @@ mod tests {
         let w = format!("bearer  {W} ");
         assert_eq!(status(t, Method::GET, None), 401);
         assert_eq!(status(t, Method::PUT, None), 401);
-        assert_eq!(status(t, Method::GET, Some("Bearer wrong-token-0123456789")), 401);
+        assert_eq!(
+            status(t, Method::GET, Some("Bearer wrong-token-0123456789")),
+            401
+        );
         assert_eq!(status(t, Method::GET, Some(&format!("Basic {R}"))), 401);
         assert_eq!(status(t, Method::GET, Some("Bearer ")), 401);
         assert_eq!(status(t, Method::GET, Some(&r)), 200);

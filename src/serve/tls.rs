@@ -75,13 +75,12 @@ pub fn server_config(
                     .add(ca)
                     .map_err(|e| format!("client CA: unusable certificate ({e})"))?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider(),
-                )
-                .build()
-                .map_err(|e| format!("client CA: {e}"))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| format!("client CA: {e}"))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -121,12 +120,20 @@ mod tests {
 
     #[test]
     fn broken_pem_is_a_clear_error() {
-        assert!(certs_from_pem(b"").unwrap_err().contains("no PEM certificate"));
+        assert!(
+            certs_from_pem(b"")
+                .unwrap_err()
+                .contains("no PEM certificate")
+        );
         assert!(certs_from_pem(b"-----BEGIN CERTIFICATE-----\n!!!\n").is_err());
         let secret = b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n";
         let e = key_from_pem(secret).unwrap_err();
         assert!(!e.contains("c2VjcmV0"), "{e}");
-        assert!(key_from_pem(b"nothing").unwrap_err().contains("no PEM private key"));
+        assert!(
+            key_from_pem(b"nothing")
+                .unwrap_err()
+                .contains("no PEM private key")
+        );
         let e = server_config(b"", b"", None).unwrap_err();
         assert!(e.starts_with("certificate:"), "{e}");
     }

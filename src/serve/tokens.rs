@@ -59,10 +59,7 @@ impl Tokens {
                 Some("read") => Access::Read,
                 Some("write") => Access::Write,
                 _ => {
-                    return Err(format!(
-                        "{}: expected `read TOKEN` or `write TOKEN`",
-                        at()
-                    ));
+                    return Err(format!("{}: expected `read TOKEN` or `write TOKEN`", at()));
                 }
             };
             let (Some(token), None) = (words.next(), words.next()) else {
@@ -152,7 +149,10 @@ mod tests {
             ("read short".to_string(), "f:1: a token must be"),
             (format!("read {}", "x".repeat(513)), "f:1: a token must be"),
             (format!("read {R}é"), "f:1: a token must be"),
-            (format!("read {R}\nwrite {R}"), "f:2: this token appears twice"),
+            (
+                format!("read {R}\nwrite {R}"),
+                "f:2: this token appears twice",
+            ),
             (format!("Read {R}"), "f:1: expected"),
         ];
         for (text, want) in cases {
