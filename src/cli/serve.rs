@@ -2,13 +2,20 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 
+fn duration(s: &str) -> Result<Duration, String> {
+    vmifs::core::units::parse_duration(s)
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Directory holding the objects (created if missing).
     #[arg(long, value_name = "DIR")]
     root: PathBuf,
+    /// Address to listen on. Anything but loopback needs --tokens.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
     listen: SocketAddr,
     /// Append one line per request to FILE.
@@ -17,15 +24,53 @@ pub struct Args {
     /// Do not fsync objects before they become visible.
     #[arg(long)]
     no_fsync: bool,
+    /// Token file: lines `read TOKEN` or `write TOKEN`; clients send
+    /// `Authorization: Bearer TOKEN`.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by a CA in this PEM file (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Allow a non-loopback --listen without --tokens (anyone reaching it may write).
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Open connections at most; more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_connections: usize,
+    /// Time a client has to send its request headers (and finish TLS).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    header_timeout: Duration,
+    /// Close a connection idle, or moving no byte, for this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    idle_timeout: Duration,
 }
 
 impl Args {
     pub async fn run(self) -> Result<()> {
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(vmifs::serve::tls::TlsOptions {
+                cert,
+                key,
+                client_ca: self.client_ca,
+            }),
+            _ => None,
+        };
         vmifs::serve::run(vmifs::serve::ServeOptions {
-            root: self.root,
-            listen: self.listen,
             access_log: self.access_log,
             fsync: !self.no_fsync,
+            tokens: self.tokens,
+            tls,
+            insecure_no_auth: self.insecure_no_auth,
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            ..vmifs::serve::ServeOptions::new(self.root, self.listen)
         })
         .await?;
         Ok(())

@@ -15,6 +15,7 @@ use crate::core::secret::{Secret, redact_url};
 use crate::core::units::{parse_duration, parse_size};
 use crate::error::Error;
 
+mod credentials;
 pub mod location;
 
 pub use location::{Location, scheme_of};
@@ -160,6 +161,24 @@ pub struct StoreConfig {
     pub access_key_id: Option<String>,
     #[serde(default)]
     pub secret_access_key: Option<Secret>,
+    /// http(s)://: bearer token sent to `vmifs serve --tokens` (or `token_file`).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// http(s)://: file holding the bearer token (first line).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// https://: PEM file of extra CAs to trust (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// https://: PEM client certificate for mutual TLS (with `client_key`).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// https://: PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Send credentials over plain http:// to a host other than loopback.
+    #[serde(default)]
+    pub allow_plain_http: bool,
 }
 
 fn d_timeout() -> Duration {
@@ -301,9 +320,9 @@ fn d_parallel() -> usize {
 impl Config {
     /// Whether the config itself holds credentials (S3 keys, a password in a URL).
     pub fn holds_secrets(&self) -> bool {
-        self.stores
-            .iter()
-            .any(|s| s.secret_access_key.is_some() || redact_url(&s.url) != s.url)
+        self.stores.iter().any(|s| {
+            s.secret_access_key.is_some() || s.token.is_some() || redact_url(&s.url) != s.url
+        })
     }
 
     pub fn parse(text: &str) -> Result<Self, Error> {
@@ -379,6 +398,7 @@ impl Config {
                     s.name
                 )));
             }
+            credentials::check(s, &location).map_err(Error::Config)?;
             if s.concurrency == 0 {
                 return Err(Error::Config(format!(
                     "store {}: concurrency must be >= 1",
@@ -446,7 +466,7 @@ mod tests {
         assert!(c.holds_secrets());
         assert!(!format!("{c:?}").contains("SK"));
         assert!(
-            Config::parse(&format!("{base}url = \"http://u:p@h\"\n"))
+            Config::parse(&format!("{base}url = \"https://u:p@h\"\n"))
                 .unwrap()
                 .holds_secrets()
         );

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::config::{Location, StoreConfig, scheme_of};
+use crate::core::secret::Secret;
 use crate::store::{DynStore, ErrorKind, StoreError, StoreOptions, file, http, layer, s3};
 
 /// The store `cfg` names, with its retry, concurrency-limit and time-out
@@ -28,7 +29,11 @@ pub fn base(cfg: &StoreConfig) -> Result<DynStore, StoreError> {
     let perm = |m: String| StoreError::new(ErrorKind::Permanent, &cfg.name, m);
     Ok(match scheme_of(&cfg.url).map_err(perm)? {
         Location::File(p) => Arc::new(Arc::new(file::FileStore::open(&cfg.name, p, cfg.fsync)?)),
-        Location::Http(url) => Arc::new(http::HttpStore::new(&cfg.name, &url)?),
+        Location::Http(url) => Arc::new(http::HttpStore::with_options(
+            &cfg.name,
+            &url,
+            http_options(cfg).map_err(perm)?,
+        )?),
         Location::S3 { bucket, prefix } => match (&cfg.access_key_id, &cfg.secret_access_key) {
             (Some(id), Some(secret)) => Arc::new(s3::S3Store::with_keys(
                 &cfg.name,
@@ -47,5 +52,42 @@ pub fn base(cfg: &StoreConfig) -> Result<DynStore, StoreError> {
                 cfg.region.as_deref(),
             )?),
         },
+    })
+}
+
+/// The token and TLS files of an HTTP store's entry, read now so that a
+/// missing file is one clear error at open.
+fn http_options(cfg: &StoreConfig) -> Result<http::HttpOptions, String> {
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read {what} {}: {e}", p.display()))
+    };
+    let token = match (&cfg.token, &cfg.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(p)) => {
+            let text = read("token_file", p)?;
+            let line = text.lines().next().unwrap_or("").trim().to_string();
+            if line.is_empty() {
+                return Err(format!("token_file {} is empty", p.display()));
+            }
+            Some(Secret(line))
+        }
+        (None, None) => None,
+    };
+    let ca_pem = match &cfg.ca_file {
+        Some(p) => Some(read("ca_file", p)?.into_bytes()),
+        None => None,
+    };
+    let identity_pem = match (&cfg.client_cert, &cfg.client_key) {
+        (Some(c), Some(k)) => Some(Secret(format!(
+            "{}\n{}",
+            read("client_cert", c)?,
+            read("client_key", k)?
+        ))),
+        _ => None,
+    };
+    Ok(http::HttpOptions {
+        token,
+        ca_pem,
+        identity_pem,
     })
 }

@@ -16,12 +16,16 @@
 //! The duration of a streamed answer runs until its body is sent.
 
 mod access_log;
+mod conn;
+mod guard;
 mod listing;
 mod object;
 mod reply;
 mod routes;
+pub mod tls;
+pub mod tokens;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,7 +33,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 
 use crate::Error;
 use crate::store::file::FileStore;
@@ -43,12 +46,49 @@ pub(super) const GRACE: Duration = Duration::from_secs(10);
 pub(super) const TMP: &str = ".tmp";
 
 /// Options of `vmifs serve`.
+///
+/// The default is safe for a store other hosts can reach: without `tokens`,
+/// serve refuses to listen on anything but a loopback address (unless
+/// `insecure_no_auth`), because a store without credentials lets anyone who
+/// reaches its port overwrite or delete images and repoint tags.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub root: PathBuf,
     pub listen: SocketAddr,
     pub access_log: Option<PathBuf>,
     pub fsync: bool,
+    /// `--tokens FILE`: who may read and write ([`tokens`]).
+    pub tokens: Option<PathBuf>,
+    /// `--tls-cert`, `--tls-key`, `--client-ca` ([`tls`]).
+    pub tls: Option<tls::TlsOptions>,
+    /// Listen on a non-loopback address without tokens.
+    pub insecure_no_auth: bool,
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// Time a connection has to send complete request headers (and to finish
+    /// the TLS handshake).
+    pub header_timeout: Duration,
+    /// Time a connection may stay without a request, or a request or answer
+    /// without moving a byte.
+    pub idle_timeout: Duration,
+}
+
+impl ServeOptions {
+    /// Options with the defaults for everything but the root and address.
+    pub fn new(root: impl Into<PathBuf>, listen: SocketAddr) -> ServeOptions {
+        ServeOptions {
+            root: root.into(),
+            listen,
+            access_log: None,
+            fsync: true,
+            tokens: None,
+            tls: None,
+            insecure_no_auth: false,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Serve a directory as an HTTP store until interrupted (SIGINT/SIGTERM).
@@ -91,6 +131,26 @@ pub async fn bind_with_shutdown<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    if opts.tokens.is_none() && !opts.listen.ip().is_loopback() {
+        if !opts.insecure_no_auth {
+            return Err(Error::Config(format!(
+                "refusing to serve {} without --tokens: anyone reaching it could overwrite or delete objects (give --tokens FILE, or --insecure-no-auth)",
+                opts.listen
+            )));
+        }
+        tracing::warn!(
+            "serving {} without authentication: anyone reaching it may write and delete",
+            opts.listen
+        );
+    }
+    let tokens = match &opts.tokens {
+        Some(path) => Some(tokens::Tokens::load(path)?),
+        None => None,
+    };
+    let acceptor = match &opts.tls {
+        Some(t) => Some(tls::acceptor(t)?),
+        None => None,
+    };
     let root = opts.root.clone();
     let fsync = opts.fsync;
     let store = tokio::task::spawn_blocking(move || FileStore::open("serve", root, fsync))
@@ -112,48 +172,25 @@ where
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io(format!("cannot listen on {}", opts.listen), e))?;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-
     let app = Arc::new(App {
         store: Arc::new(store),
         log,
+        tokens,
     });
     let router = Router::new().fallback(routes::handle).with_state(app);
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    });
-
+    let limits = conn::Limits {
+        max_connections: opts.max_connections.max(1),
+        header_timeout: opts.header_timeout,
+        idle_timeout: opts.idle_timeout,
+        grace: GRACE,
+    };
     let fut = async move {
-        let result = {
-            let server = server.into_future();
-            tokio::pin!(server);
-            let grace = async {
-                if stopping_rx.await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-                tokio::time::sleep(GRACE).await;
-            };
-            tokio::select! {
-                r = &mut server => r.map_err(|e| Error::io("serve", e)),
-                () = grace => {
-                    tracing::warn!("requests still running {GRACE:?} after shutdown began; stopping anyway");
-                    Ok(())
-                }
-            }
-        };
+        conn::serve(listener, acceptor, router, limits, shutdown).await;
         // The log writer finishes once every request holding it is gone.
         if let Some(done) = log_done {
             let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
         }
-        result
+        Ok(())
     };
     Ok((addr, fut))
 }
@@ -177,4 +214,5 @@ fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, Error>
 pub(super) struct App {
     pub(super) store: Arc<FileStore>,
     pub(super) log: Option<mpsc::Sender<String>>,
+    pub(super) tokens: Option<tokens::Tokens>,
 }

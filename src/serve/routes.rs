@@ -64,6 +64,9 @@ pub(super) async fn handle(
 }
 
 pub(super) async fn dispatch(app: &Arc<App>, req: Request) -> Reply {
+    if let Some(refused) = super::guard::check(app.tokens.as_ref(), req.method(), req.headers()) {
+        return refused;
+    }
     let path = req.uri().path().to_string();
     if path == "/" {
         let params = match query_params(req.uri().query().unwrap_or("")) {

@@ -38,6 +38,19 @@ pub struct HttpStore {
     client: reqwest::Client,
     /// Basic-auth user and password, from `http://user:password@host…`.
     auth: Option<(String, crate::core::secret::Secret)>,
+    /// Bearer token for `vmifs serve --tokens`.
+    token: Option<crate::core::secret::Secret>,
+}
+
+/// Credentials and TLS settings of an HTTP store (from its `[[store]]` entry).
+#[derive(Debug, Default)]
+pub struct HttpOptions {
+    /// Sent as `Authorization: Bearer TOKEN`.
+    pub token: Option<crate::core::secret::Secret>,
+    /// PEM certificates of extra CAs to trust.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate and its key, concatenated (mutual TLS).
+    pub identity_pem: Option<crate::core::secret::Secret>,
 }
 
 impl HttpStore {
@@ -45,6 +58,11 @@ impl HttpStore {
     /// Credentials in the URL (`http://user:password@host`) are sent as HTTP
     /// basic auth and never appear in messages.
     pub fn new(name: &str, base_url: &str) -> Result<Self, StoreError> {
+        Self::with_options(name, base_url, HttpOptions::default())
+    }
+
+    /// Like [`HttpStore::new`], with a bearer token and TLS settings.
+    pub fn with_options(name: &str, base_url: &str, opts: HttpOptions) -> Result<Self, StoreError> {
         let perm = |m: String| StoreError::new(ErrorKind::Permanent, name, m);
         let parsed = reqwest::Url::parse(base_url.trim_end_matches('/'));
         // From here on only the redacted form appears in messages.
@@ -82,11 +100,25 @@ impl HttpStore {
                 "URL {base_url:?} must not have a query or fragment"
             )));
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("vmifs/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("vmifs/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &opts.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| perm("ca_file holds no readable PEM certificate".into()))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        if let Some(pem) = &opts.identity_pem {
+            let id = reqwest::Identity::from_pem(pem.0.as_bytes()).map_err(|_| {
+                perm("client_cert/client_key: not a readable PEM certificate and key".into())
+            })?;
+            builder = builder.identity(id);
+        }
+        let client = builder
             .build()
             .map_err(|e| perm(format!("HTTP client: {}", chain(&e))))?;
         Ok(HttpStore {
@@ -94,6 +126,7 @@ impl HttpStore {
             base,
             client,
             auth,
+            token: opts.token,
         })
     }
 
@@ -116,9 +149,10 @@ impl HttpStore {
         what: &str,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, StoreError> {
-        let req = match &self.auth {
-            Some((user, pass)) => req.basic_auth(user, Some(&pass.0)),
-            None => req,
+        let req = match (&self.token, &self.auth) {
+            (Some(t), _) => req.bearer_auth(&t.0),
+            (None, Some((user, pass))) => req.basic_auth(user, Some(&pass.0)),
+            (None, None) => req,
         };
         req.send().await.map_err(|e| self.net_err(what, e))
     }
@@ -148,6 +182,11 @@ impl HttpStore {
                 }
             }
             _ => String::new(),
+        };
+        let detail = match status.as_u16() {
+            401 => " (token missing or refused)".to_string(),
+            403 => " (token may not do this)".to_string(),
+            _ => detail,
         };
         self.err(kind, format!("{what}: HTTP {status}{detail}"))
     }

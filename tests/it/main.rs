@@ -8,6 +8,7 @@
 
 mod harness;
 
+mod auth;
 mod boot;
 mod cli_errors;
 mod control;

@@ -32,10 +32,9 @@ impl Server {
         let root = tempfile::tempdir().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let opts = ServeOptions {
-            root: root.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
             access_log,
             fsync: false,
+            ..ServeOptions::new(root.path(), "127.0.0.1:0".parse().unwrap())
         };
         let (addr, fut) = serve::bind_with_shutdown(opts, async move {
             let _ = rx.await;
@@ -739,10 +738,8 @@ async fn bind_errors_are_clear() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let root = tempfile::tempdir().unwrap();
     let opts = ServeOptions {
-        root: root.path().to_path_buf(),
-        listen: taken.local_addr().unwrap(),
-        access_log: None,
         fsync: false,
+        ..ServeOptions::new(root.path(), taken.local_addr().unwrap())
     };
     let err = serve::bind_with_shutdown(opts.clone(), async {})
         .await
