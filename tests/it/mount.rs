@@ -275,9 +275,10 @@ fn the_cache_never_exceeds_its_cap() {
     c.edit_config("max_size = \"1GiB\"", "max_size = \"16MiB\"");
     // The cache lives on a file system exactly as big as the cap: one byte over
     // it, at any instant, would fail a write (ENOSPC), which the daemon logs. A
-    // directory walk cannot prove this: it is not an atomic snapshot.
+    // directory walk cannot prove this: it is not an atomic snapshot. One page
+    // more holds the cache's lock file (the owner's pid), which is not a chunk.
     let cache = c.path("cache");
-    let _tmpfs = Tmpfs::mount(&cache, cap);
+    let _tmpfs = Tmpfs::mount(&cache, cap + 4096);
     let mnt = mountpoint("cap");
     let d = Daemon::start(&c, &mnt);
     assert!(same_file(&mnt.join("deb/12.raw"), &img));
