@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Self-contained demo: three loopback stores, push a sample image with k=4 m=2,
+# Self-contained demo: three loopback stores (HTTPS, token for writes), push a sample image with k=4 m=2,
 # list it, get it back and compare; stop one store and get it again; then mount
 # the repository, read 4 MiB from the middle of the image through the mount and
 # show with `vmifs status` that only those chunks were fetched.
@@ -9,21 +9,25 @@ cd "$(dirname "$0")/.."
 MIB="${DEMO_MIB:-256}"
 source scripts/lib.sh
 
-echo "== three stores on loopback"
-start_stores 3
+echo "== three stores on loopback, HTTPS with a private CA, writes need a token"
+credentials
+# shellcheck disable=SC2046 # the options are words
+start_stores 3 $(serve_credentials)
 cat >"$WORK/config.toml" <<TOML
 [erasure]
 data = 4
 parity = 2
 chunk_size = "256KiB"
 
-$(store_config eu-west us-east ap-south)
+$(STORE_TLS=1 store_config eu-west us-east ap-south)
 
 [cache]
 dir = "$WORK/cache"
 max_size = "1GiB"
 TOML
 export VMIFS_CONFIG="$WORK/config.toml"
+printf 'PUT without a token: HTTP %s\n' "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$WORK/pki/ca.pem" \
+  -X PUT --data-binary evil "https://127.0.0.1:${PORTS[0]}/tags/sample/latest")"
 
 echo "== a ${MIB} MiB sample image (random, repeated and all-zero regions)"
 python3 - "$WORK/sample.raw" "$MIB" <<'PY'

@@ -33,11 +33,41 @@ start_stores() {
   done
 }
 
-# store_config NAME...: [[store]] tables for the started stores, in order.
+# credentials: a write token ($WORK/token, and $WORK/tokens for serve), and a
+# private CA with a certificate for 127.0.0.1 ($WORK/pki/{ca,server}.pem,
+# server.key). Then `start_stores N $(serve_credentials)` and
+# `STORE_TLS=1 store_config ...` use them.
+credentials() {
+  mkdir -p "$WORK/pki"
+  openssl rand -hex 32 >"$WORK/token"
+  printf 'write %s\n' "$(cat "$WORK/token")" >"$WORK/tokens"
+  chmod 600 "$WORK/token" "$WORK/tokens"
+  (
+    cd "$WORK/pki"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+      -out ca.pem -days 2 -subj "/CN=vmifs demo CA" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
+      -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\n' >san.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -out server.pem -days 2 -extfile san.ext 2>/dev/null
+  )
+}
+serve_credentials() {
+  echo --tokens "$WORK/tokens" --tls-cert "$WORK/pki/server.pem" --tls-key "$WORK/pki/server.key"
+}
+
+# store_config NAME...: [[store]] tables for the started stores, in order
+# (https with the token and CA of `credentials` when STORE_TLS=1).
 store_config() {
   local i=0 name
   for name in "$@"; do
-    printf '\n[[store]]\nname = "%s"\nurl = "http://127.0.0.1:%s"\n' "$name" "${PORTS[$i]}"
+    if [ "${STORE_TLS:-}" = 1 ]; then
+      printf '\n[[store]]\nname = "%s"\nurl = "https://127.0.0.1:%s"\ntoken_file = "%s"\nca_file = "%s"\n' \
+        "$name" "${PORTS[$i]}" "$WORK/token" "$WORK/pki/ca.pem"
+    else
+      printf '\n[[store]]\nname = "%s"\nurl = "http://127.0.0.1:%s"\n' "$name" "${PORTS[$i]}"
+    fi
     i=$((i + 1))
   done
 }
