@@ -40,15 +40,15 @@ pub struct Args {
     /// Allow a non-loopback --listen without --tokens (anyone reaching it may write).
     #[arg(long)]
     insecure_no_auth: bool,
-    /// Open connections at most; more are closed at once.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    max_connections: usize,
-    /// Time a client has to send its request headers (and finish TLS).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
-    header_timeout: Duration,
-    /// Close a connection idle, or moving no byte, for this long.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
-    idle_timeout: Duration,
+    /// Open connections at most; more are closed at once [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Time a client has to send its request headers (and finish TLS) [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    header_timeout: Option<Duration>,
+    /// Close a connection idle, or moving no byte, for this long [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    idle_timeout: Option<Duration>,
 }
 
 impl Args {
@@ -61,18 +61,17 @@ impl Args {
             }),
             _ => None,
         };
-        vmifs::serve::run(vmifs::serve::ServeOptions {
-            access_log: self.access_log,
-            fsync: !self.no_fsync,
-            tokens: self.tokens,
-            tls,
-            insecure_no_auth: self.insecure_no_auth,
-            max_connections: self.max_connections,
-            header_timeout: self.header_timeout,
-            idle_timeout: self.idle_timeout,
-            ..vmifs::serve::ServeOptions::new(self.root, self.listen)
-        })
-        .await?;
+        // Unset limits keep the defaults of `ServeOptions::new`.
+        let mut opts = vmifs::serve::ServeOptions::new(self.root, self.listen);
+        opts.access_log = self.access_log;
+        opts.fsync = !self.no_fsync;
+        opts.tokens = self.tokens;
+        opts.tls = tls;
+        opts.insecure_no_auth = self.insecure_no_auth;
+        opts.max_connections = self.max_connections.unwrap_or(opts.max_connections);
+        opts.header_timeout = self.header_timeout.unwrap_or(opts.header_timeout);
+        opts.idle_timeout = self.idle_timeout.unwrap_or(opts.idle_timeout);
+        vmifs::serve::run(opts).await?;
         Ok(())
     }
 }

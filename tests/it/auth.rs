@@ -8,9 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vmifs::core::secret::Secret;
-use vmifs::store::http::{HttpOptions, HttpStore};
-
 use crate::harness::{BIN, ChildGuard, free_port, same_file, vmifs_command, write_image};
 
 const READ: &str = "read-token-0123456789abcdef";
@@ -143,14 +140,17 @@ fn certificates(dir: &Path) -> PathBuf {
         );
     };
     std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "req",
-        "-x509",
+    // A new P-256 key, unencrypted.
+    const NEW_KEY: [&str; 5] = [
         "-newkey",
         "ec",
         "-pkeyopt",
         "ec_paramgen_curve:P-256",
         "-nodes",
+    ];
+    let req = |extra: &[&str]| run(&[&["req"], &NEW_KEY[..], extra].concat());
+    req(&[
+        "-x509",
         "-keyout",
         "ca.key",
         "-out",
@@ -161,13 +161,7 @@ fn certificates(dir: &Path) -> PathBuf {
         "/CN=test CA",
     ]);
     for who in ["server", "client"] {
-        run(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
+        req(&[
             "-keyout",
             &format!("{who}.key"),
             "-out",
@@ -283,24 +277,13 @@ fn push_and_get_over_mutual_tls_with_tokens() {
     );
     assert!(same_file(&image, &out));
 
-    // The store conformance suite over the authenticated TLS store.
-    let read = |f: &str| std::fs::read_to_string(pki.join(f)).unwrap();
-    let store = HttpStore::with_options(
-        "tls",
-        &url,
-        HttpOptions {
-            token: Some(Secret(WRITE.into())),
-            ca_pem: Some(read("ca.pem").into_bytes()),
-            identity_pem: Some(Secret(format!(
-                "{}\n{}",
-                read("client.pem"),
-                read("client.key")
-            ))),
-        },
-    )
-    .unwrap();
+    // The store conformance suite over the authenticated TLS store, opened
+    // from the same config entry the commands above used.
+    let text = std::fs::read_to_string(&c).unwrap();
+    let cfg = vmifs::config::Config::parse(&text).unwrap();
+    let store = vmifs::repo::open::base(&cfg.stores[0]).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(vmifs::store::conformance::run(&store));
+    rt.block_on(vmifs::store::conformance::run(store.as_ref()));
 }
 
 #[test]

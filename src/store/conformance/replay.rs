@@ -14,6 +14,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::{ErrorKind, Store, pattern};
+use crate::store::clamp_range;
 
 /// Where the replayed keys live.
 pub const ROOT: &str = "conf/ops/";
@@ -81,7 +82,7 @@ pub async fn replay(store: &dyn Store, ops: &[Op]) {
                 match model.get(&key) {
                     Some(data) => {
                         let got = got.unwrap_or_else(|e| panic!("{at}: {e}"));
-                        let want = super::super::clamp_range(range.clone(), data.len() as u64);
+                        let want = clamp_range(range.clone(), data.len() as u64);
                         let want = data.slice(want.start as usize..want.end as usize);
                         assert!(
                             got == want,
