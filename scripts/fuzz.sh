@@ -42,6 +42,10 @@ for t in $(cargo fuzz list); do
   echo "== fuzz $t for ${secs}s"
   mkdir -p "$scratch/$t"
   # New inputs go to the scratch corpus (first directory); the seeds are only read.
+  if ! compgen -G "fuzz/corpus/$t/seed-*" >/dev/null; then
+    echo "fuzz: target $t has no seed input (add fuzz/corpus/$t/seed-*)" >&2
+    exit 1
+  fi
   dict=()
   [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
   if ! cargo fuzz run "${build[@]}" "$t" "$scratch/$t" "fuzz/corpus/$t" -- \
