@@ -10,6 +10,10 @@ fn duration(s: &str) -> Result<Duration, String> {
     vmifs::core::units::parse_duration(s)
 }
 
+fn size(s: &str) -> Result<u64, String> {
+    vmifs::core::units::parse_size(s)
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Directory holding the objects (created if missing).
@@ -49,6 +53,15 @@ pub struct Args {
     /// Close a connection idle, or moving no byte, for this long [default: 60s].
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     idle_timeout: Option<Duration>,
+    /// Uploads at most at once; more are answered 503 [default: 64].
+    #[arg(long, value_name = "N")]
+    max_puts: Option<usize>,
+    /// Bytes all objects together may take, e.g. 500G; uploads past it get 507.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    quota: Option<u64>,
+    /// Bytes of the file system uploads must leave free, e.g. 10G; else 507.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    min_free: Option<u64>,
 }
 
 impl Args {
@@ -71,6 +84,9 @@ impl Args {
         opts.max_connections = self.max_connections.unwrap_or(opts.max_connections);
         opts.header_timeout = self.header_timeout.unwrap_or(opts.header_timeout);
         opts.idle_timeout = self.idle_timeout.unwrap_or(opts.idle_timeout);
+        opts.max_puts = self.max_puts.unwrap_or(opts.max_puts);
+        opts.quota = self.quota;
+        opts.min_free = self.min_free;
         vmifs::serve::run(opts).await?;
         Ok(())
     }

@@ -13,6 +13,7 @@
 //! | manifest | `[limits] manifest_size` (default [`DEFAULT_MANIFEST_SIZE`], 64 MiB) |
 //! | shard | exactly its header plus its payload ([`shard_max`]) |
 //! | boot profile | the manifest bound (a profile is smaller than its image's manifest) |
+//! | listing page (HTTP stores) | 16 MiB a page, [`MAX_LISTING`] objects in all |
 //!
 //! A manifest that passes its size bound is also checked for what it claims
 //! before its chunk list is parsed ([`check_image_shape`]): a chunk size no
@@ -36,6 +37,9 @@ pub const MAX_CHUNK_SIZE: u64 = 64 << 20;
 pub const MIN_CHUNK_SIZE: u64 = 4 << 10;
 /// Largest image a manifest may describe.
 pub const MAX_IMAGE_SIZE: u64 = 64 << 40;
+/// Most objects a client takes from one paged listing (about 1 GiB of keys
+/// held while listing): a server that pages on and on is cut off here.
+pub const MAX_LISTING: usize = 10_000_000;
 
 /// Bytes of a stored shard of a chunk of `chunk_len` bytes split into `k`
 /// data shards: the header and `ceil(chunk_len / k)` (at least 1) payload

@@ -1,16 +1,27 @@
-//! Listings: the JSON listing of a prefix (`GET /?list&prefix=P`) and the
+//! Listings: the JSON listing of a prefix, page by page
+//! (`GET /?list&prefix=P&after=K&limit=N`, [`crate::wire::listing`]), and the
 //! HTML index of a directory for generic HTTP clients.
 
 use axum::http::{StatusCode, header};
 use bytes::Bytes;
 
-use super::reply::{Reply, blocking, io_reply, store_reply};
+use super::reply::{Reply, blocking, io_reply};
 use super::{App, TMP};
 use crate::store::check_key;
+use crate::store::file::Page;
+use crate::store::file::beneath::Kind;
 use crate::wire::encoding::encode_segment;
-use crate::wire::listing::ListEntry;
+use crate::wire::listing::{ListEntry, ListPage, MAX_PAGE, PAGE};
 
-pub(super) async fn list(app: &App, prefix: String) -> Reply {
+pub(super) async fn list(app: &App, params: &[(String, String)]) -> Reply {
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let prefix = param("prefix").unwrap_or_default();
+    let after = param("after");
+    let limit = match param("limit").map(|l| l.parse::<usize>()) {
+        None => PAGE,
+        Some(Ok(n)) if n > 0 => n.min(MAX_PAGE),
+        Some(_) => return Reply::error(StatusCode::BAD_REQUEST, "limit must be a positive number"),
+    };
     if let Some(i) = prefix.rfind('/') {
         if let Err(e) = check_key("serve", &prefix[..i]) {
             return Reply::error(
@@ -19,25 +30,25 @@ pub(super) async fn list(app: &App, prefix: String) -> Reply {
             );
         }
     }
-    if prefix.starts_with(".tmp/") {
-        return Reply::new(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "application/json")
-            .with_body(Bytes::from_static(b"[]"));
-    }
-    let store = app.store.clone();
-    let res = tokio::task::spawn_blocking(move || store.list_sync(&prefix)).await;
-    let metas = match res {
-        Ok(Ok(m)) => m,
-        Ok(Err(e)) => return store_reply(&e),
-        Err(e) => return Reply::error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    let page = if prefix == TMP || prefix.starts_with(".tmp/") {
+        Ok(Page::default())
+    } else {
+        let store = app.store.clone();
+        blocking(move || store.list_page(&prefix, after.as_deref(), limit)).await
     };
-    let mut out: Vec<ListEntry> = metas
-        .into_iter()
-        .filter(|m| !m.key.starts_with(".tmp/"))
-        .map(|m| ListEntry::new(m.key, m.size, m.modified))
-        .collect();
-    out.sort_by(|a, b| a.key.cmp(&b.key));
-    match serde_json::to_vec(&out) {
+    let page = match page {
+        Ok(p) => p,
+        Err(e) => return io_reply("listing", &e),
+    };
+    let answer = ListPage {
+        entries: page
+            .entries
+            .into_iter()
+            .map(|m| ListEntry::new(m.key, m.size, m.modified))
+            .collect(),
+        next: page.next,
+    };
+    match serde_json::to_vec(&answer) {
         Ok(json) => Reply::new(StatusCode::OK)
             .header(header::CONTENT_TYPE, "application/json")
             .with_body(Bytes::from(json)),
@@ -51,24 +62,18 @@ pub(super) async fn list(app: &App, prefix: String) -> Reply {
 /// `wget -r`) can browse what is served.
 pub(super) async fn index(app: &App, dir: String, head_only: bool) -> Reply {
     // `dir` is a checked key (never `.tmp`), or empty for the root.
-    let path = app.store.root().join(&dir);
+    let store = app.store.clone();
+    let d = dir.clone();
     let res = blocking(move || {
-        let mut names = Vec::new();
-        for e in std::fs::read_dir(&path)? {
-            let e = e?;
-            let Ok(name) = e.file_name().into_string() else {
-                continue;
-            };
-            if name == TMP || check_key("serve", &name).is_err() {
-                continue;
-            }
-            let ft = e.file_type()?;
-            if ft.is_dir() {
-                names.push(format!("{name}/"));
-            } else if ft.is_file() {
-                names.push(name);
-            }
-        }
+        let mut names: Vec<String> = store
+            .dir_entries(&d)?
+            .into_iter()
+            .filter(|e| check_key("serve", &e.name).is_ok())
+            .map(|e| match e.kind {
+                Kind::Dir => format!("{}/", e.name),
+                _ => e.name,
+            })
+            .collect();
         names.sort();
         Ok(names)
     })

@@ -1,14 +1,25 @@
 //! `vmifs serve`: serve a directory as an HTTP object store, the server side of
 //! [`crate::store::http::HttpStore`].
 //!
-//! The protocol is defined in [`crate::wire`]. This server adds: a `PUT` is
-//! staged in `<root>/.tmp/` and renamed into place, with a body of at most 256
-//! MiB (else `413`); a key under `.tmp/` or with a segment over 255 bytes is
-//! `400`.
+//! The protocol is defined in [`crate::wire`]; the objects live in a
+//! [`FileStore`], which resolves every key beneath the root without following
+//! symlinks. This server adds:
+//!
+//! - a `PUT` body is streamed to a staging file beside the object (1 MiB held
+//!   at a time) and renamed into place when complete; at most 256 MiB (else
+//!   `413`); at most `--max-puts` at once (else `503` with `Retry-After: 1`);
+//!   `507` when `--quota` or `--min-free` would be passed, or the disk is
+//!   full ([`space`]);
+//! - at start, the tree is surveyed once: staging files of puts interrupted by
+//!   a crash are removed, and the objects' bytes counted for the quota;
+//! - listings come in pages ([`crate::wire::listing`]), read in key order
+//!   without walking the whole tree per page;
+//! - a key under `.tmp/`, naming a staging file, or with a segment over 255
+//!   bytes is `400`.
 //!
 //! Any plain file an operator drops under the root is an object (its relative
-//! path is its key). The `.tmp/` staging directory is never listed or served.
-//! Small answers are read into memory; answers over 8 MiB are streamed.
+//! path is its key). Small answers are read into memory; answers over 8 MiB
+//! are streamed.
 //!
 //! With `--access-log FILE`, one line per request is appended:
 //! `<UTC time RFC 3339> <remote addr> <method> <target> <status> <body bytes sent> <duration µs>`,
@@ -22,6 +33,7 @@ mod listing;
 mod object;
 mod reply;
 mod routes;
+mod space;
 pub mod tls;
 pub mod tokens;
 
@@ -71,6 +83,12 @@ pub struct ServeOptions {
     /// Time a connection may stay without a request, or a request or answer
     /// without moving a byte.
     pub idle_timeout: Duration,
+    /// Uploads at most at once; more are answered `503`.
+    pub max_puts: usize,
+    /// Bytes all objects together may take (`--quota`).
+    pub quota: Option<u64>,
+    /// Bytes of the file system uploads must leave free (`--min-free`).
+    pub min_free: Option<u64>,
 }
 
 impl ServeOptions {
@@ -87,6 +105,9 @@ impl ServeOptions {
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            max_puts: 64,
+            quota: None,
+            min_free: None,
         }
     }
 }
@@ -153,10 +174,24 @@ where
     };
     let root = opts.root.clone();
     let fsync = opts.fsync;
-    let store = tokio::task::spawn_blocking(move || FileStore::open("serve", root, fsync))
-        .await
-        .map_err(|e| Error::Invalid(format!("serve: {e}")))?
-        .map_err(|e| Error::Invalid(format!("cannot use store root: {}", e.message)))?;
+    let (store, survey) = tokio::task::spawn_blocking(move || {
+        let store = FileStore::open("serve", &root, fsync)
+            .map_err(|e| Error::Invalid(format!("cannot use store root: {}", e.message)))?;
+        let survey = store.survey().map_err(|e| {
+            Error::Invalid(format!("cannot read store root {}: {e}", root.display()))
+        })?;
+        Ok::<_, Error>((store, survey))
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("serve: {e}")))??;
+    if survey.swept > 0 {
+        tracing::info!(
+            "removed {} staging files left by interrupted uploads",
+            survey.swept
+        );
+    }
+    tracing::info!("{} objects, {} bytes", survey.objects, survey.bytes);
+    let store = Arc::new(store);
 
     let (log, log_done) = match &opts.access_log {
         Some(path) => {
@@ -173,7 +208,9 @@ where
         .local_addr()
         .map_err(|e| Error::io(format!("cannot listen on {}", opts.listen), e))?;
     let app = Arc::new(App {
-        store: Arc::new(store),
+        space: space::Space::new(store.clone(), survey.bytes, opts.quota, opts.min_free),
+        puts: tokio::sync::Semaphore::new(opts.max_puts.max(1)),
+        store,
         log,
         tokens,
     });
@@ -215,4 +252,7 @@ pub(super) struct App {
     pub(super) store: Arc<FileStore>,
     pub(super) log: Option<mpsc::Sender<String>>,
     pub(super) tokens: Option<tokens::Tokens>,
+    pub(super) space: space::Space,
+    /// One permit per upload in progress.
+    pub(super) puts: tokio::sync::Semaphore,
 }

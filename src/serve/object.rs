@@ -2,7 +2,6 @@
 
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -11,8 +10,9 @@ use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::reply::{Payload, Reply, blocking, io_reply, store_reply};
+use super::reply::{Payload, Reply, blocking, io_reply};
 use super::{App, MAX_PUT_BYTES, STREAM_OVER};
+use crate::store::file::is_collision;
 use crate::wire::date::fmt_http_date;
 use crate::wire::range::{Selection, content_range, parse_range, unsatisfiable};
 
@@ -43,11 +43,8 @@ pub(super) async fn get(app: &App, key: String, range: Option<String>) -> Reply 
     let k = key.clone();
     // One trip to the blocking pool: open, stat, and read if small.
     let opened = blocking(move || {
-        let file = std::fs::File::open(store.root().join(&k))?;
+        let file = store.open_object(&k)?;
         let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "not a file"));
-        }
         let len = meta.len();
         let selection = range.map_or(Selection::Whole, |h| parse_range(&h, len));
         let data = match selection {
@@ -112,16 +109,9 @@ pub(super) async fn get(app: &App, key: String, range: Option<String>) -> Reply 
 }
 
 pub(super) async fn head(app: &App, key: String) -> Reply {
-    let path = app.store.root().join(&key);
-    let meta = blocking(move || {
-        let meta = std::fs::metadata(path)?;
-        if meta.is_file() {
-            Ok(meta)
-        } else {
-            Err(io::Error::new(io::ErrorKind::NotFound, "not a file"))
-        }
-    })
-    .await;
+    let store = app.store.clone();
+    let k = key.clone();
+    let meta = blocking(move || store.open_object(&k)?.metadata()).await;
     match meta {
         Ok(meta) => object_headers(Reply::new(StatusCode::OK), &meta)
             .header(header::CONTENT_LENGTH, meta.len()),
@@ -133,13 +123,18 @@ pub(super) async fn head(app: &App, key: String) -> Reply {
     }
 }
 
-/// Read a request body of at most [`MAX_PUT_BYTES`].
-pub(super) async fn read_body(req: Request) -> Result<Bytes, Reply> {
-    let too_big = || {
-        Reply::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than {MAX_PUT_BYTES} bytes"),
-        )
+/// Body bytes gathered before each write to the staging file: what one
+/// upload holds in memory.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// `PUT`: the body is streamed to a staging file ([`crate::store::file::Staged`])
+/// in batches of [`WRITE_BATCH`] and renamed into place when complete. At
+/// most `--max-puts` run at once (more: `503` with `Retry-After`); the space
+/// is reserved first ([`super::space`]).
+pub(super) async fn put(app: &App, key: String, req: Request) -> Reply {
+    let Ok(_permit) = app.puts.try_acquire() else {
+        return Reply::error(StatusCode::SERVICE_UNAVAILABLE, "too many uploads at once")
+            .header(header::RETRY_AFTER, "1");
     };
     let declared = req
         .headers()
@@ -147,88 +142,104 @@ pub(super) async fn read_body(req: Request) -> Result<Bytes, Reply> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_PUT_BYTES) {
-        return Err(too_big());
+        return too_big();
     }
-    let mut stream = req.into_body().into_data_stream();
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(64 << 20) as usize);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|e| Reply::error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
-        if (buf.len() + chunk.len()) as u64 > MAX_PUT_BYTES {
-            return Err(too_big());
-        }
-        if buf.is_empty() && declared == Some(chunk.len() as u64) {
-            // The whole body in one chunk: no copy.
-            return Ok(chunk);
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
-/// Whether `key` cannot be a file because it or one of its parents is the
-/// wrong kind of thing (a directory at the key, a file at a parent).
-pub(super) fn collides(root: &Path, key: &str) -> bool {
-    let path = root.join(key);
-    if path.is_dir() {
-        return true;
-    }
-    let mut p = root.to_path_buf();
-    let segs: Vec<&str> = key.split('/').collect();
-    for s in &segs[..segs.len() - 1] {
-        p.push(s);
-        match std::fs::metadata(&p) {
-            Ok(m) if !m.is_dir() => return true,
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
-    false
-}
-
-pub(super) async fn put(app: &App, key: String, req: Request) -> Reply {
-    let data = match read_body(req).await {
-        Ok(d) => d,
-        Err(r) => return r,
+    let mut space = match app.space.reserve(declared.unwrap_or(0)) {
+        Ok(r) => r,
+        Err(why) => return Reply::error(StatusCode::INSUFFICIENT_STORAGE, why),
     };
     let store = app.store.clone();
     let k = key.clone();
-    let res = tokio::task::spawn_blocking(move || match store.put_sync(&k, &data) {
-        Ok(()) => Reply::new(StatusCode::CREATED),
-        Err(e) if collides(store.root(), &k) => Reply::error(
+    let mut staged = match blocking(move || store.stage(&k)).await {
+        Ok(s) => s,
+        Err(e) => return put_reply(&key, &e),
+    };
+    let mut stream = req.into_body().into_data_stream();
+    let mut batch = BytesMut::with_capacity(WRITE_BATCH);
+    let mut total = 0u64;
+    loop {
+        let piece = stream.next().await;
+        let end = piece.is_none();
+        if let Some(piece) = piece {
+            let piece = match piece {
+                Ok(p) => p,
+                Err(e) => {
+                    return Reply::error(StatusCode::BAD_REQUEST, format!("reading the body: {e}"));
+                }
+            };
+            total += piece.len() as u64;
+            if total > MAX_PUT_BYTES {
+                return too_big();
+            }
+            if declared.is_none() {
+                if let Err(why) = space.grow(piece.len() as u64) {
+                    return Reply::error(StatusCode::INSUFFICIENT_STORAGE, why);
+                }
+            }
+            batch.extend_from_slice(&piece);
+        }
+        if batch.len() >= WRITE_BATCH || (end && !batch.is_empty()) {
+            let res = tokio::task::spawn_blocking(move || {
+                let r = staged.write(&batch);
+                batch.clear();
+                (staged, batch, r)
+            })
+            .await;
+            let r;
+            (staged, batch, r) = match res {
+                Ok(v) => v,
+                Err(e) => return Reply::error(StatusCode::INTERNAL_SERVER_ERROR, format!("{key}: {e}")),
+            };
+            if let Err(e) = r {
+                return put_reply(&key, &e);
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    match blocking(move || staged.commit()).await {
+        Ok(replaced) => {
+            space.settle(total, replaced);
+            Reply::new(StatusCode::CREATED)
+        }
+        Err(e) => put_reply(&key, &e),
+    }
+}
+
+fn too_big() -> Reply {
+    Reply::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("body larger than {MAX_PUT_BYTES} bytes"),
+    )
+}
+
+/// The answer to a failed put.
+fn put_reply(key: &str, e: &io::Error) -> Reply {
+    if is_collision(e) {
+        return Reply::error(
             StatusCode::CONFLICT,
-            format!("{k}: collides with a directory or file: {}", e.message),
-        ),
-        Err(e) => store_reply(&e),
-    })
-    .await;
-    res.unwrap_or_else(|e| Reply::error(StatusCode::INTERNAL_SERVER_ERROR, format!("{key}: {e}")))
+            format!("{key}: collides with a directory, a file or a symbolic link"),
+        );
+    }
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            Reply::error(StatusCode::INSUFFICIENT_STORAGE, "store full: no space left")
+        }
+        _ => io_reply(key, e),
+    }
 }
 
 pub(super) async fn delete(app: &App, key: String) -> Reply {
     let store = app.store.clone();
-    let res = tokio::task::spawn_blocking(move || match store.delete_sync(&key) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            // Nothing there that is an object (a directory, a file as a parent): done.
-            match std::fs::symlink_metadata(store.root().join(&key)) {
-                Ok(m) if m.is_dir() => Ok(()),
-                Err(ie)
-                    if matches!(
-                        ie.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                    ) =>
-                {
-                    Ok(())
-                }
-                _ => Err(e),
+    let k = key.clone();
+    match blocking(move || store.remove(&k)).await {
+        Ok(removed) => {
+            if let Some(n) = removed {
+                app.space.release(n);
             }
+            Reply::new(StatusCode::NO_CONTENT)
         }
-    })
-    .await;
-    match res {
-        Ok(Ok(())) => Reply::new(StatusCode::NO_CONTENT),
-        Ok(Err(e)) => store_reply(&e),
-        Err(e) => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => io_reply(&key, &e),
     }
 }

@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use bytes::Bytes;
 use tokio_util::io::ReaderStream;
 
-use crate::store::{ErrorKind, StoreError};
+use crate::store::file::is_absent;
 
 pub(super) type FileStream = ReaderStream<tokio::io::Take<tokio::fs::File>>;
 
@@ -70,7 +70,8 @@ pub(super) async fn blocking<T: Send + 'static>(
 pub(super) fn io_reply(key: &str, e: &io::Error) -> Reply {
     use io::ErrorKind as K;
     match e.kind() {
-        K::NotFound | K::NotADirectory | K::IsADirectory => {
+        K::InvalidInput => Reply::error(StatusCode::BAD_REQUEST, e),
+        _ if is_absent(e) || e.kind() == K::IsADirectory => {
             Reply::error(StatusCode::NOT_FOUND, format!("{key}: not found"))
         }
         _ if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
@@ -78,14 +79,4 @@ pub(super) fn io_reply(key: &str, e: &io::Error) -> Reply {
         }
         _ => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, format!("{key}: {e}")),
     }
-}
-
-/// The answer to a failed [`FileStore`] operation.
-pub(super) fn store_reply(e: &StoreError) -> Reply {
-    let status = match e.kind {
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Temporary => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Permanent | ErrorKind::TooLarge => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    Reply::error(status, &e.message)
 }

@@ -16,6 +16,7 @@ use super::object::{delete, get, head, put};
 use super::reply::{Payload, Reply};
 use super::{App, TMP};
 use crate::store::check_key;
+use crate::store::file::is_staging;
 use crate::wire::encoding::query_params;
 
 pub(super) async fn handle(
@@ -74,12 +75,7 @@ pub(super) async fn dispatch(app: &Arc<App>, req: Request) -> Reply {
             Err(msg) => return Reply::error(StatusCode::BAD_REQUEST, msg),
         };
         if req.method() == Method::GET && params.iter().any(|(k, _)| k == "list") {
-            let prefix = params
-                .iter()
-                .find(|(k, _)| k == "prefix")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default();
-            return list(app, prefix).await;
+            return list(app, &params).await;
         }
         if matches!(*req.method(), Method::GET | Method::HEAD) {
             return index(app, String::new(), req.method() == Method::HEAD).await;
@@ -127,7 +123,7 @@ pub(super) fn decode_key(path: &str) -> Result<String, String> {
         .ok_or_else(|| format!("bad percent-encoding in {path:?}"))?;
     let key = String::from_utf8(bytes).map_err(|_| format!("invalid key in {path:?}"))?;
     check_key("serve", &key).map_err(|e| e.message)?;
-    if key == TMP || key.starts_with(".tmp/") {
+    if key == TMP || key.starts_with(".tmp/") || is_staging(&key) {
         return Err(format!("invalid key {key:?}"));
     }
     if key.split('/').any(|s| s.len() > 255) {
@@ -156,6 +152,7 @@ mod tests {
             "/a%2",
             "/%ff",
             "/a/",
+            "/shards/ab/.vmifs-put.12.0",
         ] {
             assert!(decode_key(bad).is_err(), "{bad}");
         }

@@ -1,7 +1,7 @@
 //! A store behind an HTTP endpoint (`http(s)://host[:port][/prefix]`), spoken to
 //! with the protocol of `vmifs serve` (see [`crate::serve`]): object `K` lives at
 //! `<base>/K`; `GET` (with `Range`), `HEAD`, `PUT`, `DELETE`, and
-//! `GET <base>/?list&prefix=P` answering a JSON array.
+//! `GET <base>/?list&prefix=P` answering JSON pages that the client follows.
 //!
 //! `get_range` and `head` also work against plain static web servers: a server
 //! that ignores `Range` and answers `200` with the whole object gets its body
@@ -10,8 +10,9 @@
 //! `get_bounded` never holds more than its bound: the announced length is
 //! checked first and the body is counted while it streams.
 //!
-//! Status codes map to [`ErrorKind`]s: 404/410 → `NotFound`; 5xx, 408, 429 and
-//! network trouble → `Temporary`; other 4xx → `Permanent`. A 416 on a range
+//! Status codes map to [`ErrorKind`]s: 404/410 → `NotFound`; 5xx (but 507,
+//! the store is full), 408, 429 and network trouble → `Temporary`; other 4xx
+//! and 507 → `Permanent`. A 416 on a range
 //! read means the range starts at or after the end: an empty result, as the
 //! [`Store`] contract clamps ranges.
 
@@ -26,7 +27,7 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, LAST_MODIFIED, RANGE};
 use super::{ErrorKind, ObjectMeta, Store, StoreError, check_key, clamp_range};
 use crate::wire::date::parse_http_date;
 use crate::wire::encoding::{decode, encode_path};
-use crate::wire::listing::{ListEntry, list_path};
+use crate::wire::listing::{ListPage, MAX_PAGE_BYTES, PAGE, list_path, parse_page};
 use crate::wire::range::{parse_content_range, range_header};
 
 /// An HTTP object store; one connection pool per store.
@@ -201,6 +202,8 @@ fn kind_of(status: StatusCode) -> ErrorKind {
     match status.as_u16() {
         404 | 410 => ErrorKind::NotFound,
         408 | 429 => ErrorKind::Temporary,
+        // The store is full: retrying soon will not help.
+        507 => ErrorKind::Permanent,
         s if s >= 500 => ErrorKind::Temporary,
         _ => ErrorKind::Permanent,
     }
@@ -348,12 +351,61 @@ impl Store for HttpStore {
         }
     }
 
+    /// Follows the pages of the listing ([`crate::wire::listing`]), each
+    /// read with a bound. A page must move forward: a server whose `next`
+    /// does not sort after the last one asked, or whose listing runs past
+    /// [`crate::core::limits::MAX_LISTING`] objects, is refused.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let what = format!("list {prefix:?}");
-        let url = format!("{}{}", self.base, list_path(prefix));
-        let resp = self.send(&what, self.client.get(&url)).await?;
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list_page(&what, prefix, after.as_deref()).await?;
+            out.extend(
+                page.entries
+                    .into_iter()
+                    .filter(|e| e.key.starts_with(prefix))
+                    .filter(|e| after.as_deref().is_none_or(|a| e.key.as_str() > a))
+                    .map(|e| ObjectMeta {
+                        modified: e.modified(),
+                        key: e.key,
+                        size: e.size,
+                    }),
+            );
+            if out.len() > crate::core::limits::MAX_LISTING {
+                return Err(self.err(
+                    ErrorKind::Permanent,
+                    format!(
+                        "{what}: more than {} objects",
+                        crate::core::limits::MAX_LISTING
+                    ),
+                ));
+            }
+            match page.next {
+                None => return Ok(out),
+                Some(n) if after.as_deref().is_some_and(|a| n.as_str() <= a) => {
+                    return Err(self.err(
+                        ErrorKind::Permanent,
+                        format!("{what}: the server's next page {n:?} does not move forward"),
+                    ));
+                }
+                Some(n) => after = Some(n),
+            }
+        }
+    }
+}
+
+impl HttpStore {
+    async fn list_page(
+        &self,
+        what: &str,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<ListPage, StoreError> {
+        let url = format!("{}{}", self.base, list_path(prefix, after, PAGE));
+        let resp = self.send(what, self.client.get(&url)).await?;
         if !resp.status().is_success() {
-            let mut e = self.status_err(&what, resp).await;
+            let mut e = self.status_err(what, resp).await;
             if e.kind == ErrorKind::NotFound {
                 // Listing an empty prefix is not an error: the server cannot list.
                 e.kind = ErrorKind::Permanent;
@@ -362,24 +414,21 @@ impl Store for HttpStore {
             }
             return Err(e);
         }
-        let body = self.body(&what, resp).await?;
-        let entries: Vec<ListEntry> = serde_json::from_slice(&body).map_err(|e| {
+        if resp.content_length().is_some_and(|n| n > MAX_PAGE_BYTES) {
+            return Err(StoreError::too_large(&self.name, what, MAX_PAGE_BYTES));
+        }
+        let body = super::collect_bounded(&self.name, what, MAX_PAGE_BYTES, resp.bytes_stream(), |e| {
+            self.net_err(what, e)
+        })
+        .await?;
+        parse_page(&body).map_err(|e| {
             self.err(
                 ErrorKind::Permanent,
                 format!(
                     "{what}: answer is not a vmifs listing ({e}); is this a `vmifs serve` endpoint?"
                 ),
             )
-        })?;
-        Ok(entries
-            .into_iter()
-            .filter(|e| e.key.starts_with(prefix))
-            .map(|e| ObjectMeta {
-                modified: e.modified(),
-                key: e.key,
-                size: e.size,
-            })
-            .collect())
+        })
     }
 }
 
