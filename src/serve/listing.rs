@@ -14,7 +14,12 @@ use crate::wire::encoding::encode_segment;
 use crate::wire::listing::{ListEntry, ListPage, MAX_PAGE, PAGE};
 
 pub(super) async fn list(app: &App, params: &[(String, String)]) -> Reply {
-    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     let prefix = param("prefix").unwrap_or_default();
     let after = param("after");
     let limit = match param("limit").map(|l| l.parse::<usize>()) {

@@ -144,15 +144,28 @@ pub(super) async fn put(app: &App, key: String, req: Request) -> Reply {
     if declared.is_some_and(|n| n > MAX_PUT_BYTES) {
         return too_big();
     }
-    let mut space = match app.space.reserve(declared.unwrap_or(0)) {
-        Ok(r) => r,
-        Err(why) => return Reply::error(StatusCode::INSUFFICIENT_STORAGE, why),
-    };
     let store = app.store.clone();
     let k = key.clone();
-    let mut staged = match blocking(move || store.stage(&k)).await {
-        Ok(s) => s,
+    // The object this one replaces frees its bytes: a full store can still
+    // rewrite a tag.
+    let staged = blocking(move || {
+        let existing = store
+            .open_object(&k)
+            .and_then(|f| f.metadata())
+            .map(|m| m.len());
+        Ok((existing.unwrap_or(0), store.stage(&k)?))
+    })
+    .await;
+    let (existing, mut staged) = match staged {
+        Ok(v) => v,
         Err(e) => return put_reply(&key, &e),
+    };
+    let mut space = match app
+        .space
+        .reserve(declared.unwrap_or(0).saturating_sub(existing))
+    {
+        Ok(r) => r,
+        Err(why) => return Reply::error(StatusCode::INSUFFICIENT_STORAGE, why),
     };
     let mut stream = req.into_body().into_data_stream();
     let mut batch = BytesMut::with_capacity(WRITE_BATCH);
@@ -188,7 +201,9 @@ pub(super) async fn put(app: &App, key: String, req: Request) -> Reply {
             let r;
             (staged, batch, r) = match res {
                 Ok(v) => v,
-                Err(e) => return Reply::error(StatusCode::INTERNAL_SERVER_ERROR, format!("{key}: {e}")),
+                Err(e) => {
+                    return Reply::error(StatusCode::INTERNAL_SERVER_ERROR, format!("{key}: {e}"));
+                }
             };
             if let Err(e) = r {
                 return put_reply(&key, &e);
@@ -223,9 +238,10 @@ fn put_reply(key: &str, e: &io::Error) -> Reply {
         );
     }
     match e.raw_os_error() {
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
-            Reply::error(StatusCode::INSUFFICIENT_STORAGE, "store full: no space left")
-        }
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Reply::error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "store full: no space left",
+        ),
         _ => io_reply(key, e),
     }
 }

@@ -417,10 +417,11 @@ impl HttpStore {
         if resp.content_length().is_some_and(|n| n > MAX_PAGE_BYTES) {
             return Err(StoreError::too_large(&self.name, what, MAX_PAGE_BYTES));
         }
-        let body = super::collect_bounded(&self.name, what, MAX_PAGE_BYTES, resp.bytes_stream(), |e| {
-            self.net_err(what, e)
-        })
-        .await?;
+        let body =
+            super::collect_bounded(&self.name, what, MAX_PAGE_BYTES, resp.bytes_stream(), |e| {
+                self.net_err(what, e)
+            })
+            .await?;
         parse_page(&body).map_err(|e| {
             self.err(
                 ErrorKind::Permanent,

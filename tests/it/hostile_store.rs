@@ -56,6 +56,38 @@ fn a_huge_tag_on_one_store_is_refused_and_ls_stays_bounded() {
     assert!(rss < 64 << 10, "peak RSS {rss} KiB");
 }
 
+/// Every shard on one store swollen to 256 MiB (k=1, m=1): `vmifs get`
+/// reads no shard past its exact bound, so it writes the right bytes with a
+/// small peak RSS.
+#[test]
+fn swollen_shards_on_one_store_are_harmless_and_get_stays_bounded() {
+    let c = cluster();
+    let shards = c.servers[0].shard_files();
+    assert!(!shards.is_empty());
+    for p in &shards {
+        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        f.set_len(256 << 20).unwrap();
+    }
+    let out_file = c.path("out.raw");
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "maxrss_kib=%M", BIN, "get", "deb:12"])
+        .arg(&out_file)
+        .env("VMIFS_CONFIG", &c.config)
+        .env_remove("VMIFS_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(crate::harness::same_file(&c.path("img.raw"), &out_file));
+    let rss: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rss");
+    eprintln!("peak RSS of get against 256 MiB shards: {rss} KiB");
+    assert!(rss < 128 << 10, "peak RSS {rss} KiB");
+}
+
 /// 3,000 tags on one store pointing at manifests no store has: ls, search
 /// and gc exit 0, and the skipped tags cost one warning line, not 3,000.
 #[test]
@@ -97,6 +129,69 @@ fn a_forged_endless_lock_does_not_block_gc() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!c.servers[0].root.join("locks/push-forged0000000").exists());
+}
+
+/// A forged gc lock claiming an endless lease, on one store: a push waits
+/// only until one local lease has passed without renewal, then publishes;
+/// and when the store keeps the lock fresh (as a running gc would), the push
+/// gives up after twice the lease with one clear error and leaves no lock of
+/// its own.
+#[test]
+fn a_forged_gc_lock_delays_a_push_by_a_bounded_time() {
+    let c = cluster();
+    c.add_config("[locks]\nlease = \"5s\"");
+    let forged = b"{\"pid\":1,\"time_ms\":1,\"lease_ms\":18446744073709551615}";
+    let key = "locks/gc-forged00000000000";
+    write(&c, 0, key, forged);
+    let img = c.path("img.raw");
+    let push = |tag: &str| c.vmifs(&["push", img.to_str().unwrap(), "--name", "deb", "--tag", tag]);
+    let t = std::time::Instant::now();
+    let out = push("13");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(60));
+
+    // Now the store renews the forged lock every 200 ms.
+    write(&c, 0, key, forged);
+    let path = c.servers[0].root.join(key);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let toucher = {
+        let (path, stop) = (path.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
+                    let _ = f.set_modified(std::time::SystemTime::now());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        })
+    };
+    let out = push("14");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    toucher.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("gave up waiting"), "{err}");
+    assert_eq!(
+        err.trim()
+            .lines()
+            .filter(|l| l.contains("error:"))
+            .count(),
+        1,
+        "{err}"
+    );
+    for s in &c.servers {
+        let locks: Vec<_> = s
+            .files("locks")
+            .into_iter()
+            .filter(|p| !p.ends_with(key))
+            .collect();
+        assert!(locks.is_empty(), "push left {locks:?}");
+    }
+    assert!(!c.ok(&["ls"]).contains("14"));
 }
 
 /// A lock dated far in the future on its store is not believed.

@@ -23,5 +23,6 @@ mod mount;
 mod roundtrip;
 mod sched;
 mod serve;
+mod serve_hostile;
 mod store_conformance;
 mod trust;

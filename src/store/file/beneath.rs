@@ -78,7 +78,8 @@ impl Beneath {
     fn resolve(&self, rel: &str, flags: OFlags) -> io::Result<OwnedFd> {
         let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
         if !NO_OPENAT2.load(Ordering::Relaxed) {
-            let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            let how =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
             for _ in 0..8 {
                 match rustix::fs::openat2(&self.root, rel, flags, Mode::empty(), how) {
                     // A rename elsewhere in the tree raced the lookup: retry.
@@ -179,10 +180,11 @@ pub fn file_info(dir: &OwnedFd, name: &str) -> io::Result<FileInfo> {
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Err(io::Error::new(io::ErrorKind::NotFound, "not a file"));
     }
-    let secs = i64::from(st.st_mtime);
+    #[allow(clippy::useless_conversion)] // The field types differ between targets.
+    let (secs, nanos) = (i64::from(st.st_mtime), u64::from(st.st_mtime_nsec));
     let modified = u64::try_from(secs)
         .ok()
-        .map(|s| UNIX_EPOCH + Duration::new(s, (u64::from(st.st_mtime_nsec) % 1_000_000_000) as u32));
+        .map(|s| UNIX_EPOCH + Duration::new(s, (nanos % 1_000_000_000) as u32));
     Ok(FileInfo {
         size: u64::try_from(st.st_size).unwrap_or(0),
         modified,
@@ -236,7 +238,10 @@ pub fn free_bytes(fd: &OwnedFd) -> io::Result<u64> {
 /// The components of `rel`, refusing empty, `.` and `..` ones.
 fn components(rel: &str) -> io::Result<Vec<&str>> {
     let comps: Vec<&str> = rel.split('/').collect();
-    if comps.iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
+    if comps
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == "..")
+    {
         return Err(io::Error::from(Errno::INVAL));
     }
     Ok(comps)
@@ -308,7 +313,10 @@ mod tests {
         assert!(is_refused(&b.dir_create("a/out/new").unwrap_err()));
         assert!(!root.path().join("a/out/new").exists());
         // A directory is not a file.
-        assert_eq!(b.open_file("a/b").unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            b.open_file("a/b").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
         assert!(walk_open(&b.root, "a/../a", OFlags::RDONLY).is_err());
         // Creating a path makes every missing directory.
         let d = b.dir_create("x/y/z").unwrap();
@@ -326,7 +334,11 @@ mod tests {
         let kinds: Vec<(&str, Kind)> = es.iter().map(|e| (e.name.as_str(), e.kind)).collect();
         assert_eq!(
             kinds,
-            [("b", Kind::Dir), ("link", Kind::Other), ("out", Kind::Other)]
+            [
+                ("b", Kind::Dir),
+                ("link", Kind::Other),
+                ("out", Kind::Other)
+            ]
         );
         assert!(file_info(&d, "link").is_err());
         let sub = subdir(&d, "b").unwrap();

@@ -248,9 +248,7 @@ impl FileStore {
     }
 
     pub fn delete_sync(&self, key: &str) -> Result<(), StoreError> {
-        self.remove(key)
-            .map(drop)
-            .map_err(|e| self.io_err(key, e))
+        self.remove(key).map(drop).map_err(|e| self.io_err(key, e))
     }
 
     pub fn list_sync(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {

@@ -23,7 +23,12 @@ pub struct Staged {
 }
 
 impl Staged {
-    pub(super) fn create(dir: OwnedFd, tmp: String, name: String, fsync: bool) -> io::Result<Staged> {
+    pub(super) fn create(
+        dir: OwnedFd,
+        tmp: String,
+        name: String,
+        fsync: bool,
+    ) -> io::Result<Staged> {
         let file = beneath::create_new(&dir, &tmp)?;
         Ok(Staged {
             dir,
@@ -57,7 +62,9 @@ impl Staged {
             f.sync_all()?;
         }
         drop(f);
-        let replaced = beneath::file_info(&self.dir, &self.name).ok().map(|i| i.size);
+        let replaced = beneath::file_info(&self.dir, &self.name)
+            .ok()
+            .map(|i| i.size);
         beneath::rename(&self.dir, &self.tmp, &self.name)?;
         self.committed = true;
         if self.fsync {

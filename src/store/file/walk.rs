@@ -96,7 +96,7 @@ impl Walk<'_> {
     /// ending in `/`).
     fn visit(&mut self, dir: &OwnedFd, rel: &str) -> io::Result<()> {
         let mut es = entries(dir)?;
-        es.retain(|e| !(rel.is_empty() && e.name == TMP) && !e.name.starts_with(PUT_PREFIX));
+        es.retain(|e| !(e.name.starts_with(PUT_PREFIX) || rel.is_empty() && e.name == TMP));
         es.sort_by_cached_key(|e| match e.kind {
             Kind::Dir => format!("{}/", e.name),
             _ => e.name.clone(),
@@ -112,7 +112,10 @@ impl Walk<'_> {
                         continue;
                     }
                     // Every key below `sub` sorts before `after`.
-                    if self.after.is_some_and(|a| sub.as_str() < a && !a.starts_with(&sub)) {
+                    if self
+                        .after
+                        .is_some_and(|a| sub.as_str() < a && !a.starts_with(&sub))
+                    {
                         continue;
                     }
                     match subdir(dir, &e.name) {
@@ -193,7 +196,9 @@ fn is_leftover(name: &str, modified: Option<SystemTime>) -> bool {
         .filter(|&p| p > 0);
     match pid {
         Some(p) if p as u32 == std::process::id() => old,
-        Some(p) => old || crate::sys::kill(p, 0).is_err_and(|e| e.raw_os_error() == Some(libc::ESRCH)),
+        Some(p) => {
+            old || crate::sys::kill(p, 0).is_err_and(|e| e.raw_os_error() == Some(libc::ESRCH))
+        }
         None => old,
     }
 }
@@ -217,13 +222,29 @@ mod tests {
         let (_d, s) = store();
         // `a-b` sorts before `a/x` ('-' < '/'), though the directory `a`
         // sorts before the file `a-b` by name.
-        for k in ["a/x", "a/y/z", "a-b", "b", "shards/00/1", "shards/01/2", "shards/01/3"] {
+        for k in [
+            "a/x",
+            "a/y/z",
+            "a-b",
+            "b",
+            "shards/00/1",
+            "shards/01/2",
+            "shards/01/3",
+        ] {
             s.put_sync(k, k.as_bytes()).unwrap();
         }
         let all = s.list_page("", None, usize::MAX).unwrap();
         assert_eq!(
             keys(&all),
-            ["a-b", "a/x", "a/y/z", "b", "shards/00/1", "shards/01/2", "shards/01/3"]
+            [
+                "a-b",
+                "a/x",
+                "a/y/z",
+                "b",
+                "shards/00/1",
+                "shards/01/2",
+                "shards/01/3"
+            ]
         );
         assert_eq!(all.next, None);
         // Paging by two gives the same keys, each once.
@@ -240,7 +261,10 @@ mod tests {
         assert_eq!(got, keys(&all));
         let p = s.list_page("shards/0", Some("shards/00/1"), 10).unwrap();
         assert_eq!(keys(&p), ["shards/01/2", "shards/01/3"]);
-        assert_eq!(keys(&s.list_page("shards/01/", None, 1).unwrap()), ["shards/01/2"]);
+        assert_eq!(
+            keys(&s.list_page("shards/01/", None, 1).unwrap()),
+            ["shards/01/2"]
+        );
         assert!(s.list_page("nothing/", None, 5).unwrap().entries.is_empty());
         assert!(s.list_page(".tmp/", None, 5).is_err());
     }
@@ -266,7 +290,10 @@ mod tests {
         assert!(!dead.exists());
         live.commit().unwrap();
         assert_eq!(s.survey().unwrap().objects, 3);
-        assert!(is_leftover(".vmifs-put.x", Some(SystemTime::now() - 2 * STALE_AFTER)));
+        assert!(is_leftover(
+            ".vmifs-put.x",
+            Some(SystemTime::now() - 2 * STALE_AFTER)
+        ));
         assert!(!is_leftover(".vmifs-put.x", Some(SystemTime::now())));
     }
 }
