@@ -20,6 +20,7 @@ pub mod placement;
 pub mod profile;
 pub mod sample;
 pub mod secret;
+pub mod shard_proof;
 pub mod sign;
 pub mod tag;
 pub mod units;

@@ -12,7 +12,7 @@ use tokio_util::io::ReaderStream;
 
 use super::reply::{Payload, Reply, blocking, io_reply};
 use super::{App, MAX_PUT_BYTES, STREAM_OVER};
-use crate::store::file::is_collision;
+use crate::store::file::{Staged, is_collision};
 use crate::wire::date::fmt_http_date;
 use crate::wire::range::{Selection, content_range, parse_range, unsatisfiable};
 
@@ -144,76 +144,80 @@ pub(super) async fn put(app: &App, key: String, req: Request) -> Reply {
     if declared.is_some_and(|n| n > MAX_PUT_BYTES) {
         return too_big();
     }
-    let store = app.store.clone();
-    let k = key.clone();
-    // The object this one replaces frees its bytes: a full store can still
-    // rewrite a tag.
-    let staged = blocking(move || {
-        let existing = store
-            .open_object(&k)
-            .and_then(|f| f.metadata())
-            .map(|m| m.len());
-        Ok((existing.unwrap_or(0), store.stage(&k)?))
-    })
-    .await;
-    let (existing, mut staged) = match staged {
-        Ok(v) => v,
-        Err(e) => return put_reply(&key, &e),
-    };
-    let mut space = match app
-        .space
-        .reserve(declared.unwrap_or(0).saturating_sub(existing))
-    {
+    let mut space = match app.space.reserve(declared.unwrap_or(0)) {
         Ok(r) => r,
-        Err(why) => return Reply::error(StatusCode::INSUFFICIENT_STORAGE, why),
+        Err(_) => {
+            // The object this one replaces frees its bytes: a full store can
+            // still rewrite a tag.
+            let store = app.store.clone();
+            let k = key.clone();
+            let existing = blocking(move || Ok(store.open_object(&k)?.metadata()?.len()))
+                .await
+                .unwrap_or(0);
+            match app
+                .space
+                .reserve(declared.unwrap_or(0).saturating_sub(existing))
+            {
+                Ok(r) => r,
+                Err(why) => return Reply::error(StatusCode::INSUFFICIENT_STORAGE, why),
+            }
+        }
     };
+    // Bodies up to one batch are staged, written and committed in one trip to
+    // the blocking pool; larger ones are written batch by batch as they come.
+    let mut staged: Option<Staged> = None;
     let mut stream = req.into_body().into_data_stream();
-    let mut batch = BytesMut::with_capacity(WRITE_BATCH);
+    // Sized to the body: a 1 MiB buffer for every small shard would cost an
+    // mmap and its page faults each time.
+    let mut batch =
+        BytesMut::with_capacity(declared.map_or(64 << 10, |n| n as usize).min(WRITE_BATCH));
     let mut total = 0u64;
-    loop {
-        let piece = stream.next().await;
-        let end = piece.is_none();
-        if let Some(piece) = piece {
-            let piece = match piece {
-                Ok(p) => p,
-                Err(e) => {
-                    return Reply::error(StatusCode::BAD_REQUEST, format!("reading the body: {e}"));
-                }
-            };
-            total += piece.len() as u64;
-            if total > MAX_PUT_BYTES {
-                return too_big();
+    while let Some(piece) = stream.next().await {
+        let piece = match piece {
+            Ok(p) => p,
+            Err(e) => {
+                return Reply::error(StatusCode::BAD_REQUEST, format!("reading the body: {e}"));
             }
-            if declared.is_none() {
-                if let Err(why) = space.grow(piece.len() as u64) {
-                    return Reply::error(StatusCode::INSUFFICIENT_STORAGE, why);
-                }
-            }
-            batch.extend_from_slice(&piece);
+        };
+        total += piece.len() as u64;
+        if total > MAX_PUT_BYTES {
+            return too_big();
         }
-        if batch.len() >= WRITE_BATCH || (end && !batch.is_empty()) {
-            let res = tokio::task::spawn_blocking(move || {
-                let r = staged.write(&batch);
+        if declared.is_none() {
+            if let Err(why) = space.grow(piece.len() as u64) {
+                return Reply::error(StatusCode::INSUFFICIENT_STORAGE, why);
+            }
+        }
+        batch.extend_from_slice(&piece);
+        if batch.len() >= WRITE_BATCH {
+            let (store, k, st) = (app.store.clone(), key.clone(), staged.take());
+            match blocking(move || {
+                let mut s = match st {
+                    Some(s) => s,
+                    None => store.stage(&k)?,
+                };
+                s.write(&batch)?;
                 batch.clear();
-                (staged, batch, r)
+                Ok((s, batch))
             })
-            .await;
-            let r;
-            (staged, batch, r) = match res {
-                Ok(v) => v,
-                Err(e) => {
-                    return Reply::error(StatusCode::INTERNAL_SERVER_ERROR, format!("{key}: {e}"));
-                }
-            };
-            if let Err(e) = r {
-                return put_reply(&key, &e);
+            .await
+            {
+                Ok((s, b)) => (staged, batch) = (Some(s), b),
+                Err(e) => return put_reply(&key, &e),
             }
-        }
-        if end {
-            break;
         }
     }
-    match blocking(move || staged.commit()).await {
+    let (store, k) = (app.store.clone(), key.clone());
+    let committed = blocking(move || {
+        let mut s = match staged {
+            Some(s) => s,
+            None => store.stage(&k)?,
+        };
+        s.write(&batch)?;
+        s.commit()
+    })
+    .await;
+    match committed {
         Ok(replaced) => {
             space.settle(total, replaced);
             Reply::new(StatusCode::CREATED)

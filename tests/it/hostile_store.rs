@@ -176,10 +176,7 @@ fn a_forged_gc_lock_delays_a_push_by_a_bounded_time() {
     assert!(!out.status.success());
     assert!(err.contains("gave up waiting"), "{err}");
     assert_eq!(
-        err.trim()
-            .lines()
-            .filter(|l| l.contains("error:"))
-            .count(),
+        err.trim().lines().filter(|l| l.contains("error:")).count(),
         1,
         "{err}"
     );
