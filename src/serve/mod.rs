@@ -9,7 +9,7 @@
 //!   at a time) and renamed into place when complete; at most 256 MiB (else
 //!   `413`); at most `--max-puts` at once (else `503` with `Retry-After: 1`);
 //!   `507` when `--quota` or `--min-free` would be passed, or the disk is
-//!   full ([`space`]);
+//!   full (see `serve::space`);
 //! - at start, the tree is surveyed once: staging files of puts interrupted by
 //!   a crash are removed, and the objects' bytes counted for the quota;
 //! - listings come in pages ([`crate::wire::listing`]), read in key order

@@ -37,7 +37,7 @@ pub enum Kind {
     Other,
 }
 
-/// One entry of a directory, as [`Beneath::entries`] reads it.
+/// One entry of a directory, as [`entries`] reads it.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub name: String,
