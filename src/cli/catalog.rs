@@ -10,14 +10,18 @@ use super::{human, open_repo};
 
 #[derive(clap::Args, Debug)]
 pub struct LsArgs {
+    /// Print a JSON array, one object per tag (schema in README, "JSON output").
     #[arg(long)]
     json: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct SearchArgs {
+    /// Terms that must all match: name=, tag=, id=, format=, size=, size>, size<
+    /// (sizes like 2GiB), or any label key=value.
     #[arg(required = true, value_name = "KEY=VALUE")]
     terms: Vec<String>,
+    /// Print a JSON array, as `vmifs ls --json`.
     #[arg(long)]
     json: bool,
 }

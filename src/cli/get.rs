@@ -15,6 +15,8 @@ use super::{bar, open_repo};
 pub struct Args {
     /// NAME[:TAG] (tag defaults to latest).
     image: String,
+    /// File to write the raw image to (replaced only once complete and verified).
+    #[arg(value_name = "OUT")]
     out: PathBuf,
 }
 

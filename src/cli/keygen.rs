@@ -10,6 +10,7 @@ use super::write_new;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Where to write the secret key (FILE.pub gets the public key); must not exist.
     #[arg(value_name = "FILE")]
     file: PathBuf,
 }

@@ -8,6 +8,7 @@ use super::load_config;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Empty directory to mount the images on (e.g. /var/lib/vmi).
     #[arg(value_name = "MOUNTPOINT")]
     mountpoint: PathBuf,
 }

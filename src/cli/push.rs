@@ -12,9 +12,13 @@ use super::{bar, load_sign_key, open_repo, parse_labels};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The image file (raw, or qcow2/vmdk/vhd/vhdx/vdi, converted with qemu-img).
+    #[arg(value_name = "FILE")]
     file: PathBuf,
+    /// Image name: letters, digits, `.`, `_` and `-`, at most 128 bytes (e.g. debian).
     #[arg(long)]
     name: String,
+    /// Tag to point at the new version (moved if it exists).
     #[arg(long, default_value = "latest")]
     tag: String,
     /// A label key=value (repeatable).

@@ -10,6 +10,7 @@ use super::{human, load_config};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Print the daemon's status as one JSON object (schema in README, "JSON output").
     #[arg(long)]
     json: bool,
 }

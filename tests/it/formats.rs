@@ -202,6 +202,20 @@ fn formats_ls_lists_both_tags_with_the_committed_id() {
         assert_eq!(row["labels"]["purpose"], "format-fixture");
         assert_eq!(row["erasure"]["data"], 2);
         assert_eq!(row["erasure"]["parity"], 1);
+        // Exactly the fields README's "JSON output" documents.
+        let mut keys: Vec<&str> = row
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "erasure", "format", "id", "labels", "name", "size", "tag", "time_ms"
+            ]
+        );
     }
 }
 
