@@ -5,11 +5,11 @@
 use axum::http::{StatusCode, header};
 use bytes::Bytes;
 
+use super::App;
 use super::reply::{Reply, blocking, io_reply};
-use super::{App, TMP};
 use crate::store::check_key;
-use crate::store::file::Page;
 use crate::store::file::beneath::Kind;
+use crate::store::file::{Page, in_tmp};
 use crate::wire::encoding::encode_segment;
 use crate::wire::listing::{ListEntry, ListPage, MAX_PAGE, PAGE};
 
@@ -35,7 +35,7 @@ pub(super) async fn list(app: &App, params: &[(String, String)]) -> Reply {
             );
         }
     }
-    let page = if prefix == TMP || prefix.starts_with(".tmp/") {
+    let page = if in_tmp(&prefix) {
         Ok(Page::default())
     } else {
         let store = app.store.clone();

@@ -55,7 +55,6 @@ pub const MAX_PUT_BYTES: u64 = 256 << 20;
 pub(super) const STREAM_OVER: u64 = 8 << 20;
 /// How long in-flight requests may run on after SIGINT/SIGTERM.
 pub(super) const GRACE: Duration = Duration::from_secs(10);
-pub(super) const TMP: &str = ".tmp";
 
 /// Options of `vmifs serve`.
 ///

@@ -10,13 +10,13 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::Response;
 
+use super::App;
 use super::access_log::{Counted, Pending};
 use super::listing::{index, list};
 use super::object::{delete, get, head, put};
 use super::reply::{Payload, Reply};
-use super::{App, TMP};
 use crate::store::check_key;
-use crate::store::file::is_staging;
+use crate::store::file::is_reserved;
 use crate::wire::encoding::query_params;
 
 pub(super) async fn handle(
@@ -123,7 +123,7 @@ pub(super) fn decode_key(path: &str) -> Result<String, String> {
         .ok_or_else(|| format!("bad percent-encoding in {path:?}"))?;
     let key = String::from_utf8(bytes).map_err(|_| format!("invalid key in {path:?}"))?;
     check_key("serve", &key).map_err(|e| e.message)?;
-    if key == TMP || key.starts_with(".tmp/") || is_staging(&key) {
+    if is_reserved(&key) {
         return Err(format!("invalid key {key:?}"));
     }
     if key.split('/').any(|s| s.len() > 255) {

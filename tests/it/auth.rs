@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{BIN, ChildGuard, free_port, same_file, vmifs_command, write_image};
+use crate::harness::{
+    BIN, ChildGuard, free_port, same_file, serve_command, vmifs_command, write_image,
+};
 
 const READ: &str = "read-token-0123456789abcdef";
 const WRITE: &str = "write-token-0123456789abcdef";
@@ -18,12 +20,8 @@ fn serve(dir: &Path, extra: &[&str]) -> (ChildGuard, u16) {
     let tokens = dir.join("tokens");
     std::fs::write(&tokens, format!("# test\nread {READ}\nwrite {WRITE}\n")).unwrap();
     let port = free_port();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--no-fsync", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--root")
-        .arg(dir.join("root"))
-        .arg("--tokens")
+    let mut cmd = serve_command(&dir.join("root"), port);
+    cmd.arg("--tokens")
         .arg(&tokens)
         .args(extra)
         .stdin(Stdio::null())

@@ -18,6 +18,24 @@ fn write(c: &Cluster, store: usize, key: &str, data: &[u8]) {
     std::fs::write(p, data).unwrap();
 }
 
+/// Run `vmifs ARGS` with the cluster's config under `/usr/bin/time`: its
+/// output and its peak RSS in KiB.
+fn with_peak_rss(c: &Cluster, args: &[&std::ffi::OsStr]) -> (std::process::Output, u64) {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "maxrss_kib=%M", BIN])
+        .args(args)
+        .env("VMIFS_CONFIG", &c.config)
+        .env_remove("VMIFS_LOG")
+        .output()
+        .unwrap();
+    let rss = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rss");
+    (out, rss)
+}
+
 fn warning_lines(stderr: &[u8]) -> usize {
     String::from_utf8_lossy(stderr)
         .lines()
@@ -34,12 +52,7 @@ fn a_huge_tag_on_one_store_is_refused_and_ls_stays_bounded() {
     let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
     f.set_len(512 << 20).unwrap();
     drop(f);
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "maxrss_kib=%M", BIN, "ls"])
-        .env("VMIFS_CONFIG", &c.config)
-        .env_remove("VMIFS_LOG")
-        .output()
-        .unwrap();
+    let (out, rss) = with_peak_rss(&c, &["ls".as_ref()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -47,11 +60,6 @@ fn a_huge_tag_on_one_store_is_refused_and_ls_stays_bounded() {
         "{stderr}"
     );
     assert!(stderr.contains("larger than 4096 bytes"), "{stderr}");
-    let rss: u64 = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("maxrss_kib="))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("rss");
     eprintln!("peak RSS of ls against a 512 MiB tag: {rss} KiB");
     assert!(rss < 64 << 10, "peak RSS {rss} KiB");
 }
@@ -69,21 +77,13 @@ fn swollen_shards_on_one_store_are_harmless_and_get_stays_bounded() {
         f.set_len(256 << 20).unwrap();
     }
     let out_file = c.path("out.raw");
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "maxrss_kib=%M", BIN, "get", "deb:12"])
-        .arg(&out_file)
-        .env("VMIFS_CONFIG", &c.config)
-        .env_remove("VMIFS_LOG")
-        .output()
-        .unwrap();
+    let (out, rss) = with_peak_rss(
+        &c,
+        &["get".as_ref(), "deb:12".as_ref(), out_file.as_os_str()],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(crate::harness::same_file(&c.path("img.raw"), &out_file));
-    let rss: u64 = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("maxrss_kib="))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("rss");
     eprintln!("peak RSS of get against 256 MiB shards: {rss} KiB");
     assert!(rss < 128 << 10, "peak RSS {rss} KiB");
 }

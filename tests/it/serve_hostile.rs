@@ -9,12 +9,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::harness::{BIN, ChildGuard, free_port};
+use crate::harness::{ChildGuard, free_port, serve_command};
 use vmifs::store::http::HttpStore;
 use vmifs::store::{ErrorKind, Store};
 
@@ -30,12 +30,8 @@ impl Serve {
         let port = free_port();
         let log = root.with_extension("log");
         let err = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--no-fsync", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--root")
-            .arg(root)
-            .args(extra)
+        let mut cmd = serve_command(root, port);
+        cmd.args(extra)
             .env("VMIFS_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

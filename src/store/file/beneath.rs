@@ -77,25 +77,22 @@ impl Beneath {
     /// Open `rel` (a relative path without `.`/`..`) with `flags`.
     fn resolve(&self, rel: &str, flags: OFlags) -> io::Result<OwnedFd> {
         let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        if !NO_OPENAT2.load(Ordering::Relaxed) {
-            let how =
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-            for _ in 0..8 {
-                match rustix::fs::openat2(&self.root, rel, flags, Mode::empty(), how) {
-                    // A rename elsewhere in the tree raced the lookup: retry.
-                    Err(Errno::AGAIN) => continue,
-                    Err(Errno::NOSYS) => {
-                        NO_OPENAT2.store(true, Ordering::Relaxed);
-                        break;
-                    }
-                    r => return r.map_err(io::Error::from),
+        if NO_OPENAT2.load(Ordering::Relaxed) {
+            return walk_open(&self.root, rel, flags);
+        }
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        for _ in 0..8 {
+            match rustix::fs::openat2(&self.root, rel, flags, Mode::empty(), how) {
+                // A rename elsewhere in the tree raced the lookup: retry.
+                Err(Errno::AGAIN) => continue,
+                Err(Errno::NOSYS) => {
+                    NO_OPENAT2.store(true, Ordering::Relaxed);
+                    return walk_open(&self.root, rel, flags);
                 }
-            }
-            if !NO_OPENAT2.load(Ordering::Relaxed) {
-                return Err(io::Error::from(Errno::AGAIN));
+                r => return r.map_err(io::Error::from),
             }
         }
-        walk_open(&self.root, rel, flags)
+        Err(io::Error::from(Errno::AGAIN))
     }
 
     /// Open the regular file `rel` for reading; a directory, symlink or

@@ -90,8 +90,7 @@ impl FileStore {
     /// Refuse a key that cannot name an object: not a safe relative path,
     /// under `.tmp/`, or naming a staging file.
     fn check(&self, key: &str) -> io::Result<()> {
-        let reserved = key == TMP || key.starts_with(".tmp/") || is_staging(key);
-        if reserved || check_key(&self.name, key).is_err() {
+        if is_reserved(key) || check_key(&self.name, key).is_err() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("invalid key {key:?}"),
@@ -155,11 +154,7 @@ impl FileStore {
             self.check(rel)?;
         }
         let mut es = beneath::entries(&self.dir.dir(rel)?)?;
-        es.retain(|e| {
-            e.kind != beneath::Kind::Other
-                && !e.name.starts_with(PUT_PREFIX)
-                && !(rel.is_empty() && e.name == TMP)
-        });
+        es.retain(|e| e.kind != beneath::Kind::Other && !is_hidden(rel.is_empty(), &e.name));
         Ok(es)
     }
 
@@ -266,9 +261,25 @@ fn split(key: &str) -> (&str, &str) {
     }
 }
 
+/// Whether `key` lies in the reserved top-level `.tmp` (or is it).
+pub fn in_tmp(key: &str) -> bool {
+    key == TMP || key.starts_with(".tmp/")
+}
+
 /// Whether `key` names a staging file (or a path through one).
 pub fn is_staging(key: &str) -> bool {
     key.split('/').any(|s| s.starts_with(PUT_PREFIX))
+}
+
+/// Whether `key` can never name an object: in `.tmp`, or a staging file.
+pub fn is_reserved(key: &str) -> bool {
+    in_tmp(key) || is_staging(key)
+}
+
+/// Whether the entry `name` of a directory is never shown: a staging file,
+/// or `.tmp` at the top (`top`).
+fn is_hidden(top: bool, name: &str) -> bool {
+    name.starts_with(PUT_PREFIX) || top && name == TMP
 }
 
 /// Whether `e` means "no object there": nothing at the path, a file where a

@@ -13,7 +13,7 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, SystemTime};
 
 use super::beneath::{self, Kind, entries, file_info, subdir};
-use super::{FileStore, PUT_PREFIX, TMP, is_absent};
+use super::{FileStore, PUT_PREFIX, TMP, is_absent, is_hidden};
 use crate::store::{ObjectMeta, check_key};
 
 /// One page of a listing.
@@ -96,7 +96,7 @@ impl Walk<'_> {
     /// ending in `/`).
     fn visit(&mut self, dir: &OwnedFd, rel: &str) -> io::Result<()> {
         let mut es = entries(dir)?;
-        es.retain(|e| !(e.name.starts_with(PUT_PREFIX) || rel.is_empty() && e.name == TMP));
+        es.retain(|e| !is_hidden(rel.is_empty(), &e.name));
         es.sort_by_cached_key(|e| match e.kind {
             Kind::Dir => format!("{}/", e.name),
             _ => e.name.clone(),

@@ -65,6 +65,17 @@ pub fn vmifs_ok(config: &Path, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
+/// `vmifs serve --no-fsync` on loopback `port` with its objects under `root`;
+/// the caller adds arguments and where its output goes.
+pub fn serve_command(root: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--no-fsync", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--root")
+        .arg(root);
+    cmd
+}
+
 /// One store process.
 #[derive(Debug)]
 pub struct Server {
@@ -85,14 +96,7 @@ impl Server {
     pub fn start(&mut self) {
         assert!(self.child.is_none());
         let mut cmd = match self.kind {
-            Kind::Serve => {
-                let mut cmd = Command::new(BIN);
-                cmd.args(["serve", "--no-fsync", "--listen"])
-                    .arg(format!("127.0.0.1:{}", self.port))
-                    .arg("--root")
-                    .arg(&self.root);
-                cmd
-            }
+            Kind::Serve => serve_command(&self.root, self.port),
             Kind::S3 => {
                 let bin = s3s_fs().expect("s3s-fs is not installed: run scripts/s3-server.sh");
                 std::fs::create_dir_all(self.root.join("vmi")).unwrap();
