@@ -18,7 +18,7 @@ impl Args {
         let (_, repo) = open_repo(cfg_path)?;
         let r = vmifs::repo::gc::gc(&repo, self.dry_run).await?;
         eprintln!(
-            "{}{} manifest(s), {} boot profile(s), {} shard(s), {} bytes; kept {} shard(s)",
+            "{}{} manifest(s), {} boot profile(s), {} shard(s), {} pack(s), {} bytes; kept {} shard(s), {} pack(s)",
             if self.dry_run {
                 "would delete "
             } else {
@@ -27,8 +27,10 @@ impl Args {
             r.manifests_deleted,
             r.profiles_deleted,
             r.shards_deleted,
+            r.packs_deleted,
             r.bytes_freed,
-            r.shards_kept
+            r.shards_kept,
+            r.packs_kept
         );
         Ok(())
     }

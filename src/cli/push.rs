@@ -56,6 +56,7 @@ impl Args {
             tag,
             labels,
             erasure: cfg.erasure.clone(),
+            layout: cfg.push.clone(),
             parallel: cfg.fetch.parallel_chunks,
             sign_key: sign_key.map(Arc::new),
         };

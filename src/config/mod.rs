@@ -31,6 +31,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
 pub struct Config {
     #[serde(default)]
     pub erasure: ErasureConfig,
+    #[serde(default)]
+    pub push: PushConfig,
     #[serde(default, rename = "store")]
     pub stores: Vec<StoreConfig>,
     #[serde(default)]
@@ -45,6 +47,36 @@ pub struct Config {
     pub locks: LockConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+}
+
+/// How `push` lays out what it writes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// Manifest format of new versions: 2 (shards in packs, the default) or 1
+    /// (one object per shard, for hosts running an older vmifs).
+    #[serde(default = "d_push_format")]
+    pub format: u32,
+    /// Size a pack grows to before it is uploaded (format 2). A push holds
+    /// about `data + parity` packs in memory at once.
+    #[serde(default = "d_pack_size", deserialize_with = "size")]
+    pub pack_size: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            format: d_push_format(),
+            pack_size: d_pack_size(),
+        }
+    }
+}
+
+fn d_push_format() -> u32 {
+    crate::core::manifest::VERSION
+}
+fn d_pack_size() -> u64 {
+    16 << 20
 }
 
 /// Bounds on what is read from a store (see [`crate::core::limits`]).
@@ -362,6 +394,19 @@ impl Config {
                 e.chunk_size
             )));
         }
+        let p = &self.push;
+        if !(1..=crate::core::manifest::VERSION).contains(&p.format) {
+            return Err(Error::Config(format!(
+                "push.format {} must be 1 or 2",
+                p.format
+            )));
+        }
+        if !(1 << 20..=1 << 30).contains(&p.pack_size) {
+            return Err(Error::Config(format!(
+                "push.pack_size {} must be between 1MiB and 1GiB",
+                p.pack_size
+            )));
+        }
         if self.limits.manifest_size < 4096 {
             return Err(Error::Config(format!(
                 "limits.manifest_size {} must be at least 4KiB",
@@ -525,6 +570,8 @@ mod tests {
         let cases = [
             ("[erasure]\ndata = 0", "erasure"),
             ("[erasure]\nchunk_size = \"3KiB\"", "chunk_size"),
+            ("[push]\nformat = 3", "push.format"),
+            ("[push]\npack_size = \"4KiB\"", "push.pack_size"),
             ("[[store]]\nname = \"a\"\nurl = \"ftp://x\"", "ftp"),
             (
                 "[[store]]\nname = \"a\"\nurl = \"file:///a\"\n[[store]]\nname = \"a\"\nurl = \"file:///b\"",

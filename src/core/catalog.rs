@@ -92,6 +92,7 @@ mod tests {
                 source_format: "qcow2".into(),
                 labels: BTreeMap::from([("os".into(), "linux".into())]),
                 chunks: vec![None, None],
+                packs: Vec::new(),
             },
         }
     }

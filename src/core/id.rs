@@ -115,6 +115,7 @@ macro_rules! hash_id {
 
 hash_id!(ChunkId, "a chunk");
 hash_id!(ImageId, "an image version (its manifest bytes)");
+hash_id!(PackId, "a pack (the blake3 of its index)");
 
 macro_rules! label_id {
     ($name:ident, $what:literal) => {

@@ -2,7 +2,8 @@
 //!
 //! | key | what |
 //! |---|---|
-//! | `shards/<ab>/<chunk-id>.<k>-<m>.<i>` | shard `i` of a chunk under code k+m (`<ab>`: first two hex digits) |
+//! | `shards/<ab>/<chunk-id>.<k>-<m>.<i>` | format v1: shard `i` of a chunk under code k+m (`<ab>`: first two hex digits) |
+//! | `packs/<ab>/<pack-id>` | format v2: a [pack](crate::core::pack) of shards and its index |
 //! | `manifests/<image-id>.json` | an immutable manifest, on every store |
 //! | `tags/<name>/<tag>` | a [`TagRecord`](crate::core::tag::TagRecord), on every store |
 //! | `profiles/<image-id>.json` | a boot [`Profile`](crate::core::profile::Profile), on every store |
@@ -11,9 +12,10 @@
 //! Keys are plain ASCII made only of validated names and hex, so they are safe
 //! as file paths, URLs and S3 keys.
 
-use crate::core::id::{ChunkId, ImageId, Name, Tag};
+use crate::core::id::{ChunkId, ImageId, Name, PackId, Tag};
 
 pub const SHARDS: &str = "shards/";
+pub const PACKS: &str = "packs/";
 pub const MANIFESTS: &str = "manifests/";
 pub const TAGS: &str = "tags/";
 pub const LOCKS: &str = "locks/";
@@ -40,6 +42,19 @@ pub fn parse_shard_key(key: &str) -> Option<(ChunkId, usize, usize, usize)> {
         m.parse().ok()?,
         index.parse().ok()?,
     ))
+}
+
+pub fn pack_key(id: &PackId) -> String {
+    let hex = id.to_hex();
+    format!("{PACKS}{}/{hex}", &hex[..2])
+}
+
+pub fn parse_pack_key(key: &str) -> Option<PackId> {
+    let (dir, hex) = key.strip_prefix(PACKS)?.split_once('/')?;
+    if dir.len() != 2 || !hex.starts_with(dir) {
+        return None;
+    }
+    hex.parse().ok()
 }
 
 pub fn manifest_key(id: &ImageId) -> String {
@@ -98,6 +113,10 @@ mod tests {
         assert_eq!(parse_shard_key("manifests/x"), None);
         let i = ImageId::of(b"i");
         assert_eq!(parse_manifest_key(&manifest_key(&i)), Some(i));
+        let p = PackId::of(b"p");
+        assert_eq!(parse_pack_key(&pack_key(&p)), Some(p));
+        assert_eq!(parse_pack_key(&pack_key(&p)[..20]), None);
+        assert_eq!(parse_pack_key("packs/00/ab"), None);
         assert_eq!(parse_profile_key(&profile_key(&i)), Some(i));
         assert_eq!(parse_profile_key(&manifest_key(&i)), None);
         let (n, t): (Name, Tag) = ("deb".parse().unwrap(), "12".parse().unwrap());
@@ -142,6 +161,10 @@ mod tests {
                 "locks/push-0123456789abcdef",
             ),
             (lock_prefix("gc"), "locks/gc-"),
+            (
+                pack_key(&PackId(i.0)),
+                "packs/9b/9b28f92fc66c4c53f1c1d66e97a920f2fa464acbffaddc0dab69d40861653692",
+            ),
         ];
         for (got, want) in cases {
             assert_eq!(got, want);

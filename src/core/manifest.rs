@@ -13,6 +13,13 @@
 //! `source_format` (`raw`, `qcow2`, ...), `labels`, and `chunks`: one entry per
 //! chunk, the chunk id in hex or `null` for an all-zero chunk.
 //!
+//! Version 2 (shards in [packs](crate::core::pack)) adds `packs`: every pack
+//! that holds a shard of the image, each as `store` (a name from `stores`),
+//! `id` (the pack id: blake3 of its index) and `index_offset`, `index_len`
+//! (where the index lies in the pack). A reader loads those indexes and finds
+//! every shard through them; version 1 images find theirs by
+//! [placement](crate::core::placement) and one object per shard.
+//!
 //! A manifest is refused when it claims a chunk size over 64 MiB or an image
 //! over 64 TiB ([`crate::core::limits::check_image_shape`]); the claim is
 //! checked before the chunk list is parsed.
@@ -21,11 +28,27 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::id::{ChunkId, ImageId, Name};
+use crate::core::id::{ChunkId, ImageId, Name, PackId};
 use crate::error::Error;
 
 pub const FORMAT: &str = "vmifs-manifest";
-pub const VERSION: u32 = 1;
+/// The newest version this vmifs reads and writes.
+pub const VERSION: u32 = 2;
+/// Shards one object each, found by placement.
+pub const V1: u32 = 1;
+/// Shards in packs, found through their indexes.
+pub const V2: u32 = 2;
+/// Largest pack index a reader loads.
+pub const MAX_INDEX_LEN: u64 = 64 << 20;
+
+/// A pack that holds shards of an image: on which store, and where its index lies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackRef {
+    pub store: String,
+    pub id: PackId,
+    pub index_offset: u64,
+    pub index_len: u64,
+}
 
 /// The erasure code of an image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +70,8 @@ pub struct Manifest {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub chunks: Vec<Option<ChunkId>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packs: Vec<PackRef>,
 }
 
 impl Manifest {
@@ -111,7 +136,31 @@ impl Manifest {
         if self.stores.is_empty() && self.chunks.iter().any(Option::is_some) {
             return bad("no stores listed".into());
         }
+        if self.version == V1 && !self.packs.is_empty() {
+            return bad("version 1 lists packs".into());
+        }
+        for p in &self.packs {
+            if !self.stores.contains(&p.store) {
+                return bad(format!(
+                    "pack {} on unlisted store {:?}",
+                    p.id.short(),
+                    p.store
+                ));
+            }
+            if p.index_len > MAX_INDEX_LEN || p.index_offset.checked_add(p.index_len).is_none() {
+                return bad(format!(
+                    "pack {} claims an index of {} bytes",
+                    p.id.short(),
+                    p.index_len
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the shards live in packs (version 2 and later).
+    pub fn packed(&self) -> bool {
+        self.version >= V2
     }
 
     pub fn chunk_count(&self) -> u64 {
@@ -149,6 +198,12 @@ mod tests {
             source_format: "raw".into(),
             labels: BTreeMap::from([("os".into(), "debian".into())]),
             chunks: vec![Some(ChunkId::of(b"x")), None, Some(ChunkId::of(b"y"))],
+            packs: vec![PackRef {
+                store: "a".into(),
+                id: PackId::of(b"index"),
+                index_offset: 100,
+                index_len: 64,
+            }],
         }
     }
 
@@ -176,6 +231,27 @@ mod tests {
         assert!(Manifest::from_bytes(&m.to_bytes()).is_err());
         assert!(Manifest::from_bytes(b"{").is_err());
         assert!(Manifest::from_bytes(b"{\"name\":\"../x\"}").is_err());
+        let mut m = sample();
+        m.packs[0].store = "b".into();
+        assert!(
+            Manifest::from_bytes(&m.to_bytes()).is_err(),
+            "unlisted store"
+        );
+        let mut m = sample();
+        m.packs[0].index_len = MAX_INDEX_LEN + 1;
+        assert!(Manifest::from_bytes(&m.to_bytes()).is_err(), "huge index");
+        let mut m = sample();
+        m.version = V1;
+        assert!(
+            Manifest::from_bytes(&m.to_bytes()).is_err(),
+            "v1 with packs"
+        );
+        m.packs.clear();
+        assert!(Manifest::from_bytes(&m.to_bytes()).is_ok());
+        assert!(
+            !m.to_bytes().windows(5).any(|w| w == b"packs"),
+            "v1 bytes unchanged"
+        );
     }
 
     #[test]

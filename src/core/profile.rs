@@ -141,6 +141,7 @@ mod tests {
             source_format: "raw".into(),
             labels: Default::default(),
             chunks,
+            packs: Vec::new(),
         }
     }
 

@@ -27,11 +27,14 @@
 //!
 //! Nothing leaves this module unverified: the result is a [`VerifiedChunk`].
 
+pub mod columns;
 pub mod hot;
+pub mod packed;
 pub mod race;
 pub mod scheduler;
 pub mod stats;
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -48,9 +51,10 @@ use crate::core::layout;
 use crate::core::manifest::Manifest;
 use crate::core::placement;
 use crate::error::Error;
+use crate::fetch::packed::Packed;
 use crate::fetch::race::{Action, Candidate, HedgeDelay, Outcome, Race};
 use crate::fetch::stats::Stats;
-use crate::store::DynStore;
+use crate::store::{DynStore, StoreError};
 
 /// Fetches chunks for any image of one repository.
 #[derive(Debug, Clone)]
@@ -67,11 +71,79 @@ pub struct Plan {
     codec: Codec,
     /// Manifest store position → configured store index (None: not configured here).
     store_map: Vec<Option<usize>>,
+    /// Format v2: where each shard lies in its pack.
+    packed: Option<Arc<Packed>>,
+}
+
+/// Where one shard is read from: a store (the fetcher's index), a key, and
+/// for a shard in a pack its byte range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardAt {
+    pub store: usize,
+    pub key: String,
+    pub range: Option<Range<u64>>,
 }
 
 impl Plan {
     pub fn codec(&self) -> &Codec {
         &self.codec
+    }
+
+    /// The pack table of a format-v2 image.
+    pub fn packed(&self) -> Option<&Arc<Packed>> {
+        self.packed.as_ref()
+    }
+
+    /// Which store holds each shard of `id` (`None`: none we can read).
+    fn placed(&self, id: &ChunkId) -> Vec<Option<usize>> {
+        let n = self.codec.total_shards();
+        match &self.packed {
+            Some(p) => (0..n)
+                .map(|s| p.cell(id, s).map(|c| p.packs[c.pack as usize].store))
+                .collect(),
+            None => placement::place(id, &self.manifest.stores, n)
+                .iter()
+                .map(|&pos| self.store_map[pos])
+                .collect(),
+        }
+    }
+
+    /// Where shard `shard` of `id` is read from, if any store we have holds it.
+    pub fn shard_at(&self, id: &ChunkId, shard: usize) -> Option<ShardAt> {
+        let (k, m) = (self.codec.data_shards(), self.codec.parity_shards());
+        match &self.packed {
+            Some(p) => {
+                let c = p.cell(id, shard)?;
+                let pack = &p.packs[c.pack as usize];
+                Some(ShardAt {
+                    store: pack.store,
+                    key: pack.key.clone(),
+                    range: Some(c.range()),
+                })
+            }
+            None => Some(ShardAt {
+                store: self.placed(id)[shard]?,
+                key: layout::shard_key(id, k, m, shard),
+                range: None,
+            }),
+        }
+    }
+}
+
+/// Read one stored shard object (header and payload) of a chunk of `len`
+/// bytes, holding at most its size however the store answers.
+async fn read_shard(
+    store: &DynStore,
+    at: &ShardAt,
+    len: usize,
+    k: usize,
+) -> Result<Bytes, StoreError> {
+    match &at.range {
+        Some(r) => store.get_range(&at.key, Some(r.clone())).await,
+        None => {
+            let max = crate::core::limits::shard_max(len as u64, k);
+            store.get_bounded(&at.key, max).await
+        }
     }
 }
 
@@ -91,17 +163,27 @@ impl Fetcher {
         &self.stats
     }
 
-    pub fn plan(&self, manifest: Manifest) -> Result<Plan, Error> {
+    /// Prepare `manifest` for fetching; for a format-v2 image this reads its
+    /// pack indexes ([`packed`]).
+    pub async fn plan(&self, manifest: Manifest) -> Result<Plan, Error> {
         let codec = Codec::new(manifest.erasure.data, manifest.erasure.parity)?;
         let store_map = manifest
             .stores
             .iter()
             .map(|n| self.stores.iter().position(|s| s.name() == n))
             .collect();
+        let packed = if manifest.packed() {
+            Some(Arc::new(
+                Packed::load(&self.stores, &manifest, codec.total_shards()).await,
+            ))
+        } else {
+            None
+        };
         Ok(Plan {
             manifest: Arc::new(manifest),
             codec,
             store_map,
+            packed,
         })
     }
 
@@ -125,10 +207,7 @@ impl Fetcher {
         let len = m.chunk_len(index);
         let codec = &plan.codec;
         let (k, n) = (codec.data_shards(), codec.total_shards());
-        let placed: Vec<Option<usize>> = placement::place(&id, &m.stores, n)
-            .iter()
-            .map(|&pos| plan.store_map[pos])
-            .collect();
+        let placed = plan.placed(&id);
         let cost: Vec<u64> = self.stats.stores.iter().map(|s| s.cost()).collect();
         let cands = race::order(&placed, &cost, k);
         let mut race = Race::new(k, n, cands.clone(), self.hedge());
@@ -141,11 +220,11 @@ impl Fetcher {
         let mut timer: Option<Instant> = None;
         let launch = |shard: usize, s: usize| {
             let store = self.stores[s].clone();
-            let key = layout::shard_key(&id, k, codec.parity_shards(), shard);
+            let at = plan.shard_at(&id, shard);
             async move {
                 let t = Instant::now();
-                let max = crate::core::limits::shard_max(len as u64, k);
-                let r = store.get_bounded(&key, max).await;
+                let at = at.expect("a candidate's shard is located");
+                let r = read_shard(&store, &at, len, k).await;
                 (shard, s, t.elapsed(), r)
             }
         };
@@ -252,11 +331,10 @@ impl Fetcher {
             owner[shard] = Some(s);
             let obj = match &raw[shard] {
                 Some(obj) => Some(obj.clone()),
-                None => {
-                    let key = layout::shard_key(&id, k, codec.parity_shards(), shard);
-                    let max = crate::core::limits::shard_max(len as u64, k);
-                    self.stores[s].get_bounded(&key, max).await.ok()
-                }
+                None => match plan.shard_at(&id, shard) {
+                    Some(at) => read_shard(&self.stores[s], &at, len, k).await.ok(),
+                    None => None,
+                },
             };
             if let Some(obj) = obj {
                 match open_shard(&obj, id, shard, codec, len) {

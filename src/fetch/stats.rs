@@ -26,6 +26,10 @@ pub struct StoreStats {
     pub bytes: AtomicU64,
     /// Smoothed latency in microseconds (0 = not measured yet).
     latency_us: AtomicU64,
+    /// Smoothed bulk-read rate in bytes per second (0 = not measured yet).
+    throughput: AtomicU64,
+    /// Bytes asked of the store by bulk reads and not yet answered.
+    pub pending: AtomicU64,
     last_error: Mutex<Option<Instant>>,
 }
 
@@ -53,6 +57,23 @@ impl StoreStats {
         self.latency_us.store(new, Relaxed);
     }
 
+    /// A bulk read (many shards in one range request) of `bytes` that took
+    /// `took`: counted, and folded into the store's throughput, not its
+    /// latency (which stays the latency of small reads).
+    pub fn record_bulk(&self, took: Duration, bytes: usize) {
+        self.requests.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(bytes as u64, Relaxed);
+        let rate = (bytes as f64 / took.as_secs_f64().max(1e-6)) as u64;
+        let old = self.throughput.load(Relaxed);
+        let new = if old == 0 { rate } else { (old * 3 + rate) / 4 };
+        self.throughput.store(new.max(1), Relaxed);
+    }
+
+    /// Bytes per second of bulk reads (smoothed), 0 until one was measured.
+    pub fn throughput(&self) -> u64 {
+        self.throughput.load(Relaxed)
+    }
+
     pub fn record_error(&self) {
         self.requests.fetch_add(1, Relaxed);
         self.errors.fetch_add(1, Relaxed);
@@ -73,6 +94,20 @@ impl StoreStats {
             .lock()
             .unwrap()
             .is_some_and(|t| t.elapsed() < PENALTY)
+    }
+
+    /// Microseconds this store would likely take to send `bytes` more after
+    /// what it is still sending (a store not measured yet counts as fast:
+    /// it gets tried, and measured).
+    pub fn eta_us(&self, bytes: u64) -> u64 {
+        let rate = self.throughput();
+        let queued = self.pending.load(Relaxed) + bytes;
+        let transfer = queued
+            .saturating_mul(1_000_000)
+            .checked_div(rate)
+            .unwrap_or(0);
+        let demoted = if self.demoted() { DEMOTED } else { 0 };
+        demoted + self.latency_us.load(Relaxed) + transfer
     }
 
     /// Lower is better.

@@ -71,7 +71,7 @@ impl Daemon {
                 Some(r) => r.clone(),
                 None => match manifests.get(&rec.image) {
                     Some(Ok(m)) => {
-                        let plan = self.chunks.fetcher().plan(m.clone())?;
+                        let plan = self.chunks.fetcher().plan(m.clone()).await?;
                         let r = ImageReader::new(
                             rec.image,
                             plan,

@@ -346,6 +346,7 @@ mod tests {
         let name: Name = "img".parse().unwrap();
         let tag: Tag = "latest".parse().unwrap();
         let req = PushRequest {
+            layout: Default::default(),
             file,
             name,
             tag,
@@ -361,7 +362,7 @@ mod tests {
         let report = push(&repo, req, None).await.unwrap();
         let manifest = repo.manifest(&report.id).await.unwrap();
         let fetcher = Fetcher::new(dyns, None);
-        let plan = fetcher.plan(manifest).unwrap();
+        let plan = fetcher.plan(manifest).await.unwrap();
         let cache = Arc::new(Cache::open(&dir.path().join("cache"), 1 << 30).unwrap());
         let chunks = Chunks::new(fetcher, cache, Limits::default());
         let reader = ImageReader::new(report.id, plan, chunks.clone(), readahead);
@@ -510,16 +511,22 @@ mod tests {
     }
 
     /// A reader of the same version over the same stores, with an empty cache.
-    fn fresh_reader(f: &Fixture, dir: &std::path::Path) -> (Arc<ImageReader>, Arc<Chunks>, Repo) {
-        reader_over(f, Arc::new(Cache::open(dir, 1 << 30).unwrap()))
+    async fn fresh_reader(
+        f: &Fixture,
+        dir: &std::path::Path,
+    ) -> (Arc<ImageReader>, Arc<Chunks>, Repo) {
+        reader_over(f, Arc::new(Cache::open(dir, 1 << 30).unwrap())).await
     }
 
     /// A reader of the same version over the same stores and `cache`, with
     /// nothing in memory: what a restarted daemon has.
-    fn reader_over(f: &Fixture, cache: Arc<Cache>) -> (Arc<ImageReader>, Arc<Chunks>, Repo) {
+    async fn reader_over(f: &Fixture, cache: Arc<Cache>) -> (Arc<ImageReader>, Arc<Chunks>, Repo) {
         let dyns: Vec<DynStore> = f.stores.iter().map(|s| s.clone() as DynStore).collect();
         let fetcher = Fetcher::new(dyns.clone(), None);
-        let plan = fetcher.plan((*f.reader.plan.manifest).clone()).unwrap();
+        let plan = fetcher
+            .plan((*f.reader.plan.manifest).clone())
+            .await
+            .unwrap();
         let chunks = Chunks::new(fetcher, cache, Limits::default());
         let reader = ImageReader::new(f.reader.id, plan, chunks.clone(), 0);
         (reader, chunks, Repo::from_stores(dyns))
@@ -540,7 +547,7 @@ mod tests {
         assert_eq!(f.reader.stats().traced_chunks, 3);
 
         let dir = tempfile::tempdir().unwrap();
-        let (reader, chunks, repo) = fresh_reader(&f, dir.path());
+        let (reader, chunks, repo) = fresh_reader(&f, dir.path()).await;
         repo.put_profile(&p).await.unwrap();
         reader.prefetch_profile(repo);
         for _ in 0..500 {
@@ -592,7 +599,7 @@ mod tests {
                 }
             }
             let dir = tempfile::tempdir().unwrap();
-            let (reader, chunks, repo) = fresh_reader(&f, dir.path());
+            let (reader, chunks, repo) = fresh_reader(&f, dir.path()).await;
             reader.prefetch_profile(repo);
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert_eq!(chunks.fetcher().stats().chunks_fetched.load(Relaxed), 0);
@@ -634,7 +641,7 @@ mod tests {
         f.reader.read_at(0, 4 * cs).await.unwrap();
         assert_eq!((usage().hits, usage().misses), (0, 3));
         // A restarted daemon over the same cache: three hits, no fetch.
-        let (reader, chunks, _) = reader_over(&f, f.chunks.cache().clone());
+        let (reader, chunks, _) = reader_over(&f, f.chunks.cache().clone()).await;
         let got = reader.read_at(0, 4 * cs).await.unwrap();
         assert!(got[..] == f.data[..]);
         assert_eq!((usage().hits, usage().misses), (3, 3));

@@ -5,8 +5,10 @@
 //! 2. Manifests that no tag points at are deleted (after `rm`, or when a tag
 //!    moved on to a newer version).
 //!    Their boot profiles go with them.
-//! 3. Shards that no remaining manifest references are deleted. A shard counts as
-//!    referenced by its key, whatever store it sits on.
+//! 3. Shards (format v1) and packs (format v2) that no remaining manifest
+//!    references are deleted. A shard counts as referenced by its key,
+//!    whatever store it sits on, and so does a pack (its key is its id, which
+//!    is the hash of its index: a renamed store keeps its packs).
 //! 4. Locks whose lease ran out (left by killed processes) are removed.
 //!
 //! Before every delete gc checks that its own lock is still certainly live
@@ -39,6 +41,8 @@ pub struct GcReport {
     pub shards_deleted: u64,
     pub bytes_freed: u64,
     pub shards_kept: u64,
+    pub packs_deleted: u64,
+    pub packs_kept: u64,
 }
 
 pub async fn gc(repo: &Repo, dry_run: bool) -> Result<GcReport, Error> {
@@ -75,6 +79,7 @@ async fn sweep(repo: &Repo, lock: &Lock, dry_run: bool) -> Result<GcReport, Erro
         }
     }
     let mut referenced: HashSet<String> = HashSet::new();
+    let mut packs: HashSet<String> = HashSet::new();
     let mut dangling = Vec::new();
     for (id, m) in repo.manifests(live.iter().copied()).await {
         let m = match m {
@@ -88,6 +93,12 @@ async fn sweep(repo: &Repo, lock: &Lock, dry_run: bool) -> Result<GcReport, Erro
             // A store down or lying must never make gc delete things.
             Err(e) => return Err(e),
         };
+        for p in &m.packs {
+            packs.insert(layout::pack_key(&p.id));
+        }
+        if m.packed() {
+            continue;
+        }
         let n = m.erasure.data + m.erasure.parity;
         for c in m.chunks.iter().flatten() {
             for i in 0..n {
@@ -128,6 +139,18 @@ async fn sweep(repo: &Repo, lock: &Lock, dry_run: bool) -> Result<GcReport, Erro
                 continue;
             }
             report.shards_deleted += 1;
+            report.bytes_freed += o.size;
+            if !dry_run {
+                lock.check()?;
+                store.delete(&o.key).await?;
+            }
+        }
+        for o in store.list(layout::PACKS).await? {
+            if packs.contains(&o.key) {
+                report.packs_kept += 1;
+                continue;
+            }
+            report.packs_deleted += 1;
             report.bytes_freed += o.size;
             if !dry_run {
                 lock.check()?;

@@ -41,6 +41,8 @@ pub mod download;
 pub mod gc;
 pub mod lock;
 mod locks;
+pub mod packer;
+pub mod stored_packs;
 
 pub use locks::{HeldLock, Lock};
 pub mod open;

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use tokio::sync::Semaphore;
 
-use crate::config::ErasureConfig;
+use crate::config::{ErasureConfig, PushConfig};
 use crate::core::chunker::{Chunker, Piece};
 use crate::core::erasure::Codec;
 use crate::core::format::{self, Format};
@@ -47,6 +47,8 @@ pub struct PushRequest {
     pub tag: Tag,
     pub labels: BTreeMap<String, String>,
     pub erasure: ErasureConfig,
+    /// Manifest format and pack size.
+    pub layout: PushConfig,
     /// Chunks encoded and uploaded at once.
     pub parallel: usize,
     /// Sign the tag record with this key (see [`crate::core::sign`]).
@@ -155,7 +157,15 @@ pub async fn push(
     let lock = repo.lock("push").await?;
     let result = async {
         wait_for_gc(repo, &lock).await?;
-        upload(repo, &req, &raw_path, fmt, codec, progress, &lock).await
+        let size = std::fs::metadata(&raw_path)
+            .map_err(|e| Error::io(format!("cannot read {}", raw_path.display()), e))?
+            .len();
+        let up = if req.layout.format >= manifest::V2 {
+            crate::repo::packer::upload(repo, &req, &raw_path, size, codec, progress).await?
+        } else {
+            upload(repo, &req, &raw_path, size, codec, progress).await?
+        };
+        publish(repo, &req, fmt, size, up, &lock).await
     }
     .await;
     repo.unlock(lock).await;
@@ -188,21 +198,56 @@ async fn wait_for_gc(repo: &Repo, own: &Lock) -> Result<(), Error> {
     }
 }
 
+/// What the upload of an image's chunks left for its manifest.
+#[derive(Debug, Default)]
+pub(crate) struct Uploaded {
+    pub chunks: Vec<Option<ChunkId>>,
+    /// Format v2: the packs holding the image's shards.
+    pub packs: Vec<manifest::PackRef>,
+    pub zero: u64,
+    pub reused: u64,
+    pub uploaded_chunks: u64,
+    pub uploaded_bytes: u64,
+}
+
+/// Cut `path` into chunks on a thread of its own: the pieces arrive on the
+/// channel, at most `parallel` ahead of their reader.
+pub(crate) fn spawn_reader(
+    path: &Path,
+    chunk_size: usize,
+    parallel: usize,
+) -> Result<
+    (
+        tokio::sync::mpsc::Receiver<std::io::Result<Piece>>,
+        std::thread::JoinHandle<()>,
+    ),
+    Error,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Piece>>(parallel);
+    let file =
+        File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let reader = std::thread::spawn(move || {
+        for piece in Chunker::new(std::io::BufReader::with_capacity(1 << 20, file), chunk_size) {
+            if tx.blocking_send(piece).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((rx, reader))
+}
+
+/// Format v1: each shard its own object, placed per chunk.
 async fn upload(
     repo: &Repo,
     req: &PushRequest,
     raw_path: &Path,
-    fmt: Format,
+    size: u64,
     codec: Codec,
     progress: Option<Progress>,
-    lock: &Lock,
-) -> Result<PushReport, Error> {
+) -> Result<Uploaded, Error> {
     let chunk_size = req.erasure.chunk_size as usize;
     let existing = Arc::new(existing_shards(repo).await?);
     let stores = repo.store_names();
-    let size = std::fs::metadata(raw_path)
-        .map_err(|e| Error::io(format!("cannot read {}", raw_path.display()), e))?
-        .len();
     let (k, m, n) = (
         codec.data_shards(),
         codec.parity_shards(),
@@ -211,16 +256,7 @@ async fn upload(
 
     // Reader thread → bounded channel → encode/upload tasks.
     let parallel = req.parallel.max(1);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Piece>>(parallel);
-    let file = File::open(raw_path)
-        .map_err(|e| Error::io(format!("cannot open {}", raw_path.display()), e))?;
-    let reader = std::thread::spawn(move || {
-        for piece in Chunker::new(std::io::BufReader::with_capacity(1 << 20, file), chunk_size) {
-            if tx.blocking_send(piece).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut rx, reader) = spawn_reader(raw_path, chunk_size, parallel)?;
 
     let slots = Arc::new(Semaphore::new(parallel));
     let mut tasks = tokio::task::JoinSet::new();
@@ -315,24 +351,50 @@ async fn upload(
     if let Some(e) = failure {
         return Err(e);
     }
+    check_read(raw_path, read, size)?;
+    Ok(Uploaded {
+        chunks,
+        packs: Vec::new(),
+        zero,
+        reused,
+        uploaded_chunks,
+        uploaded_bytes,
+    })
+}
+
+/// A file read to its end must have been as long as it was when the push began.
+pub(crate) fn check_read(path: &Path, read: u64, size: u64) -> Result<(), Error> {
     if read != size {
         return Err(Error::Invalid(format!(
             "{} changed while it was read ({read} of {size} bytes)",
-            raw_path.display()
+            path.display()
         )));
     }
+    Ok(())
+}
 
+/// Write the manifest, then the tag: the new version becomes visible.
+async fn publish(
+    repo: &Repo,
+    req: &PushRequest,
+    fmt: Format,
+    size: u64,
+    up: Uploaded,
+    lock: &Lock,
+) -> Result<PushReport, Error> {
+    let (k, m) = (req.erasure.data, req.erasure.parity);
     let manifest = Manifest {
         format: manifest::FORMAT.into(),
-        version: manifest::VERSION,
+        version: req.layout.format,
         name: req.name.clone(),
         size,
-        chunk_size: chunk_size as u64,
+        chunk_size: req.erasure.chunk_size,
         erasure: Erasure { data: k, parity: m },
-        stores,
+        stores: repo.store_names(),
         source_format: fmt.label().into(),
         labels: req.labels.clone(),
-        chunks,
+        chunks: up.chunks,
+        packs: up.packs,
     };
     let bytes = manifest.to_bytes();
     let id = Manifest::id_of(&bytes);
@@ -358,10 +420,10 @@ async fn upload(
         id,
         size,
         chunks: manifest.chunk_count(),
-        zero_chunks: zero,
-        uploaded_chunks,
-        reused_chunks: reused,
-        uploaded_bytes,
+        zero_chunks: up.zero,
+        uploaded_chunks: up.uploaded_chunks,
+        reused_chunks: up.reused,
+        uploaded_bytes: up.uploaded_bytes,
         format: fmt,
     })
 }

@@ -195,6 +195,35 @@ impl HttpStore {
     async fn body(&self, what: &str, resp: reqwest::Response) -> Result<Bytes, StoreError> {
         resp.bytes().await.map_err(|e| self.net_err(what, e))
     }
+
+    /// The first `limit` bytes of a body (all of it if shorter); the rest is
+    /// never read.
+    async fn body_prefix(
+        &self,
+        what: &str,
+        resp: reqwest::Response,
+        limit: u64,
+    ) -> Result<Bytes, StoreError> {
+        use futures::StreamExt;
+        let cap = resp
+            .content_length()
+            .unwrap_or(limit)
+            .min(limit)
+            .min(64 << 20);
+        let mut out = bytes::BytesMut::with_capacity(cap as usize);
+        let mut body = resp.bytes_stream();
+        while (out.len() as u64) < limit {
+            match body.next().await {
+                Some(piece) => {
+                    let piece = piece.map_err(|e| self.net_err(what, e))?;
+                    let room = (limit - out.len() as u64) as usize;
+                    out.extend_from_slice(&piece[..piece.len().min(room)]);
+                }
+                None => break,
+            }
+        }
+        Ok(out.freeze())
+    }
 }
 
 /// The error kind a non-success status stands for.
@@ -243,8 +272,12 @@ impl Store for HttpStore {
         let resp = self.send(key, req).await?;
         match resp.status() {
             StatusCode::OK => {
-                let body = self.body(key, resp).await?;
-                // Whole object: a plain server ignoring `Range`, or no range asked.
+                // Whole object: a plain server ignoring `Range`, or no range
+                // asked. With a range, nothing past its end is read.
+                let body = match &range {
+                    None => self.body(key, resp).await?,
+                    Some(r) => self.body_prefix(key, resp, r.end).await?,
+                };
                 let r = clamp_range(range, body.len() as u64);
                 Ok(body.slice(r.start as usize..r.end as usize))
             }
@@ -270,12 +303,8 @@ impl Store for HttpStore {
                         ),
                     ));
                 }
-                let mut body = self.body(key, resp).await?;
-                let want = r.end - r.start;
-                if body.len() as u64 > want {
-                    body.truncate(want as usize);
-                }
-                Ok(body)
+                // A server that sends more than the range is cut off there.
+                self.body_prefix(key, resp, r.end - r.start).await
             }
             StatusCode::RANGE_NOT_SATISFIABLE if range.is_some() => Ok(Bytes::new()),
             _ => Err(self.status_err(key, resp).await),

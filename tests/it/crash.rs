@@ -198,11 +198,12 @@ fn a_push_killed_midway_publishes_nothing_and_a_rerun_completes() {
 
     // Killed late, when most shards are stored: the last moment a careless
     // push could make something visible too early.
-    let shards = distinct_chunks(&img, CHUNK) * 6;
+    let shard_bytes =
+        distinct_chunks(&img, CHUNK) * 6 * (CHUNK / 4 + vmifs::core::erasure::HEADER_LEN as u64);
     let watcher = LsWatcher::start(&c, "deb");
     let mut push = c.spawn(&args, "push-1");
     wait_until(120, "70% of the shards stored", || {
-        total_shards(&c) as u64 * 10 >= shards * 7
+        total_bytes(&c) * 10 >= shard_bytes * 7
     });
     assert!(
         push.try_wait().is_none(),
@@ -325,6 +326,11 @@ fn total_shards(c: &Cluster) -> usize {
     c.servers.iter().map(|s| s.shard_files().len()).sum()
 }
 
+/// Bytes of shards (v1 files, v2 packs) on every store.
+fn total_bytes(c: &Cluster) -> u64 {
+    c.servers.iter().map(|s| s.shard_bytes()).sum()
+}
+
 /// Run `vmifs gc`: `true` if it ran, `false` if it refused because a push
 /// holds a live lock (any other failure fails the test).
 fn try_gc(c: &Cluster) -> bool {
@@ -358,7 +364,7 @@ fn a_killed_push_leaves_a_lock_that_expires() {
     ];
     let mut push = c.spawn(&args, "push-1");
     wait_until(120, "shards on every store", || {
-        c.servers.iter().all(|s| s.shard_files().len() >= 50)
+        c.servers.iter().all(|s| s.shard_bytes() >= 8 << 20)
     });
     assert!(push.try_wait().is_none(), "push ended too soon");
     push.kill();
@@ -411,7 +417,10 @@ fn a_killed_push_leaves_a_lock_that_expires() {
 #[test]
 fn a_killed_gc_leaves_a_lock_that_expires() {
     let c = Cluster::start(3, 0, 2, 1, CHUNK);
-    c.add_config("[locks]\nlease = \"10s\"\n");
+    // Format 1 for the old image: thousands of objects to delete give the
+    // kill time to land in the middle (gc takes the same lock whatever it
+    // deletes).
+    c.add_config("[locks]\nlease = \"10s\"\n[push]\nformat = 1\n");
     let old = c.path("old.raw");
     write_image(&old, MIB);
     c.ok(&["push", old.to_str().unwrap(), "--name", "old", "--tag", "1"]);

@@ -328,7 +328,7 @@ fn formats_image_reader_reads_across_chunk_boundaries() {
                 .unwrap();
             assert_eq!(id.to_hex(), IMAGE_ID);
             let fetcher = Fetcher::new(dyns, None);
-            let plan = fetcher.plan(manifest).unwrap();
+            let plan = fetcher.plan(manifest).await.unwrap();
             let cache = Arc::new(Cache::open(&copy.dir.path().join("cache"), 64 << 20).unwrap());
             let chunks = Chunks::new(fetcher, cache, Limits::default());
             let reader = ImageReader::new(id, plan, chunks, 0);

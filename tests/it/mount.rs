@@ -222,14 +222,7 @@ fn a_stopped_store_does_not_stall_reads() {
 #[test]
 fn corrupt_shards_are_repaired_and_counted() {
     let (c, img) = setup(32, "");
-    let mut corrupted = 0;
-    for p in c.servers[0].shard_files() {
-        let mut b = std::fs::read(&p).unwrap();
-        let at = b.len() - 1;
-        b[at] ^= 0x55;
-        std::fs::write(&p, b).unwrap();
-        corrupted += 1;
-    }
+    let corrupted = c.servers[0].corrupt_every_shard();
     assert!(corrupted > 0);
     let mnt = mountpoint("corrupt");
     let _d = Daemon::start(&c, &mnt);

@@ -1,5 +1,6 @@
 //! Push and get through the library over in-memory stores: edge-case images,
-//! codes and store counts, lost and corrupted shards.
+//! codes and store counts, lost and corrupted shards, in both formats (v1:
+//! one object per shard; v2: packs).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,9 +37,24 @@ async fn push_bytes(
     m: usize,
     cs: u64,
 ) -> vmifs::core::id::ImageId {
+    push_as(repo, dir, data, (k, m, cs), 2).await
+}
+
+/// Push in manifest format `format` with code `k`+`m` and chunk size `cs`.
+async fn push_as(
+    repo: &Repo,
+    dir: &Path,
+    data: &[u8],
+    (k, m, cs): (usize, usize, u64),
+    format: u32,
+) -> vmifs::core::id::ImageId {
     let f = dir.join("img.raw");
     std::fs::write(&f, data).unwrap();
     let req = PushRequest {
+        layout: vmifs::config::PushConfig {
+            format,
+            pack_size: 1 << 20,
+        },
         file: f,
         name: "img".parse().unwrap(),
         tag: "v1".parse().unwrap(),
@@ -76,13 +92,15 @@ async fn edge_cases_round_trip() {
         (4096 * 7, 4, 2, 9),
         (4096 * 6, 3, 3, 2),
     ];
-    for (len, k, m, s) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let (_mem, repo) = stores(s);
-        let data = image(len, len as u64 + 7);
-        push_bytes(&repo, dir.path(), &data, k, m, cs).await;
-        let (back, _) = get_bytes(&repo, dir.path()).await.unwrap();
-        assert_eq!(back, data, "len {len} k {k} m {m} stores {s}");
+    for format in [1, 2] {
+        for (len, k, m, s) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let (_mem, repo) = stores(s);
+            let data = image(len, len as u64 + 7);
+            push_as(&repo, dir.path(), &data, (k, m, cs), format).await;
+            let (back, _) = get_bytes(&repo, dir.path()).await.unwrap();
+            assert_eq!(back, data, "v{format} len {len} k {k} m {m} stores {s}");
+        }
     }
 }
 
@@ -91,7 +109,7 @@ async fn zero_image_stores_no_shards_and_dedup_skips_uploads() {
     let dir = tempfile::tempdir().unwrap();
     let (mem, repo) = stores(3);
     push_bytes(&repo, dir.path(), &vec![0u8; 4096 * 10], 4, 2, 4096).await;
-    let shards = |m: &MemoryStore| m.keys().iter().filter(|k| k.starts_with("shards/")).count();
+    let shards = |m: &MemoryStore| m.keys().iter().filter(|k| holds_shards(k)).count();
     assert_eq!(mem.iter().map(|m| shards(m)).sum::<usize>(), 0);
     let (back, _) = get_bytes(&repo, dir.path()).await.unwrap();
     assert_eq!(back, vec![0u8; 4096 * 10]);
@@ -102,6 +120,7 @@ async fn zero_image_stores_no_shards_and_dedup_skips_uploads() {
     let before: usize = mem.iter().map(|m| shards(m)).sum();
     let f = dir.path().join("img.raw");
     let req = PushRequest {
+        layout: Default::default(),
         file: f,
         name: "img".parse().unwrap(),
         tag: "v2".parse().unwrap(),
@@ -120,40 +139,94 @@ async fn zero_image_stores_no_shards_and_dedup_skips_uploads() {
     assert_eq!(mem.iter().map(|m| shards(m)).sum::<usize>(), before);
 }
 
+/// Keys that hold shards: v1 shard objects and v2 packs.
+fn holds_shards(key: &str) -> bool {
+    key.starts_with("shards/") || key.starts_with("packs/")
+}
+
+/// Each stored shard on `mem`: its key, where it lies in the object (all of
+/// it for v1), and its chunk and shard index.
+async fn stored_shards(
+    mem: &Arc<MemoryStore>,
+) -> Vec<(
+    String,
+    std::ops::Range<usize>,
+    vmifs::core::id::ChunkId,
+    usize,
+)> {
+    let mut out = Vec::new();
+    for key in mem.keys().into_iter().filter(|k| holds_shards(k)) {
+        let obj = mem.get_range(&key, None).await.unwrap();
+        if let Some((chunk, _, _, i)) = vmifs::core::layout::parse_shard_key(&key) {
+            out.push((key, 0..obj.len(), chunk, i));
+            continue;
+        }
+        let store: DynStore = mem.clone();
+        let (_, index, _, _) =
+            vmifs::repo::stored_packs::read_index(&store, &key, obj.len() as u64)
+                .await
+                .unwrap();
+        for e in index.entries() {
+            let r = e.range();
+            out.push((
+                key.clone(),
+                r.start as usize..r.end as usize,
+                e.chunk,
+                e.shard as usize,
+            ));
+        }
+    }
+    out
+}
+
+/// Rewrite the bytes of `range` of `key` on `mem` with `f`.
+async fn rewrite(
+    mem: &MemoryStore,
+    key: &str,
+    range: std::ops::Range<usize>,
+    f: impl Fn(&mut [u8]),
+) {
+    let mut v = mem.get_range(key, None).await.unwrap().to_vec();
+    f(&mut v[range]);
+    mem.overwrite(key, Bytes::from(v));
+}
+
 #[tokio::test]
 async fn lost_and_corrupt_shards() {
+    for format in [1, 2] {
+        lost_and_corrupt_shards_in(format).await;
+    }
+}
+
+async fn lost_and_corrupt_shards_in(format: u32) {
     let dir = tempfile::tempdir().unwrap();
     let (mem, repo) = stores(3);
     let data = image(4096 * 40 + 5, 11);
-    push_bytes(&repo, dir.path(), &data, 4, 2, 4096).await;
+    push_as(&repo, dir.path(), &data, (4, 2, 4096), format).await;
 
-    // Corrupt every shard on store 1 (flip a payload byte, and truncate some).
-    for (i, key) in mem[1]
-        .keys()
-        .into_iter()
-        .filter(|k| k.starts_with("shards/"))
-        .enumerate()
-    {
-        let obj = mem[1].get_range(&key, None).await.unwrap();
-        let mut v = obj.to_vec();
-        if i % 2 == 0 {
-            let last = v.len() - 1;
-            v[last] ^= 0x40;
-        } else {
-            v.truncate(v.len() / 2);
-        }
-        mem[1].overwrite(&key, Bytes::from(v));
+    // Corrupt every shard on store 1 (flip a payload byte, or zero its
+    // second half).
+    for (i, (key, range, _, _)) in stored_shards(&mem[1]).await.into_iter().enumerate() {
+        rewrite(&mem[1], &key, range, |s| {
+            if i % 2 == 0 {
+                let last = s.len() - 1;
+                s[last] ^= 0x40;
+            } else {
+                let half = s.len() / 2;
+                s[half..].fill(0);
+            }
+        })
+        .await;
     }
     let (back, fetcher) = get_bytes(&repo, dir.path()).await.unwrap();
-    assert_eq!(back, data);
+    assert_eq!(back, data, "v{format}");
     let snap = fetcher.stats().snapshot();
-    assert!(snap[1].corrupt_shards > 0, "{snap:?}");
+    assert!(snap[1].corrupt_shards > 0, "v{format} {snap:?}");
     assert_eq!(snap[0].corrupt_shards + snap[2].corrupt_shards, 0);
 
-    // A forged shard with a consistent header is caught by the chunk hash.
     // Lose a whole store: still fine (k=4, m=2, 3 stores: 2 shards each).
     for key in mem[1].keys() {
-        if key.starts_with("shards/") {
+        if holds_shards(&key) {
             mem[1].delete(&key).await.unwrap();
         }
     }
@@ -162,7 +235,7 @@ async fn lost_and_corrupt_shards() {
 
     // Lose a second store: more than m shards gone → clear error, no output file.
     for key in mem[2].keys() {
-        if key.starts_with("shards/") {
+        if holds_shards(&key) {
             mem[2].delete(&key).await.unwrap();
         }
     }
@@ -172,7 +245,9 @@ async fn lost_and_corrupt_shards() {
         err.contains("unavailable") && err.contains("chunk"),
         "{err}"
     );
-    assert!(err.contains("s1") || err.contains("s2"), "{err}");
+    if format == 1 {
+        assert!(err.contains("s1") || err.contains("s2"), "{err}");
+    }
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
@@ -184,50 +259,59 @@ async fn lost_and_corrupt_shards() {
 #[tokio::test]
 async fn forged_consistent_shard_is_caught_by_chunk_hash() {
     use vmifs::core::erasure::Codec;
-    use vmifs::core::id::ChunkId;
-    let dir = tempfile::tempdir().unwrap();
-    let (mem, repo) = stores(3);
-    let data = image(4096 * 4, 5);
-    push_bytes(&repo, dir.path(), &data, 2, 1, 4096).await;
-    // Store 0 replaces each of its shards by a well-formed shard of other bytes.
-    let codec = Codec::new(2, 1).unwrap();
-    for key in mem[0]
-        .keys()
-        .into_iter()
-        .filter(|k| k.starts_with("shards/"))
-    {
-        let (chunk, _, _, index) = vmifs::core::layout::parse_shard_key(&key).unwrap();
-        let fake = vec![0x5au8; 4096];
-        let objs = codec.encode_objects(chunk, &fake);
-        let _: ChunkId = chunk;
-        mem[0].overwrite(&key, objs[index].clone());
+    for format in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mem, repo) = stores(3);
+        let data = image(4096 * 4, 5);
+        push_as(&repo, dir.path(), &data, (2, 1, 4096), format).await;
+        // Store 0 replaces each of its shards by a well-formed shard of other bytes.
+        let codec = Codec::new(2, 1).unwrap();
+        let forged = stored_shards(&mem[0]).await;
+        assert!(!forged.is_empty());
+        for (key, range, chunk, index) in forged {
+            let objs = codec.encode_objects(chunk, &[0x5au8; 4096]);
+            rewrite(&mem[0], &key, range, |s| s.copy_from_slice(&objs[index])).await;
+        }
+        let (back, fetcher) = get_bytes(&repo, dir.path()).await.unwrap();
+        assert_eq!(back, data, "v{format}");
+        assert!(
+            fetcher.stats().snapshot()[0].corrupt_shards > 0,
+            "v{format}"
+        );
     }
-    let (back, fetcher) = get_bytes(&repo, dir.path()).await.unwrap();
-    assert_eq!(back, data);
-    assert!(fetcher.stats().snapshot()[0].corrupt_shards > 0);
 }
 
 #[tokio::test]
 async fn catalog_rm_and_gc() {
+    for format in [1, 2] {
+        catalog_rm_and_gc_in(format).await;
+    }
+}
+
+async fn catalog_rm_and_gc_in(format: u32) {
     let dir = tempfile::tempdir().unwrap();
     let (mem, repo) = stores(3);
-    push_bytes(&repo, dir.path(), &image(4096 * 6, 1), 2, 1, 4096).await;
+    push_as(&repo, dir.path(), &image(4096 * 6, 1), (2, 1, 4096), format).await;
     let cat = repo.catalog().await.unwrap();
     assert_eq!(cat.len(), 1);
     assert_eq!(cat[0].name.as_str(), "img");
     // Nothing unreferenced yet.
     let r = vmifs::repo::gc::gc(&repo, false).await.unwrap();
-    assert_eq!((r.manifests_deleted, r.shards_deleted), (0, 0));
+    assert_eq!(
+        (r.manifests_deleted, r.shards_deleted, r.packs_deleted),
+        (0, 0, 0)
+    );
+    assert!(r.shards_kept + r.packs_kept > 0);
     repo.untag(&"img:v1".parse().unwrap(), None).await.unwrap();
     assert!(repo.catalog().await.unwrap().is_empty());
     let r = vmifs::repo::gc::gc(&repo, false).await.unwrap();
     assert_eq!(r.manifests_deleted, 1);
-    assert!(r.shards_deleted > 0);
+    assert!(r.shards_deleted + r.packs_deleted > 0);
     for m in &mem {
         assert!(
             m.keys()
                 .iter()
-                .all(|k| !k.starts_with("shards/") && !k.starts_with("manifests/")),
+                .all(|k| !holds_shards(k) && !k.starts_with("manifests/")),
             "{:?}",
             m.keys()
         );

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use vmifs::cache::Cache;
 use vmifs::config::ErasureConfig;
-use vmifs::core::placement;
 use vmifs::fetch::scheduler::{Chunks, Counters, Limits};
 use vmifs::fetch::{Fetcher, Plan};
 use vmifs::repo::Repo;
@@ -154,6 +153,7 @@ async fn publish(stores: &[DynStore], chunks: usize, dir: &std::path::Path) -> P
     std::fs::write(&file, &data).unwrap();
     let repo = Repo::from_stores(stores.to_vec());
     let req = PushRequest {
+        layout: Default::default(),
         file,
         name: "img".parse().unwrap(),
         tag: "latest".parse().unwrap(),
@@ -168,7 +168,10 @@ async fn publish(stores: &[DynStore], chunks: usize, dir: &std::path::Path) -> P
     };
     let report = push(&repo, req, None).await.unwrap();
     let manifest = repo.manifest(&report.id).await.unwrap();
-    Fetcher::new(stores.to_vec(), None).plan(manifest).unwrap()
+    Fetcher::new(stores.to_vec(), None)
+        .plan(manifest)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -277,7 +280,7 @@ async fn a_late_store_is_hedged_after_the_computed_delay() {
 
         // The next chunk: make the store of its data shard 0 late.
         let id = plan.manifest.chunks[i as usize].unwrap();
-        let at = |shard: usize| placement::place(&id, &plan.manifest.stores, 3)[shard];
+        let at = |shard: usize| plan.shard_at(&id, shard).unwrap().store;
         let (late, other, parity) = (at(0), at(1), at(2));
         ctl[late].set(FaultMode::Delay(Duration::from_secs(5)));
         for c in &ctl {

@@ -141,9 +141,37 @@ impl Server {
         mount::signal(self.pid(), libc::SIGCONT);
     }
 
-    /// Every shard file this store holds on disk.
+    /// Every file holding shards this store has on disk: v1 shard files and
+    /// v2 packs.
     pub fn shard_files(&self) -> Vec<PathBuf> {
-        self.files("shards")
+        let mut f = self.files("shards");
+        f.extend(self.files("packs"));
+        f
+    }
+
+    /// Bytes of [`Server::shard_files`].
+    pub fn shard_bytes(&self) -> u64 {
+        self.shard_files()
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Flip a byte in every shard this store holds on disk (in a v1 shard
+    /// file its last byte; in a pack, found through the pack's own index,
+    /// a byte of every shard's payload). Returns how many were corrupted.
+    pub fn corrupt_every_shard(&self) -> usize {
+        let mut n = 0;
+        for f in self.shard_files() {
+            let mut b = std::fs::read(&f).unwrap();
+            for r in shards_in(&f, &b) {
+                b[r.end - 1 - n % 7] ^= 0x55;
+                n += 1;
+            }
+            std::fs::write(&f, b).unwrap();
+        }
+        n
     }
 
     /// Every file this store holds on disk under the key prefix `dir/`
@@ -155,6 +183,23 @@ impl Server {
             .filter(|p| p.to_string_lossy().contains(&needle))
             .collect()
     }
+}
+
+/// Where the shards lie in the bytes `b` of the shard file `f`: all of it for
+/// a v1 shard, every entry of its index for a pack.
+pub fn shards_in(f: &Path, b: &[u8]) -> Vec<std::ops::Range<usize>> {
+    use vmifs::core::pack::{FOOTER_LEN, Index, parse_footer};
+    if !f.to_string_lossy().contains("/packs/") {
+        return std::iter::once(0..b.len()).collect();
+    }
+    let len = parse_footer(&b[b.len() - FOOTER_LEN..]).expect("a pack footer") as usize;
+    let end = b.len() - FOOTER_LEN;
+    let index = Index::decode(&b[end - len..end]).expect("a pack index");
+    index
+        .entries()
+        .iter()
+        .map(|e| e.offset as usize..e.offset as usize + e.len as usize)
+        .collect()
 }
 
 /// Stores plus a config file; dropping it stops every process.

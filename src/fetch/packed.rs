@@ -1,0 +1,277 @@
+//! Where the shards of a format-v2 image lie: the indexes of the packs its
+//! manifest names, loaded from their stores and turned into one table.
+//!
+//! Each index is read by one range request from the store that holds its
+//! pack, and accepted only if its bytes hash to the pack id the manifest
+//! gives (so a store cannot swap in another index), it decodes
+//! ([`crate::core::pack::Index::decode`]) and its code is the image's. A pack
+//! whose index cannot be read counts as lost with its store: its shards are
+//! missing from the table and the chunk race reads the others (one warning
+//! names it).
+//!
+//! The table holds one cell per (chunk, shard): which pack, at what offset,
+//! how long, and the proof slot of a data shard that proves itself. Entries
+//! of chunks the image does not use (a pack reused from another version by
+//! dedup) are skipped.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use futures::StreamExt;
+
+use crate::core::id::{ChunkId, PackId};
+use crate::core::layout;
+use crate::core::manifest::{Manifest, PackRef};
+use crate::core::pack::Index;
+use crate::core::shard_proof::Proof;
+use crate::error::Error;
+use crate::store::DynStore;
+
+/// Index reads at once while a plan loads.
+const PARALLEL_INDEX_READS: usize = 16;
+
+/// One shard's place: in which pack, where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cell {
+    /// Index into [`Packed::packs`].
+    pub pack: u32,
+    pub offset: u32,
+    pub len: u32,
+    /// Index into the proofs, for a data shard that proves itself.
+    proof: Option<u32>,
+}
+
+impl Cell {
+    pub fn range(&self) -> Range<u64> {
+        self.offset as u64..self.offset as u64 + self.len as u64
+    }
+}
+
+/// A pack the table points into.
+#[derive(Debug, Clone)]
+pub struct PackAt {
+    /// The fetcher's store index.
+    pub store: usize,
+    pub key: String,
+    pub id: PackId,
+}
+
+/// The shards of one image, by chunk and shard index.
+#[derive(Debug, Default)]
+pub struct Packed {
+    n: usize,
+    pub packs: Vec<PackAt>,
+    rows: HashMap<ChunkId, u32>,
+    cells: Vec<Option<Cell>>,
+    proofs: Vec<Proof>,
+    /// Packs named by the manifest whose index could not be loaded.
+    pub unreadable: Vec<String>,
+}
+
+impl Packed {
+    /// Where shard `shard` of `chunk` lies, if any readable pack holds it.
+    pub fn cell(&self, chunk: &ChunkId, shard: usize) -> Option<Cell> {
+        if shard >= self.n {
+            return None;
+        }
+        let row = *self.rows.get(chunk)? as usize;
+        self.cells.get(row * self.n + shard).copied().flatten()
+    }
+
+    /// The proof of a data shard, if its pack stored one.
+    pub fn proof(&self, cell: &Cell) -> Option<&Proof> {
+        cell.proof.map(|p| &self.proofs[p as usize])
+    }
+
+    /// Build the table from loaded indexes (pure: the tests feed it directly).
+    pub fn build(manifest: &Manifest, n: usize, loaded: Vec<(PackAt, Index)>) -> Packed {
+        let mut t = Packed {
+            n,
+            ..Packed::default()
+        };
+        for c in manifest.chunks.iter().flatten() {
+            let next = t.rows.len() as u32;
+            t.rows.entry(*c).or_insert(next);
+        }
+        t.cells = vec![None; t.rows.len() * n];
+        for (at, index) in loaded {
+            let pack = t.packs.len() as u32;
+            t.packs.push(at);
+            for (i, e) in index.entries().iter().enumerate() {
+                let Some(&row) = t.rows.get(&e.chunk) else {
+                    continue;
+                };
+                let slot = &mut t.cells[row as usize * n + e.shard as usize];
+                if slot.is_some() {
+                    continue;
+                }
+                let proof = index.proof(i).map(|p| {
+                    t.proofs.push(p.clone());
+                    (t.proofs.len() - 1) as u32
+                });
+                *slot = Some(Cell {
+                    pack,
+                    offset: e.offset,
+                    len: e.len,
+                    proof,
+                });
+            }
+        }
+        t
+    }
+
+    /// Load the indexes of every pack `manifest` names from `stores` (the
+    /// fetcher's, by name) and build the table.
+    pub async fn load(stores: &[DynStore], manifest: &Manifest, n: usize) -> Packed {
+        let jobs = manifest.packs.iter().filter_map(|p| {
+            let s = stores.iter().position(|s| s.name() == p.store)?;
+            Some(async move { (p, load_index(&stores[s], s, manifest, p).await) })
+        });
+        let results: Vec<_> = futures::stream::iter(jobs)
+            .buffer_unordered(PARALLEL_INDEX_READS)
+            .collect()
+            .await;
+        let mut loaded = Vec::new();
+        let mut unreadable = Vec::new();
+        for (p, r) in results {
+            match r {
+                Ok(x) => loaded.push(x),
+                Err(e) => unreadable.push(format!("{} on {}: {e}", p.id.short(), p.store)),
+            }
+        }
+        // Same table whatever order the reads finished in.
+        loaded.sort_by_key(|(at, _)| (at.store, at.id));
+        if !unreadable.is_empty() {
+            crate::repo::warnings::warn(
+                "pack-index",
+                crate::repo::warnings::summary(
+                    &format!("{}: pack indexes unreadable", manifest.name),
+                    &unreadable,
+                    3,
+                ),
+            );
+        }
+        let mut t = Packed::build(manifest, n, loaded);
+        t.unreadable = unreadable;
+        t
+    }
+}
+
+/// Read and check one pack's index.
+async fn load_index(
+    store: &DynStore,
+    s: usize,
+    manifest: &Manifest,
+    p: &PackRef,
+) -> Result<(PackAt, Index), Error> {
+    let key = layout::pack_key(&p.id);
+    let range = p.index_offset..p.index_offset + p.index_len;
+    let bytes = store.get_range(&key, Some(range)).await?;
+    let index = check_index(&bytes, p, manifest)?;
+    Ok((
+        PackAt {
+            store: s,
+            key,
+            id: p.id,
+        },
+        index,
+    ))
+}
+
+/// The index in `bytes` if they are the index `p` names, for `manifest`'s code.
+pub fn check_index(bytes: &[u8], p: &PackRef, manifest: &Manifest) -> Result<Index, Error> {
+    if bytes.len() as u64 != p.index_len || PackId::of(bytes) != p.id {
+        return Err(Error::Corrupt(format!(
+            "the index read is not the one the manifest names ({} bytes)",
+            bytes.len()
+        )));
+    }
+    let index = Index::decode(bytes).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let code = (index.k as usize, index.m as usize);
+    if code != (manifest.erasure.data, manifest.erasure.parity) || index.data_len != p.index_offset
+    {
+        return Err(Error::Corrupt(format!(
+            "index of code {}+{} over {} bytes does not fit the manifest",
+            index.k, index.m, index.data_len
+        )));
+    }
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::erasure::Codec;
+    use crate::core::manifest::{Erasure, PackRef};
+    use crate::core::pack::PackBuilder;
+
+    fn manifest(chunks: Vec<Option<ChunkId>>, packs: Vec<PackRef>) -> Manifest {
+        Manifest {
+            format: crate::core::manifest::FORMAT.into(),
+            version: 2,
+            name: "img".parse().unwrap(),
+            size: chunks.len() as u64 * 4096,
+            chunk_size: 4096,
+            erasure: Erasure { data: 2, parity: 1 },
+            stores: vec!["a".into()],
+            source_format: "raw".into(),
+            labels: Default::default(),
+            chunks,
+            packs,
+        }
+    }
+
+    #[test]
+    fn cells_point_at_each_shard_and_skip_other_images_chunks() {
+        let codec = Codec::new(2, 1).unwrap();
+        let mut b = PackBuilder::new(2, 1, 1, 0);
+        let mut ids = Vec::new();
+        for c in 0..3 {
+            let data = crate::core::sample::random(4096, c);
+            let id = ChunkId::of(&data);
+            let proofs = crate::core::shard_proof::prove(&data, 2).unwrap();
+            for (s, o) in codec.encode_objects(id, &data).iter().enumerate() {
+                let proof = proofs.get(s).cloned();
+                assert!(b.push(id, s as u8, o, proof));
+            }
+            ids.push(id);
+        }
+        let pack = b.finish();
+        let pref = PackRef {
+            store: "a".into(),
+            id: pack.id,
+            index_offset: pack.index_range.start,
+            index_len: pack.index_range.end - pack.index_range.start,
+        };
+        // The image uses chunks 0 and 2 (twice), not 1.
+        let m = manifest(
+            vec![Some(ids[0]), None, Some(ids[2]), Some(ids[2])],
+            vec![pref.clone()],
+        );
+        let encoded = &pack.bytes[pack.index_range.start as usize..pack.index_range.end as usize];
+        let index = check_index(encoded, &pref, &m).unwrap();
+        let at = PackAt {
+            store: 0,
+            key: layout::pack_key(&pack.id),
+            id: pack.id,
+        };
+        let t = Packed::build(&m, 3, vec![(at, index)]);
+        for &c in [ids[0], ids[2]].iter() {
+            for s in 0..3 {
+                let cell = t.cell(&c, s).unwrap();
+                let want = pack.index.find(&c, s as u8).unwrap();
+                assert_eq!(cell.range(), want.range());
+                assert_eq!(t.proof(&cell).is_some(), s < 2, "data shards carry proofs");
+            }
+        }
+        assert!(t.cell(&ids[1], 0).is_none());
+        assert!(t.cell(&ids[0], 3).is_none());
+        // Another index under this pack's name, or a different code, is refused.
+        let mut wrong = encoded.to_vec();
+        wrong[30] ^= 1;
+        assert!(check_index(&wrong, &pref, &m).is_err());
+        let mut m3 = m.clone();
+        m3.erasure.parity = 2;
+        assert!(check_index(encoded, &pref, &m3).is_err());
+    }
+}
