@@ -68,7 +68,7 @@ fn print_status(st: &Status) {
     let c = &st.cache;
     println!();
     println!(
-        "cache {}: {} of {} ({} chunks, {} hits, {} misses, {} corrupt dropped); chunks fetched {}, degraded reads {}, open files {}",
+        "cache {}: {} of {} ({} chunks, {} hits, {} misses, {} corrupt dropped); chunks fetched {}, pieces fetched {}, degraded reads {}, open files {}",
         c.dir.display(),
         human(c.used_bytes),
         human(c.max_bytes),
@@ -77,6 +77,7 @@ fn print_status(st: &Status) {
         c.misses,
         c.corrupt_dropped,
         st.chunks_fetched,
+        st.pieces_fetched,
         st.degraded_reads,
         st.open_files
     );

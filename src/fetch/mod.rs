@@ -30,6 +30,7 @@
 pub mod columns;
 pub mod hot;
 pub mod packed;
+pub mod piece;
 pub mod race;
 pub mod scheduler;
 pub mod stats;

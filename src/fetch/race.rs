@@ -58,6 +58,27 @@ pub enum HedgeDelay {
     Adaptive(Vec<Duration>),
 }
 
+impl HedgeDelay {
+    /// How long requests to `stores` may take before a hedge.
+    pub fn over(&self, stores: impl IntoIterator<Item = usize>) -> Duration {
+        match self {
+            HedgeDelay::Fixed(d) => *d,
+            HedgeDelay::Adaptive(latency) => {
+                let slowest = stores
+                    .into_iter()
+                    .filter_map(|s| latency.get(s).copied())
+                    .max()
+                    .unwrap_or_default();
+                if slowest.is_zero() {
+                    UNMEASURED_HEDGE
+                } else {
+                    (slowest * 3).clamp(MIN_HEDGE, MAX_HEDGE)
+                }
+            }
+        }
+    }
+}
+
 /// What happened to one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -192,22 +213,7 @@ impl Race {
 
     /// The hedge delay for the requests in flight now.
     pub fn hedge_delay(&self) -> Duration {
-        match &self.hedge {
-            HedgeDelay::Fixed(d) => *d,
-            HedgeDelay::Adaptive(latency) => {
-                let slowest = self
-                    .inflight
-                    .iter()
-                    .filter_map(|(c, _)| latency.get(c.store).copied())
-                    .max()
-                    .unwrap_or_default();
-                if slowest.is_zero() {
-                    UNMEASURED_HEDGE
-                } else {
-                    (slowest * 3).clamp(MIN_HEDGE, MAX_HEDGE)
-                }
-            }
-        }
+        self.hedge.over(self.inflight.iter().map(|(c, _)| c.store))
     }
 
     fn launch(&mut self, now: Duration, hedge: Option<usize>, out: &mut Vec<Action>) {

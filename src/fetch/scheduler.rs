@@ -3,6 +3,13 @@
 //! keyed by chunk id, so identical chunks of different images share the
 //! download). The fetched chunk is cached before its waiters are released.
 //!
+//! An on-demand read that lies inside one data shard of a format-v2 chunk
+//! can be answered by that shard alone ([`Chunks::read`],
+//! [`crate::fetch::piece`]), raced against the whole chunk when its store is
+//! slow. Pieces are kept in memory; once all `k` data pieces of a chunk are
+//! there they are joined, checked against the chunk id, and the chunk goes
+//! to the disk cache (which holds whole chunks) and counts as fetched.
+//!
 //! Priorities: every request for a chunk names its [`Priority`] class —
 //! on-demand > boot profile > read-ahead > background prefetch — and the
 //! download runs in that class ([`priority::scope`]), so the class reaches the
@@ -28,6 +35,7 @@ use futures::future::{BoxFuture, Shared};
 use tokio::sync::Semaphore;
 
 use crate::cache::Cache;
+use crate::core::chunk::VerifiedChunk;
 use crate::core::id::ChunkId;
 use crate::error::Error;
 use crate::fetch::hot::Hot;
@@ -35,6 +43,13 @@ use crate::fetch::{Fetcher, Plan};
 use crate::store::priority::{self, Class, Priority};
 
 type SharedFetch = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
+
+/// What a download brings: a whole chunk, or one data shard of it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Want {
+    Chunk(ChunkId),
+    Piece(ChunkId, usize),
+}
 
 /// A download under way: its result, shared, and its class.
 #[derive(Debug)]
@@ -63,14 +78,18 @@ impl Default for Limits {
     }
 }
 
+/// Memory budget for pieces (verified data shards served alone).
+const PIECES_CAP: u64 = 16 << 20;
+
 /// Where chunks come from: memory, disk cache, then stores, single-flight.
 /// Shared by all images.
 #[derive(Debug)]
 pub struct Chunks {
     hot: Mutex<Hot>,
+    pieces: Mutex<Hot<(ChunkId, usize)>>,
     fetcher: Fetcher,
     cache: Arc<Cache>,
-    inflight: Mutex<HashMap<ChunkId, Download>>,
+    inflight: Mutex<HashMap<Want, Download>>,
     pub readahead: Semaphore,
     pub profile: Arc<Semaphore>,
     pub prefetch: Arc<Semaphore>,
@@ -79,7 +98,8 @@ pub struct Chunks {
 impl Chunks {
     pub fn new(fetcher: Fetcher, cache: Arc<Cache>, limits: Limits) -> Arc<Self> {
         Arc::new(Chunks {
-            hot: Mutex::new(Hot::new()),
+            hot: Mutex::new(Hot::default()),
+            pieces: Mutex::new(Hot::new(PIECES_CAP)),
             fetcher,
             cache,
             inflight: Mutex::new(HashMap::new()),
@@ -97,6 +117,27 @@ impl Chunks {
         &self.cache
     }
 
+    /// The chunk from memory or the disk cache.
+    async fn lookup(&self, id: ChunkId, counters: &Counters) -> Result<Option<Bytes>, Error> {
+        if let Some(b) = self.hot.lock().unwrap().get(&id) {
+            counters.bytes_from_cache.fetch_add(b.len() as u64, Relaxed);
+            return Ok(Some(b));
+        }
+        let cache = self.cache.clone();
+        if !cache.probe(&id) {
+            return Ok(None);
+        }
+        let hit = tokio::task::spawn_blocking(move || cache.get(&id))
+            .await
+            .map_err(|e| Error::Invalid(format!("cache task: {e}")))?;
+        Ok(hit.map(|c| {
+            counters.bytes_from_cache.fetch_add(c.len() as u64, Relaxed);
+            let b = c.into_bytes();
+            self.hot.lock().unwrap().put(id, b.clone());
+            b
+        }))
+    }
+
     /// The chunk's bytes, from the cache or fetched (once, whoever else asks),
     /// for a request of class `priority`.
     pub async fn get(
@@ -107,28 +148,91 @@ impl Chunks {
         counters: &Arc<Counters>,
         priority: Priority,
     ) -> Result<Bytes, Error> {
-        if let Some(b) = self.hot.lock().unwrap().get(&id) {
-            counters.bytes_from_cache.fetch_add(b.len() as u64, Relaxed);
-            return Ok(b);
-        }
-        let cache = self.cache.clone();
-        if cache.probe(&id) {
-            let hit = tokio::task::spawn_blocking(move || cache.get(&id))
-                .await
-                .map_err(|e| Error::Invalid(format!("cache task: {e}")))?;
-            if let Some(c) = hit {
-                counters.bytes_from_cache.fetch_add(c.len() as u64, Relaxed);
-                let b = c.into_bytes();
-                self.hot.lock().unwrap().put(id, b.clone());
-                return Ok(b);
+        match self.lookup(id, counters).await? {
+            Some(b) => Ok(b),
+            None => {
+                self.download(plan, index, Want::Chunk(id), counters, priority)
+                    .await
             }
         }
+    }
+
+    /// The bytes `[start, start + len)` of chunk `index` (`id`), for a read
+    /// of class `priority`. An on-demand read that lies inside one data shard
+    /// of a chunk neither cached nor on its way fetches that shard alone
+    /// ([`crate::fetch::piece`]); if the piece fails, or is later than its
+    /// store's hedge delay, the whole chunk is fetched beside it and the
+    /// first to arrive answers.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn read(
+        self: &Arc<Self>,
+        plan: &Plan,
+        index: u64,
+        id: ChunkId,
+        start: usize,
+        len: usize,
+        counters: &Arc<Counters>,
+        priority: Priority,
+    ) -> Result<Bytes, Error> {
+        let whole = |b: Bytes| b.slice(start..start + len);
+        if let Some(b) = self.lookup(id, counters).await? {
+            return Ok(whole(b));
+        }
+        let chunk = || self.download(plan, index, Want::Chunk(id), counters, priority);
+        let shard = match plan.piece_of(index, start, len) {
+            Some(s) if priority == Priority::OnDemand => s,
+            _ => return chunk().await.map(whole),
+        };
+        let at = start - shard * (plan.manifest.chunk_len(index) / plan.codec().data_shards());
+        let part = |b: Bytes| b.slice(at..at + len);
+        if let Some(b) = self.pieces.lock().unwrap().get(&(id, shard)) {
+            counters.bytes_from_cache.fetch_add(len as u64, Relaxed);
+            return Ok(part(b));
+        }
+        if self.inflight.lock().unwrap().contains_key(&Want::Chunk(id)) {
+            return chunk().await.map(whole);
+        }
+        let piece = self.download(plan, index, Want::Piece(id, shard), counters, priority);
+        tokio::pin!(piece);
+        let hedge = self.fetcher.piece_hedge(plan, index, shard);
+        tokio::select! {
+            r = &mut piece => match r {
+                Ok(b) => return Ok(part(b)),
+                Err(e) => {
+                    tracing::debug!(chunk = %id.short(), shard, "piece failed, reading the chunk: {e}");
+                    return chunk().await.map(whole);
+                }
+            },
+            _ = tokio::time::sleep(hedge) => {}
+        }
+        let chunk = chunk();
+        tokio::pin!(chunk);
+        tokio::select! {
+            r = &mut piece => match r {
+                Ok(b) => Ok(part(b)),
+                Err(_) => chunk.await.map(whole),
+            },
+            r = &mut chunk => r.map(whole),
+        }
+    }
+
+    /// Fetch what `want` names, once whoever else asks, at class `priority`
+    /// (raising a download under way to it), keeping the verified result in
+    /// memory (and a chunk in the disk cache) before waiters are released.
+    async fn download(
+        self: &Arc<Self>,
+        plan: &Plan,
+        index: u64,
+        want: Want,
+        counters: &Arc<Counters>,
+        priority: Priority,
+    ) -> Result<Bytes, Error> {
         let fut = {
             let mut map = self.inflight.lock().unwrap();
-            match map.get(&id) {
+            match map.get(&want) {
                 Some(d) => {
                     if d.class.raise(priority) {
-                        tracing::debug!(chunk = %id.short(), "download raised to {priority}");
+                        tracing::debug!(?want, "download raised to {priority}");
                     }
                     d.result.clone()
                 }
@@ -138,23 +242,9 @@ impl Chunks {
                     let counters = counters.clone();
                     let class = Class::new(priority);
                     let task = tokio::spawn(priority::scope(class.clone(), async move {
-                        let r = me.fetcher.fetch(&plan, index).await;
-                        let r = match r {
-                            Ok(chunk) => {
-                                counters
-                                    .bytes_fetched
-                                    .fetch_add(chunk.len() as u64, Relaxed);
-                                let cache = me.cache.clone();
-                                let c2 = chunk.clone();
-                                let _ = tokio::task::spawn_blocking(move || cache.put(&c2)).await;
-                                let b = chunk.into_bytes();
-                                me.hot.lock().unwrap().put(id, b.clone());
-                                Ok(b)
-                            }
-                            Err(e) => Err(Arc::new(e)),
-                        };
-                        me.inflight.lock().unwrap().remove(&id);
-                        r
+                        let r = me.fetch(&plan, index, want, &counters).await;
+                        me.inflight.lock().unwrap().remove(&want);
+                        r.map_err(Arc::new)
                     }));
                     let f: BoxFuture<'static, Result<Bytes, Arc<Error>>> = async move {
                         task.await.unwrap_or_else(|e| {
@@ -164,7 +254,7 @@ impl Chunks {
                     .boxed();
                     let f = f.shared();
                     map.insert(
-                        id,
+                        want,
                         Download {
                             result: f.clone(),
                             class,
@@ -178,6 +268,64 @@ impl Chunks {
             Error::Corrupt(m) => Error::Corrupt(m.clone()),
             other => Error::Unavailable(other.to_string()),
         })
+    }
+
+    /// One download, from the stores.
+    async fn fetch(
+        &self,
+        plan: &Plan,
+        index: u64,
+        want: Want,
+        counters: &Counters,
+    ) -> Result<Bytes, Error> {
+        match want {
+            Want::Chunk(id) => {
+                let chunk = self.fetcher.fetch(plan, index).await?;
+                counters
+                    .bytes_fetched
+                    .fetch_add(chunk.len() as u64, Relaxed);
+                let cache = self.cache.clone();
+                let c2 = chunk.clone();
+                let _ = tokio::task::spawn_blocking(move || cache.put(&c2)).await;
+                let b = chunk.into_bytes();
+                self.hot.lock().unwrap().put(id, b.clone());
+                Ok(b)
+            }
+            Want::Piece(id, shard) => {
+                let piece = self.fetcher.fetch_piece(plan, index, shard).await?;
+                let b = piece.into_bytes();
+                counters.bytes_fetched.fetch_add(b.len() as u64, Relaxed);
+                let k = plan.codec().data_shards();
+                let all: Option<Vec<Bytes>> = {
+                    let mut pieces = self.pieces.lock().unwrap();
+                    pieces.put((id, shard), b.clone());
+                    (0..k).map(|i| pieces.get(&(id, i))).collect()
+                };
+                if let Some(all) = all {
+                    self.assemble(id, all).await;
+                }
+                Ok(b)
+            }
+        }
+    }
+
+    /// All `k` data pieces of chunk `id` are in memory: join them into the
+    /// chunk, so the disk cache (which holds whole chunks) gets it and it
+    /// counts as fetched.
+    async fn assemble(&self, id: ChunkId, pieces: Vec<Bytes>) {
+        let data: Vec<u8> = pieces.concat();
+        let chunk = match VerifiedChunk::verify(id, Bytes::from(data)) {
+            Ok(c) => c,
+            Err(e) => {
+                // Each piece was proved; their join must be the chunk.
+                tracing::error!(chunk = %id.short(), "proved pieces do not join into their chunk: {e}");
+                return;
+            }
+        };
+        self.fetcher.stats().chunks_fetched.fetch_add(1, Relaxed);
+        self.hot.lock().unwrap().put(id, chunk.bytes().clone());
+        let cache = self.cache.clone();
+        let _ = tokio::task::spawn_blocking(move || cache.put(&chunk)).await;
     }
 }
 

@@ -140,6 +140,8 @@ pub struct Stats {
     /// (stores are tried cheapest first), so this counts decodes, not faults.
     pub degraded_reads: AtomicU64,
     pub chunks_fetched: AtomicU64,
+    /// Data shards fetched and served alone ([`crate::fetch::piece`]).
+    pub pieces_fetched: AtomicU64,
 }
 
 impl Stats {
@@ -149,6 +151,7 @@ impl Stats {
             names,
             degraded_reads: AtomicU64::new(0),
             chunks_fetched: AtomicU64::new(0),
+            pieces_fetched: AtomicU64::new(0),
         }
     }
 

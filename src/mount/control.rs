@@ -69,6 +69,8 @@ pub struct Status {
     pub images: Vec<ImageStatus>,
     pub stores: Vec<StoreSnapshot>,
     pub chunks_fetched: u64,
+    /// Data shards fetched and served alone (a small read inside one).
+    pub pieces_fetched: u64,
     pub degraded_reads: u64,
     pub cache: CacheUsage,
     pub open_files: usize,
@@ -331,6 +333,7 @@ mod tests {
             }],
             stores: vec![],
             chunks_fetched: 20,
+            pieces_fetched: 3,
             degraded_reads: 1,
             cache: CacheUsage {
                 dir: "/var/cache/vmifs".into(),

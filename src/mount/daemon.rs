@@ -164,6 +164,9 @@ impl Daemon {
             chunks_fetched: stats
                 .chunks_fetched
                 .load(std::sync::atomic::Ordering::Relaxed),
+            pieces_fetched: stats
+                .pieces_fetched
+                .load(std::sync::atomic::Ordering::Relaxed),
             degraded_reads: stats
                 .degraded_reads
                 .load(std::sync::atomic::Ordering::Relaxed),

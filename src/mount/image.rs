@@ -127,15 +127,33 @@ impl ImageReader {
         }
     }
 
-    async fn chunk(&self, index: u64) -> Result<Bytes, Error> {
+    /// The bytes `[start, start + len)` of chunk `index`. A sequential
+    /// reader will read the rest of the chunk next, so it gets the whole
+    /// chunk; another read may get just the data shard it lies in.
+    async fn part(
+        &self,
+        index: u64,
+        start: usize,
+        len: usize,
+        sequential: bool,
+    ) -> Result<Bytes, Error> {
         let m = &self.plan.manifest;
+        let on_demand = Priority::OnDemand;
+        let (plan, counters) = (&self.plan, &self.counters);
         match m.chunks[index as usize] {
-            None => Ok(Bytes::from(vec![0u8; m.chunk_len(index)])),
+            None => Ok(Bytes::from(vec![0u8; len])),
+            Some(id) if sequential => {
+                let chunk = self
+                    .chunks
+                    .get(plan, index, id, counters, on_demand)
+                    .await?;
+                Ok(chunk.slice(start..start + len))
+            }
             Some(id) => {
-                let on_demand = Priority::OnDemand;
-                self.chunks
-                    .get(&self.plan, index, id, &self.counters, on_demand)
-                    .await
+                let part = self
+                    .chunks
+                    .read(plan, index, id, start, len, counters, on_demand);
+                part.await
             }
         }
     }
@@ -152,18 +170,24 @@ impl ImageReader {
         let (first, last) = (first.chunk, last.chunk);
         self.record(first..=last);
         let prev_next = self.next_chunk.swap(last + 1, Relaxed);
-        if prev_next != u64::MAX && (first + 1 == prev_next || first == prev_next) {
+        let sequential = prev_next != u64::MAX && (first + 1 == prev_next || first == prev_next);
+        if sequential {
             self.read_ahead(last + 1);
         }
-        let datas = join_all(parts.iter().map(|s| self.chunk(s.chunk))).await;
+        let datas = join_all(
+            parts
+                .iter()
+                .map(|s| self.part(s.chunk, s.start, s.len, sequential)),
+        )
+        .await;
         let mut out = BytesMut::with_capacity(want as usize);
-        for (s, d) in parts.iter().zip(datas) {
+        for d in datas {
             let d = d?;
             if parts.len() == 1 {
-                self.counters.bytes_read.fetch_add(s.len as u64, Relaxed);
-                return Ok(d.slice(s.start..s.start + s.len));
+                self.counters.bytes_read.fetch_add(d.len() as u64, Relaxed);
+                return Ok(d);
             }
-            out.extend_from_slice(&d[s.start..s.start + s.len]);
+            out.extend_from_slice(&d);
         }
         debug_assert_eq!(out.len() as u64, want);
         self.counters.bytes_read.fetch_add(want, Relaxed);
@@ -312,6 +336,7 @@ mod tests {
     use crate::repo::Repo;
     use crate::repo::publish::{PushRequest, push};
     use crate::store::DynStore;
+    use crate::store::fault::{FaultControl, FaultMode, Faulty};
     use crate::store::memory::MemoryStore;
 
     struct Fixture {
@@ -432,17 +457,25 @@ mod tests {
         assert!(z.iter().all(|&b| b == 0));
         assert_eq!(shard_gets(&f.chunks), 0);
 
-        // Many concurrent readers of chunk 2: one fetch (k = 2 shard requests).
+        // Many concurrent small readers (of images sharing the chunk) inside
+        // data shard 0 of chunk 2: one fetch, of that shard alone.
+        let stats = f.chunks.fetcher().stats().clone();
         let reads = (0..16).map(|i| {
-            let r = f.reader.clone();
+            let (plan, chunks) = (f.reader.plan.clone(), f.chunks.clone());
+            let r = ImageReader::new(f.reader.id, plan, chunks, 0);
             async move { r.read_at(2 * cs + i * 100, 100).await.unwrap() }
         });
         join_all(reads).await;
-        assert_eq!(f.chunks.fetcher().stats().chunks_fetched.load(Relaxed), 1);
-        // Again: from the cache, no new fetch.
+        assert_eq!(stats.pieces_fetched.load(Relaxed), 1);
+        assert_eq!(stats.chunks_fetched.load(Relaxed), 0);
+        assert_eq!(shard_gets(&f.chunks), 1);
+        // All of chunk 2: one chunk fetch; then again, from the cache.
         f.reader.read_at(2 * cs, cs).await.unwrap();
-        assert_eq!(f.chunks.fetcher().stats().chunks_fetched.load(Relaxed), 1);
+        assert_eq!(stats.chunks_fetched.load(Relaxed), 1);
+        f.reader.read_at(2 * cs, cs).await.unwrap();
+        assert_eq!(stats.chunks_fetched.load(Relaxed), 1);
         let st = f.reader.stats();
+        // (The piece was fetched on behalf of another reader.)
         assert_eq!(st.bytes_fetched, cs);
         assert_eq!(st.bytes_cached, cs);
         assert!(st.bytes_from_cache >= cs);
@@ -453,8 +486,10 @@ mod tests {
         let cs = 16 * 1024;
         let size = 6 * cs as usize;
         let f = fixture(size, cs).await;
-        for k in f.stores[0].keys() {
-            if k.contains("shards") {
+        let keys = f.stores[0].keys();
+        assert!(keys.iter().any(|k| k.starts_with("packs/")), "{keys:?}");
+        for k in keys {
+            if k.starts_with("packs/") {
                 f.stores[0].overwrite(&k, Bytes::from_static(b"garbage"));
             }
         }
@@ -646,5 +681,95 @@ mod tests {
         assert!(got[..] == f.data[..]);
         assert_eq!((usage().hits, usage().misses), (3, 3));
         assert_eq!(chunks.fetcher().stats().chunks_fetched.load(Relaxed), 0);
+    }
+
+    /// A reader of the same version over the same stores behind fault
+    /// wrappers, with an empty cache.
+    async fn faulty_reader(
+        f: &Fixture,
+        dir: &std::path::Path,
+    ) -> (Arc<ImageReader>, Arc<Chunks>, Vec<FaultControl>) {
+        let wrapped: Vec<Faulty> = f
+            .stores
+            .iter()
+            .map(|s| Faulty::new(s.clone() as DynStore))
+            .collect();
+        let controls = wrapped.iter().map(|w| w.control()).collect();
+        let dyns: Vec<DynStore> = wrapped
+            .into_iter()
+            .map(|w| Arc::new(w) as DynStore)
+            .collect();
+        let fetcher = Fetcher::new(dyns, None);
+        let plan = fetcher
+            .plan((*f.reader.plan.manifest).clone())
+            .await
+            .unwrap();
+        let cache = Arc::new(Cache::open(dir, 1 << 30).unwrap());
+        let chunks = Chunks::new(fetcher, cache, Limits::default());
+        (
+            ImageReader::new(f.reader.id, plan, chunks.clone(), 0),
+            chunks,
+            controls,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_read_fetches_one_data_shard_and_two_pieces_make_the_chunk() {
+        let cs = 16 * 1024u64;
+        let f = fixture(4 * cs as usize, cs).await;
+        let stats = f.chunks.fetcher().stats().clone();
+        let id = f.reader.plan.manifest.chunks[2].unwrap();
+        // 4 KiB inside data shard 1 of chunk 2: one request, to one store.
+        let off = 2 * cs + cs / 2 + 100;
+        let got = f.reader.read_at(off, 4096).await.unwrap();
+        assert!(got[..] == f.data[off as usize..off as usize + 4096]);
+        assert_eq!(shard_gets(&f.chunks), 1);
+        assert_eq!(stats.pieces_fetched.load(Relaxed), 1);
+        assert_eq!(f.reader.stats().bytes_fetched, cs / 2);
+        assert!(!f.chunks.cache().contains(&id));
+        // A read across both shards of chunk 3 is not a piece.
+        f.reader.read_at(3 * cs + cs / 2 - 1, 2).await.unwrap();
+        assert_eq!(stats.pieces_fetched.load(Relaxed), 1);
+        assert_eq!(stats.chunks_fetched.load(Relaxed), 1);
+        // The other data shard of chunk 2: the two pieces join into the
+        // chunk, which the disk cache now holds.
+        let got = f.reader.read_at(2 * cs, 10).await.unwrap();
+        assert!(got[..] == f.data[2 * cs as usize..2 * cs as usize + 10]);
+        assert_eq!(stats.pieces_fetched.load(Relaxed), 2);
+        assert_eq!(stats.chunks_fetched.load(Relaxed), 2);
+        assert!(f.chunks.cache().contains(&id));
+        let before = shard_gets(&f.chunks);
+        f.reader.read_at(2 * cs, cs).await.unwrap();
+        assert_eq!(shard_gets(&f.chunks), before);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_piece_from_a_down_hung_or_lying_store_is_read_from_the_others() {
+        let cs = 16 * 1024u64;
+        let f = fixture(4 * cs as usize, cs).await;
+        let id = f.reader.plan.manifest.chunks[2].unwrap();
+        let holder = f.reader.plan.shard_at(&id, 0).unwrap().store;
+        for mode in [FaultMode::Down, FaultMode::Corrupt, FaultMode::Hang] {
+            let dir = tempfile::tempdir().unwrap();
+            let (reader, chunks, controls) = faulty_reader(&f, dir.path()).await;
+            controls[holder].set(mode);
+            let off = 2 * cs + 1000;
+            let read = reader.read_at(off, 4096);
+            let got = tokio::time::timeout(Duration::from_secs(20), read)
+                .await
+                .unwrap_or_else(|_| panic!("{mode:?}: the read hung"))
+                .unwrap();
+            assert!(
+                got[..] == f.data[off as usize..off as usize + 4096],
+                "{mode:?}"
+            );
+            let stats = chunks.fetcher().stats();
+            assert_eq!(stats.pieces_fetched.load(Relaxed), 0, "{mode:?}");
+            assert_eq!(stats.chunks_fetched.load(Relaxed), 1, "{mode:?}");
+            if mode == FaultMode::Corrupt {
+                assert!(stats.snapshot()[holder].corrupt_shards > 0, "{mode:?}");
+            }
+            controls[holder].set(FaultMode::Healthy);
+        }
     }
 }
