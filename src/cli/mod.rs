@@ -6,6 +6,7 @@ mod catalog;
 mod gc;
 mod get;
 mod keygen;
+mod migrate;
 mod mount;
 mod profile;
 mod push;
@@ -57,6 +58,8 @@ pub enum Cmd {
     Keygen(keygen::Args),
     /// Delete manifests no tag points at and shards no manifest references.
     Gc(gc::Args),
+    /// Rewrite a format-1 version as format 2 (packs) and move its tags to it.
+    Migrate(migrate::Args),
     /// Mount every tag as a read-only raw file (runs in the foreground).
     Mount(mount::Args),
     /// Show what the running mount daemon is doing: images, stores, cache.
@@ -88,6 +91,7 @@ impl Cli {
             Cmd::Rm(a) => a.run(cfg).await,
             Cmd::Keygen(a) => a.run(),
             Cmd::Gc(a) => a.run(cfg).await,
+            Cmd::Migrate(a) => a.run(cfg).await,
             Cmd::Mount(a) => a.run(cfg).await,
             Cmd::Status(a) => a.run(cfg),
             Cmd::Profile(c) => c.run(cfg).await,

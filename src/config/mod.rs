@@ -401,9 +401,9 @@ impl Config {
                 p.format
             )));
         }
-        if !(1 << 20..=1 << 30).contains(&p.pack_size) {
+        if !(1 << 20..=256 << 20).contains(&p.pack_size) {
             return Err(Error::Config(format!(
-                "push.pack_size {} must be between 1MiB and 1GiB",
+                "push.pack_size {} must be between 1MiB and 256MiB (the largest object vmifs serve takes)",
                 p.pack_size
             )));
         }

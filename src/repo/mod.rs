@@ -41,6 +41,7 @@ pub mod download;
 pub mod gc;
 pub mod lock;
 mod locks;
+pub mod migrate;
 pub mod packer;
 pub mod stored_packs;
 

@@ -25,6 +25,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -79,6 +80,7 @@ pub fn column_stores(name: &str, stores: &[String], n: usize) -> Vec<usize> {
     (0..n).map(|i| ranked[i % ranked.len()]).collect()
 }
 
+/// Upload the image file at `raw_path` (`size` bytes) as packs.
 pub(crate) async fn upload(
     repo: &Repo,
     req: &PushRequest,
@@ -87,44 +89,72 @@ pub(crate) async fn upload(
     codec: Codec,
     progress: Option<Progress>,
 ) -> Result<Uploaded, Error> {
+    let chunk_size = req.erasure.chunk_size as usize;
+    let parallel = req.parallel.max(1);
+    let (rx, reader) = spawn_reader(raw_path, chunk_size, parallel)?;
+    let read = Arc::new(AtomicU64::new(0));
+    let counted = read.clone();
+    let pieces = futures::stream::unfold(rx, |mut rx| async move {
+        let p = rx.recv().await?;
+        Some((p, rx))
+    })
+    .map(move |piece| {
+        let piece = piece.map_err(|e| Error::io(format!("reading {}", raw_path.display()), e))?;
+        let n = counted.fetch_add(piece.len() as u64, Relaxed) + piece.len() as u64;
+        if let Some(cb) = &progress {
+            cb(n, size);
+        }
+        Ok(piece)
+    });
+    let up = pack(
+        repo,
+        req.name.as_str(),
+        codec,
+        chunk_size,
+        req.layout.pack_size,
+        parallel,
+        pieces,
+    )
+    .await;
+    let _ = reader.join();
+    let up = up?;
+    check_read(raw_path, read.load(Relaxed), size)?;
+    Ok(up)
+}
+
+/// Pack the pieces of an image (in order) of `name` and upload the packs;
+/// `parallel` chunks are encoded at once.
+pub(crate) async fn pack(
+    repo: &Repo,
+    name: &str,
+    codec: Codec,
+    chunk_size: usize,
+    pack_size: u64,
+    parallel: usize,
+    pieces: impl futures::Stream<Item = Result<Piece, Error>>,
+) -> Result<Uploaded, Error> {
     let (k, m, n) = (
         codec.data_shards(),
         codec.parity_shards(),
         codec.total_shards(),
     );
-    let chunk_size = req.erasure.chunk_size as usize;
     let survey = Survey::take(repo).await?;
     let existing = survey.shards_of_code(k, m);
-    let columns = column_stores(req.name.as_str(), &repo.store_names(), n);
-    let pack_size = req.layout.pack_size as usize;
+    let columns = column_stores(name, &repo.store_names(), n);
+    let pack_size = pack_size as usize;
     let proof_slots = if shard_proof::provable(chunk_size as u64, k) {
         k.trailing_zeros() as u8
     } else {
         0
     };
     let new_builder = || PackBuilder::new(k as u8, m as u8, proof_slots, pack_size + (1 << 20));
-
-    let parallel = req.parallel.max(1);
-    let (rx, reader) = spawn_reader(raw_path, chunk_size, parallel)?;
-    let pieces = futures::stream::unfold(rx, |mut rx| async move {
-        let p = rx.recv().await?;
-        Some((p, rx))
-    });
+    let parallel = parallel.max(1);
 
     // Decide each piece in order; encode the new ones in parallel, in order.
     let mut seen: HashSet<ChunkId> = HashSet::new();
-    let mut read = 0u64;
     let mut steps = Box::pin(
         pieces
             .map(|piece| {
-                let piece =
-                    piece.map_err(|e| Error::io(format!("reading {}", raw_path.display()), e));
-                if let Ok(p) = &piece {
-                    read += p.len() as u64;
-                    if let Some(cb) = &progress {
-                        cb(read, size);
-                    }
-                }
                 let decided = piece.map(|p| match p {
                     Piece::Zero { .. } => Decided::Done(Step::Zero),
                     Piece::Data { chunk, .. } => {
@@ -227,7 +257,6 @@ pub(crate) async fn upload(
         }
     }
     drop(steps);
-    let _ = reader.join();
     if failure.is_none() {
         for (i, b) in builders.into_iter().enumerate() {
             if !b.is_empty() {
@@ -242,7 +271,6 @@ pub(crate) async fn upload(
     if let Some(e) = failure {
         return Err(e);
     }
-    check_read(raw_path, read, size)?;
     up.packs.extend(
         used.into_iter()
             .map(|p| survey.packs[p as usize].pack.clone()),

@@ -177,7 +177,7 @@ pub async fn push(
 /// after [`lock::wait_limit`] of this host's lease, whatever the stores
 /// say: a lock that is still live then (a forged one, or a gc that does not
 /// finish) ends the push with one error, and the caller removes its lock.
-async fn wait_for_gc(repo: &Repo, own: &Lock) -> Result<(), Error> {
+pub(crate) async fn wait_for_gc(repo: &Repo, own: &Lock) -> Result<(), Error> {
     let started = Instant::now();
     // Believed leases are at most ours, so this is the longest wait.
     let limit = lock::wait_limit(own.lease);

@@ -31,6 +31,43 @@ pub async fn run(store: &dyn Store) {
     overwrite_is_atomic(store).await;
     invalid_keys(store).await;
     bounded_reads(store).await;
+    large_objects(store).await;
+}
+
+/// An object the size of a large pack (over the S3 store's multipart
+/// threshold, not a whole number of parts) reads back whole and by ranges
+/// across its part boundaries; overwriting it with a small one leaves only
+/// the small one.
+pub async fn large_objects(store: &dyn Store) {
+    let n = store.name().to_string();
+    let key = "conf/large/pack";
+    let len = (40 << 20) + 12345;
+    let data = pattern(len, 77);
+    store
+        .put(key, data.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{n}: put {key} ({len} bytes): {e}"));
+    assert_eq!(store.head(key).await.unwrap().size, len as u64, "{n}: size");
+    let got = store.get(key).await.unwrap();
+    assert!(got == data, "{n}: {key} bytes differ");
+    for r in [
+        0..10,
+        (8 << 20) - 5..(8 << 20) + 5,
+        (len - 100) as u64..len as u64,
+    ] {
+        let got = store.get_range(key, Some(r.clone())).await.unwrap();
+        assert!(
+            got[..] == data[r.start as usize..r.end as usize],
+            "{n}: range {r:?}"
+        );
+    }
+    store.put(key, Bytes::from_static(b"small")).await.unwrap();
+    assert_eq!(
+        store.get(key).await.unwrap(),
+        Bytes::from_static(b"small"),
+        "{n}"
+    );
+    store.delete(key).await.unwrap();
 }
 
 /// Deterministic random bytes, different for every seed.

@@ -13,7 +13,8 @@
 //! `Temporary`; refused credentials, other 4xx and bad paths → `Permanent`.
 //! Credentials never appear in `Debug` output or in error messages.
 //! `get_bounded` refuses an object whose announced size is over the bound
-//! and counts the body as it streams.
+//! and counts the body as it streams. Objects over [`MULTIPART_OVER`] (packs)
+//! are written as multipart uploads.
 
 use std::fmt;
 use std::ops::Range;
@@ -26,11 +27,20 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsCredent
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, RetryConfig,
-    StaticCredentialProvider,
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+    RetryConfig, StaticCredentialProvider,
 };
 
 use super::{ErrorKind, ObjectMeta, Store, StoreError, check_key};
+
+/// Objects larger than this (packs) go up as multipart uploads, in parts of
+/// [`PART_SIZE`], [`PARTS_IN_FLIGHT`] at a time: a failed part is retried
+/// alone, not the whole object, and parts travel in parallel.
+pub const MULTIPART_OVER: usize = 16 << 20;
+/// The size of each part but the last (S3 needs at least 5 MiB, and some
+/// servers equal sizes).
+pub const PART_SIZE: usize = 8 << 20;
+const PARTS_IN_FLIGHT: usize = 4;
 
 pub struct S3Store {
     name: String,
@@ -244,6 +254,42 @@ fn kind_of(e: &object_store::Error) -> ErrorKind {
     }
 }
 
+impl S3Store {
+    /// Upload `data` to `path` in parts; nothing is visible until the
+    /// upload completes, and a failed upload is aborted (its parts deleted).
+    async fn put_multipart(&self, key: &str, path: &Path, data: Bytes) -> Result<(), StoreError> {
+        use futures::StreamExt;
+        let mut upload = self
+            .client
+            .put_multipart_opts(path, PutMultipartOptions::default())
+            .await
+            .map_err(|e| self.map_err(key, e))?;
+        let parts: Vec<_> = (0..data.len())
+            .step_by(PART_SIZE)
+            .map(|at| {
+                upload.put_part(PutPayload::from(
+                    data.slice(at..(at + PART_SIZE).min(data.len())),
+                ))
+            })
+            .collect();
+        let sent = futures::stream::iter(parts)
+            .buffer_unordered(PARTS_IN_FLIGHT)
+            .fold(Ok(()), |acc, r| async move { acc.and(r) })
+            .await;
+        let done = match sent {
+            Ok(()) => upload.complete().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            if let Err(a) = upload.abort().await {
+                tracing::warn!(store = %self.name, key, "aborting a failed multipart upload: {a}");
+            }
+            return Err(self.map_err(key, e));
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Store for S3Store {
     fn name(&self) -> &str {
@@ -311,6 +357,9 @@ impl Store for S3Store {
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         let path = self.path(key)?;
+        if data.len() > MULTIPART_OVER {
+            return self.put_multipart(key, &path, data).await;
+        }
         self.client
             .put_opts(&path, PutPayload::from(data), PutOptions::default())
             .await

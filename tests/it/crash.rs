@@ -294,13 +294,13 @@ fn gc_during_a_push_removes_nothing_it_needs() {
             assert!(err.contains("push is running"), "gc failed: {err}");
             refused += 1;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
     let st = push.wait_for_exit(1);
     let log = std::fs::read_to_string(c.path("push.err")).unwrap();
     assert!(st.success(), "push failed: {log}");
     assert!(
-        refused >= 3,
+        refused >= 2,
         "only {refused} gc runs overlapped the push ({swept} ran before it)"
     );
 

@@ -1,10 +1,13 @@
-//! The on-disk formats, pinned by a committed repository that every future
+//! The on-disk formats, pinned by committed repositories that every future
 //! version must read byte-identical.
 //!
-//! `tests/fixtures/repo-v1/` holds three `file://` stores (`a/`, `b/`, `c/`)
-//! exactly as `vmifs push` wrote them (k=2 m=1, 64 KiB chunks), with one image
-//! pushed twice: `fixture:v1` unsigned and `fixture:v1-signed` signed by the key
-//! whose public half is `signer.pub` (the secret key was thrown away).
+//! `tests/fixtures/repo-vN/` (format N = 1: one object per shard; 2: packs)
+//! holds three `file://` stores (`a/`, `b/`, `c/`) exactly as `vmifs push`
+//! wrote them (k=2 m=1, 64 KiB chunks), with one image pushed twice:
+//! `fixture:vN` unsigned and `fixture:vN-signed` signed by the key whose
+//! public half is `signer.pub` (the secret key was thrown away). Both
+//! fixtures together make a mixed repository, which `vmifs migrate` turns
+//! into one of format 2 only.
 //! `scripts/make-fixture-repo.sh` documents how it was made; the committed bytes,
 //! not the script, are the truth. A crate upgrade (blake3, reed-solomon-erasure,
 //! serde, ed25519) or a code change that alters a shard header, the parity, the
@@ -39,8 +42,15 @@ const STORES: [&str; 3] = ["a", "b", "c"];
 /// Chunks that are all zero, so not stored.
 const ZERO_CHUNKS: [usize; 4] = [2, 3, 8, 12];
 
+/// The image id of `fixture:v2` and `fixture:v2-signed`.
+const IMAGE_ID_V2: &str = "a717582c77c6cd6c323fada09299095d5f57056121897f17aaf778aa369bb091";
+
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v1")
+    fixture_dir_of(1)
+}
+
+fn fixture_dir_of(format: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/repo-v{format}"))
 }
 
 /// The fixture image, chunk by chunk: pseudo-random, text, counting patterns,
@@ -131,6 +141,11 @@ struct Copy {
 
 impl Copy {
     fn new(stores: &[&str], extra: &str) -> Copy {
+        Copy::of(&[1], stores, extra)
+    }
+
+    /// The stores of the fixtures of `formats`, merged.
+    fn of(formats: &[u32], stores: &[&str], extra: &str) -> Copy {
         let dir = tempfile::tempdir().unwrap();
         let mut toml = format!(
             "[erasure]\ndata = 2\nparity = 1\nchunk_size = \"64KiB\"\n\n[cache]\ndir = \"{}\"\nmax_size = \"64MiB\"\n{extra}\n",
@@ -138,7 +153,9 @@ impl Copy {
         );
         for s in stores {
             let root = dir.path().join(s);
-            copy_dir(&fixture_dir().join(s), &root);
+            for f in formats {
+                copy_dir(&fixture_dir_of(*f).join(s), &root);
+            }
             toml.push_str(&format!(
                 "\n[[store]]\nname = \"{s}\"\nurl = \"file://{}\"\nfsync = false\n",
                 root.display()
@@ -317,30 +334,199 @@ fn formats_image_reader_reads_across_chunk_boundaries() {
     ];
     let rt = tokio::runtime::Runtime::new().unwrap();
     let subsets: [&[&str]; 4] = [&STORES, &["b", "c"], &["a", "c"], &["a", "b"]];
-    for stores in subsets {
-        let copy = Copy::new(stores, "");
-        let dyns = copy.stores(stores);
-        rt.block_on(async {
-            let repo = Repo::from_stores(dyns.clone());
-            let (id, manifest) = repo
-                .load(&"fixture:v1".parse::<ImageRef>().unwrap())
-                .await
-                .unwrap();
-            assert_eq!(id.to_hex(), IMAGE_ID);
-            let fetcher = Fetcher::new(dyns, None);
-            let plan = fetcher.plan(manifest).await.unwrap();
-            let cache = Arc::new(Cache::open(&copy.dir.path().join("cache"), 64 << 20).unwrap());
-            let chunks = Chunks::new(fetcher, cache, Limits::default());
-            let reader = ImageReader::new(id, plan, chunks, 0);
-            assert_eq!(reader.size(), size);
-            for &(off, len) in reads {
-                let got = reader.read_at(off, len).await.unwrap();
-                let end = (off + len).min(size) as usize;
-                assert!(
-                    got[..] == img[off as usize..end],
-                    "stores {stores:?}: read_at({off}, {len}) differs"
-                );
-            }
-        });
+    for (format, want_id) in [(1, IMAGE_ID), (2, IMAGE_ID_V2)] {
+        for stores in subsets {
+            let copy = Copy::of(&[format], stores, "");
+            let dyns = copy.stores(stores);
+            rt.block_on(async {
+                let repo = Repo::from_stores(dyns.clone());
+                let r = format!("fixture:v{format}");
+                let (id, manifest) = repo.load(&r.parse::<ImageRef>().unwrap()).await.unwrap();
+                assert_eq!(id.to_hex(), want_id);
+                assert_eq!(manifest.version, format);
+                let fetcher = Fetcher::new(dyns, None);
+                let plan = fetcher.plan(manifest).await.unwrap();
+                let cache =
+                    Arc::new(Cache::open(&copy.dir.path().join("cache"), 64 << 20).unwrap());
+                let chunks = Chunks::new(fetcher, cache, Limits::default());
+                let reader = ImageReader::new(id, plan, chunks, 0);
+                assert_eq!(reader.size(), size);
+                for &(off, len) in reads {
+                    let got = reader.read_at(off, len).await.unwrap();
+                    let end = (off + len).min(size) as usize;
+                    assert!(
+                        got[..] == img[off as usize..end],
+                        "format {format}, stores {stores:?}: read_at({off}, {len}) differs"
+                    );
+                }
+            });
+        }
     }
+}
+
+#[test]
+fn formats_v2_lists_reads_and_verifies_like_v1() {
+    let img = fixture_image();
+    let copy = Copy::of(&[2], &STORES, "");
+    let json: serde_json::Value = serde_json::from_str(&copy.ok(&["ls", "--json"])).unwrap();
+    let rows = json.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{json}");
+    for row in rows {
+        assert_eq!(row["id"], IMAGE_ID_V2, "{json}");
+        assert_eq!(row["size"], IMAGE_SIZE as u64);
+    }
+    assert!(copy.get("fixture:v2") == img, "fixture:v2 differs");
+    for gone in STORES {
+        let left: Vec<&str> = STORES.into_iter().filter(|s| *s != gone).collect();
+        let copy = Copy::of(&[2], &left, "");
+        assert!(
+            copy.get("fixture:v2") == img,
+            "without store {gone}: differs"
+        );
+    }
+    let key = std::fs::read_to_string(fixture_dir_of(2).join("signer.pub")).unwrap();
+    let trusting = Copy::of(
+        &[2],
+        &STORES,
+        &format!("[trust]\nkeys = [\"{}\"]\n", key.trim()),
+    );
+    assert!(trusting.get("fixture:v2-signed") == img);
+    let o = trusting.vmifs(&[
+        "get",
+        "fixture:v2",
+        trusting.dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+}
+
+/// Each pack the v2 manifest names sits on its store under the key the
+/// layout gives, its index hashes to its id and sits where the manifest says,
+/// and it holds exactly one column of shards: shard `i` of every distinct
+/// chunk on the store `column_stores` ranks for column `i`, each with a
+/// header that checks and, for data shards, a proof that rebuilds the chunk id.
+#[test]
+fn formats_v2_packs_hold_one_column_each_with_proofs() {
+    use vmifs::core::pack::{FOOTER_LEN, Index, parse_footer};
+    use vmifs::core::shard_proof;
+    let copy = Copy::of(&[2], &STORES, "");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let repo = Repo::from_stores(copy.stores(&STORES));
+    let m = rt
+        .block_on(repo.manifest(&IMAGE_ID_V2.parse().unwrap()))
+        .unwrap();
+    assert_eq!(m.version, 2);
+    assert_eq!(m.packs.len(), 3);
+    let distinct: std::collections::BTreeSet<ChunkId> =
+        m.chunks.iter().flatten().copied().collect();
+    assert_eq!(distinct.len(), 10);
+    let columns = vmifs::repo::packer::column_stores("fixture", &m.stores, 3);
+    let codec = Codec::new(2, 1).unwrap();
+    let len_of = |c: &ChunkId| {
+        let i = m.chunks.iter().position(|x| x.as_ref() == Some(c)).unwrap();
+        m.chunk_len(i as u64)
+    };
+    for p in &m.packs {
+        let path = fixture_dir_of(2)
+            .join(&p.store)
+            .join(layout::pack_key(&p.id));
+        let b = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let end = b.len() - FOOTER_LEN;
+        let index_len = parse_footer(&b[end..]).unwrap() as usize;
+        assert_eq!(
+            (p.index_offset as usize, p.index_len as usize),
+            (end - index_len, index_len)
+        );
+        let raw = &b[end - index_len..end];
+        assert_eq!(
+            blake3::hash(raw).as_bytes(),
+            &p.id.0.0,
+            "{}: index hash",
+            p.store
+        );
+        let index = Index::decode(raw).unwrap();
+        let column = columns
+            .iter()
+            .position(|&s| m.stores[s] == p.store)
+            .unwrap();
+        let mut chunks = std::collections::BTreeSet::new();
+        for (i, e) in index.entries().iter().enumerate() {
+            assert_eq!(
+                e.shard as usize, column,
+                "{}: a shard of another column",
+                p.store
+            );
+            assert!(chunks.insert(e.chunk), "{}: a chunk twice", p.store);
+            let obj =
+                bytes::Bytes::copy_from_slice(&b[e.offset as usize..(e.offset + e.len) as usize]);
+            let len = len_of(&e.chunk);
+            let payload = open_shard(&obj, e.chunk, column, &codec, len).unwrap();
+            if column < 2 && len == CHUNK {
+                let proof = index
+                    .proof(i)
+                    .expect("a full data chunk's shard has a proof");
+                assert!(shard_proof::verify(
+                    &e.chunk, len as u64, 2, column, &payload, proof
+                ));
+            }
+        }
+        assert_eq!(chunks, distinct, "{}", p.store);
+    }
+}
+
+/// A repository holding both fixtures: each reads; `migrate` refuses a
+/// signed tag without a key and a version that is format 2 already, with
+/// one error line and nothing changed; migrating `fixture:v1` reuses the v2
+/// packs (same bytes, same code: nothing uploaded) and moves the tag; gc
+/// then deletes every v1 shard object and keeps the packs.
+#[test]
+fn formats_a_mixed_repository_reads_both_and_migrates_to_v2_alone() {
+    let img = fixture_image();
+    let copy = Copy::of(&[1, 2], &STORES, "");
+    assert!(copy.get("fixture:v1") == img);
+    assert!(copy.get("fixture:v2") == img);
+    let refused = |args: &[&str], says: &str| {
+        let o = copy.vmifs(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    };
+    refused(&["migrate", "fixture:v1"], "is signed");
+    refused(&["migrate", "fixture:v2"], "is format 2 already");
+    copy.ok(&["rm", "fixture:v1-signed"]);
+    let o = copy.vmifs(&["migrate", "fixture:v1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(" 0 uploaded, 13 already in packs") && err.contains("tags moved: v1"),
+        "{err}"
+    );
+    let new_id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_ne!(new_id, IMAGE_ID);
+    assert!(copy.get("fixture:v1") == img);
+    copy.ok(&["gc"]);
+    for s in STORES {
+        let root = copy.dir.path().join(s);
+        assert!(
+            crate::harness::files_under(&root.join("shards")).is_empty(),
+            "{s}: v1 shards left"
+        );
+        assert_eq!(
+            crate::harness::files_under(&root.join("packs")).len(),
+            1,
+            "{s}"
+        );
+    }
+    assert!(copy.get("fixture:v1") == img);
+    assert!(copy.get("fixture:v2") == img);
+    let json: serde_json::Value = serde_json::from_str(&copy.ok(&["ls", "--json"])).unwrap();
+    let ids: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&new_id.as_str()) && !ids.contains(&IMAGE_ID),
+        "{json}"
+    );
 }
