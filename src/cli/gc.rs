@@ -18,7 +18,7 @@ impl Args {
         let (_, repo) = open_repo(cfg_path)?;
         let r = vmifs::repo::gc::gc(&repo, self.dry_run).await?;
         eprintln!(
-            "{}{} manifest(s), {} boot profile(s), {} shard(s), {} pack(s), {} bytes; kept {} shard(s), {} pack(s)",
+            "{}{} manifest(s), {} boot profile(s), {} shard(s), {} pack(s), {} moved record(s), {} bytes; kept {} shard(s), {} pack(s)",
             if self.dry_run {
                 "would delete "
             } else {
@@ -28,6 +28,7 @@ impl Args {
             r.profiles_deleted,
             r.shards_deleted,
             r.packs_deleted,
+            r.moved_deleted,
             r.bytes_freed,
             r.shards_kept,
             r.packs_kept

@@ -20,6 +20,8 @@ pub const MANIFESTS: &str = "manifests/";
 pub const TAGS: &str = "tags/";
 pub const LOCKS: &str = "locks/";
 pub const PROFILES: &str = "profiles/";
+/// Where the live shards of repacked packs went ([`crate::core::moved`]).
+pub const MOVED: &str = "moved/";
 
 pub fn shard_key(chunk: &ChunkId, k: usize, m: usize, index: usize) -> String {
     let hex = chunk.to_hex();
@@ -55,6 +57,14 @@ pub fn parse_pack_key(key: &str) -> Option<PackId> {
         return None;
     }
     hex.parse().ok()
+}
+
+pub fn moved_key(from: &PackId) -> String {
+    format!("{MOVED}{}.json", from.to_hex())
+}
+
+pub fn parse_moved_key(key: &str) -> Option<PackId> {
+    key.strip_prefix(MOVED)?.strip_suffix(".json")?.parse().ok()
 }
 
 pub fn manifest_key(id: &ImageId) -> String {
@@ -117,6 +127,8 @@ mod tests {
         assert_eq!(parse_pack_key(&pack_key(&p)), Some(p));
         assert_eq!(parse_pack_key(&pack_key(&p)[..20]), None);
         assert_eq!(parse_pack_key("packs/00/ab"), None);
+        assert_eq!(parse_moved_key(&moved_key(&p)), Some(p));
+        assert_eq!(parse_moved_key(&pack_key(&p)), None);
         assert_eq!(parse_profile_key(&profile_key(&i)), Some(i));
         assert_eq!(parse_profile_key(&manifest_key(&i)), None);
         let (n, t): (Name, Tag) = ("deb".parse().unwrap(), "12".parse().unwrap());
@@ -164,6 +176,10 @@ mod tests {
             (
                 pack_key(&PackId(i.0)),
                 "packs/9b/9b28f92fc66c4c53f1c1d66e97a920f2fa464acbffaddc0dab69d40861653692",
+            ),
+            (
+                moved_key(&PackId(i.0)),
+                "moved/9b28f92fc66c4c53f1c1d66e97a920f2fa464acbffaddc0dab69d40861653692.json",
             ),
         ];
         for (got, want) in cases {

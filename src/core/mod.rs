@@ -16,6 +16,7 @@ pub mod key;
 pub mod layout;
 pub mod limits;
 pub mod manifest;
+pub mod moved;
 pub mod pack;
 pub mod placement;
 pub mod profile;

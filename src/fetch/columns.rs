@@ -37,7 +37,7 @@ use crate::core::erasure::shard_payload;
 use crate::core::id::ChunkId;
 use crate::core::pack::coalesce;
 use crate::error::Error;
-use crate::fetch::packed::Cell;
+use crate::fetch::packed::{Cell, Packed};
 use crate::fetch::race::MIN_HEDGE;
 use crate::fetch::{Fetcher, Plan, decode_verify};
 
@@ -143,12 +143,15 @@ impl Fetcher {
         let mut good: Vec<(usize, Vec<Bytes>)> = Vec::new();
         let mut done_at: Vec<Duration> = Vec::new();
         let mut hedge_at: Option<Instant> = None;
+        let packed = &packed;
         let launch = |i: usize| {
             let (column, store, cells, bytes) = cands[i].clone();
             self.stats.stores[store].pending.fetch_add(bytes, Relaxed);
             async move {
                 let t = Instant::now();
-                let result = self.read_column(plan, members, column, &cells).await;
+                let result = self
+                    .read_column(plan, packed, members, column, &cells)
+                    .await;
                 self.stats.stores[store].pending.fetch_sub(bytes, Relaxed);
                 ColumnRead {
                     column,
@@ -212,11 +215,11 @@ impl Fetcher {
     async fn read_column(
         &self,
         plan: &Plan,
+        packed: &Packed,
         members: &[Member],
         column: usize,
         cells: &[Cell],
     ) -> Result<Vec<Bytes>, String> {
-        let packed = plan.packed().expect("a v2 plan");
         let mut out: Vec<Option<Bytes>> = vec![None; members.len()];
         // Per pack, in order of first use.
         let mut packs: Vec<u32> = cells.iter().map(|c| c.pack).collect();

@@ -72,9 +72,21 @@ pub struct Plan {
     codec: Codec,
     /// Manifest store position → configured store index (None: not configured here).
     store_map: Vec<Option<usize>>,
-    /// Format v2: where each shard lies in its pack.
-    packed: Option<Arc<Packed>>,
+    /// Format v2: where each shard lies in its pack (reloaded when a pack
+    /// has moved, see [`Fetcher::fetch`]).
+    packed: Option<Arc<Reloadable>>,
 }
+
+/// A pack table that can be replaced while readers use it.
+#[derive(Debug)]
+struct Reloadable {
+    table: std::sync::RwLock<Arc<Packed>>,
+    /// When it was last reloaded (reloads are at most one per [`RELOAD_EVERY`]).
+    reloaded: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// The shortest time between two reloads of one plan's pack table.
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 /// Where one shard is read from: a store (the fetcher's index), a key, and
 /// for a shard in a pack its byte range.
@@ -90,15 +102,17 @@ impl Plan {
         &self.codec
     }
 
-    /// The pack table of a format-v2 image.
-    pub fn packed(&self) -> Option<&Arc<Packed>> {
-        self.packed.as_ref()
+    /// The pack table of a format-v2 image, as it is now.
+    pub fn packed(&self) -> Option<Arc<Packed>> {
+        self.packed
+            .as_ref()
+            .map(|r| r.table.read().unwrap().clone())
     }
 
     /// Which store holds each shard of `id` (`None`: none we can read).
     fn placed(&self, id: &ChunkId) -> Vec<Option<usize>> {
         let n = self.codec.total_shards();
-        match &self.packed {
+        match &self.packed() {
             Some(p) => (0..n)
                 .map(|s| p.cell(id, s).map(|c| p.packs[c.pack as usize].store))
                 .collect(),
@@ -112,7 +126,7 @@ impl Plan {
     /// Where shard `shard` of `id` is read from, if any store we have holds it.
     pub fn shard_at(&self, id: &ChunkId, shard: usize) -> Option<ShardAt> {
         let (k, m) = (self.codec.data_shards(), self.codec.parity_shards());
-        match &self.packed {
+        match &self.packed() {
             Some(p) => {
                 let c = p.cell(id, shard)?;
                 let pack = &p.packs[c.pack as usize];
@@ -174,9 +188,11 @@ impl Fetcher {
             .map(|n| self.stores.iter().position(|s| s.name() == n))
             .collect();
         let packed = if manifest.packed() {
-            Some(Arc::new(
-                Packed::load(&self.stores, &manifest, codec.total_shards()).await,
-            ))
+            let table = Packed::load(&self.stores, &manifest, codec.total_shards()).await;
+            Some(Arc::new(Reloadable {
+                table: std::sync::RwLock::new(Arc::new(table)),
+                reloaded: tokio::sync::Mutex::new(None),
+            }))
         } else {
             None
         };
@@ -186,6 +202,23 @@ impl Fetcher {
             store_map,
             packed,
         })
+    }
+
+    /// A pack of `plan` was not found: `gc` may have repacked it. Reload the
+    /// pack table (which follows the moved records), at most once per
+    /// [`RELOAD_EVERY`]; true if this call reloaded it.
+    pub async fn reload(&self, plan: &Plan) -> bool {
+        let Some(r) = &plan.packed else { return false };
+        let mut last = r.reloaded.lock().await;
+        if last.is_some_and(|t| t.elapsed() < RELOAD_EVERY) {
+            return false;
+        }
+        let n = plan.codec.total_shards();
+        let table = Packed::load(&self.stores, &plan.manifest, n).await;
+        tracing::info!(image = %plan.manifest.name, packs = table.packs.len(), "pack table reloaded");
+        *r.table.write().unwrap() = Arc::new(table);
+        *last = Some(Instant::now());
+        true
     }
 
     /// How long a shard may be late before a hedge, for a race starting now.
@@ -201,7 +234,28 @@ impl Fetcher {
     ///
     /// The store requests run in the calling task, so they carry its priority
     /// class ([`crate::store::priority`]).
+    ///
+    /// When a pack of a v2 image is not found (repacked by `gc` since the
+    /// plan was made), the pack table is reloaded and a failed fetch is tried
+    /// once more.
     pub async fn fetch(&self, plan: &Plan, index: u64) -> Result<VerifiedChunk, Error> {
+        use futures::FutureExt;
+        let mut gone = false;
+        // (Boxed: the race's future is large, and this keeps it `Send` for
+        // every caller's lifetimes.)
+        let r = self.fetch_once(plan, index, &mut gone).boxed().await;
+        if gone && self.reload(plan).await && r.is_err() {
+            return self.fetch_once(plan, index, &mut gone).boxed().await;
+        }
+        r
+    }
+
+    async fn fetch_once(
+        &self,
+        plan: &Plan,
+        index: u64,
+        gone: &mut bool,
+    ) -> Result<VerifiedChunk, Error> {
         let m = &plan.manifest;
         let id = m.chunks[index as usize]
             .ok_or_else(|| Error::Invalid(format!("chunk {index} is all zero")))?;
@@ -279,6 +333,7 @@ impl Fetcher {
                             }
                         }
                         Err(e) => {
+                            *gone |= e.is_not_found();
                             self.stats.stores[s].record_error();
                             tracing::debug!(store = name, chunk = %id.short(), shard, "shard fetch failed: {e}");
                             Outcome::Failed(e.to_string())

@@ -14,7 +14,7 @@
 //! of chunks the image does not use (a pack reused from another version by
 //! dedup) are skipped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use futures::StreamExt;
@@ -22,6 +22,7 @@ use futures::StreamExt;
 use crate::core::id::{ChunkId, PackId};
 use crate::core::layout;
 use crate::core::manifest::{Manifest, PackRef};
+use crate::core::moved::{self, Moved};
 use crate::core::pack::Index;
 use crate::core::shard_proof::Proof;
 use crate::error::Error;
@@ -121,40 +122,98 @@ impl Packed {
     }
 
     /// Load the indexes of every pack `manifest` names from `stores` (the
-    /// fetcher's, by name) and build the table.
-    pub async fn load(stores: &[DynStore], manifest: &Manifest, n: usize) -> Packed {
-        let jobs = manifest.packs.iter().filter_map(|p| {
-            let s = stores.iter().position(|s| s.name() == p.store)?;
-            Some(async move { (p, load_index(&stores[s], s, manifest, p).await) })
-        });
-        let results: Vec<_> = futures::stream::iter(jobs)
-            .buffer_unordered(PARALLEL_INDEX_READS)
-            .collect()
-            .await;
-        let mut loaded = Vec::new();
-        let mut unreadable = Vec::new();
-        for (p, r) in results {
-            match r {
-                Ok(x) => loaded.push(x),
-                Err(e) => unreadable.push(format!("{} on {}: {e}", p.id.short(), p.store)),
+    /// fetcher's, by name) and build the table. A pack that is not found is
+    /// looked up in the moved records ([`crate::core::moved`]): the packs
+    /// that took over its shards are loaded instead (following up to
+    /// [`MAX_MOVES`] records).
+    pub fn load<'a>(
+        stores: &'a [DynStore],
+        manifest: &'a Manifest,
+        n: usize,
+    ) -> futures::future::BoxFuture<'a, Packed> {
+        // (Boxed, and its reads boxed: it runs inside spawned fetches.)
+        Box::pin(async move {
+            let mut todo: Vec<(PackRef, usize)> =
+                manifest.packs.iter().map(|p| (p.clone(), 0)).collect();
+            let mut seen: HashSet<PackId> = manifest.packs.iter().map(|p| p.id).collect();
+            let mut loaded = Vec::new();
+            let mut unreadable = Vec::new();
+            while !todo.is_empty() {
+                let jobs: Vec<futures::future::BoxFuture<'a, Loaded>> = std::mem::take(&mut todo)
+                    .into_iter()
+                    .filter_map(|(p, depth)| {
+                        let s = stores.iter().position(|s| s.name() == p.store)?;
+                        let job = async move {
+                            let r = load_index(&stores[s], s, manifest, &p).await;
+                            (p, depth, r)
+                        };
+                        Some(Box::pin(job) as futures::future::BoxFuture<'a, Loaded>)
+                    })
+                    .collect();
+                let results: Vec<_> = futures::stream::iter(jobs)
+                    .buffer_unordered(PARALLEL_INDEX_READS)
+                    .collect()
+                    .await;
+                for (p, depth, r) in results {
+                    match r {
+                        Ok(x) => loaded.push(x),
+                        Err(Error::Store(e)) if e.is_not_found() && depth < MAX_MOVES => {
+                            match read_moved(stores, &p.id).await {
+                                Some(m) => todo.extend(
+                                    m.to.into_iter()
+                                        .filter(|t| seen.insert(t.id))
+                                        .map(|t| (t, depth + 1)),
+                                ),
+                                None => unreadable.push(format!(
+                                    "{} on {}: gone, and no record of where it moved",
+                                    p.id.short(),
+                                    p.store
+                                )),
+                            }
+                        }
+                        Err(e) => unreadable.push(format!("{} on {}: {e}", p.id.short(), p.store)),
+                    }
+                }
             }
-        }
-        // Same table whatever order the reads finished in.
-        loaded.sort_by_key(|(at, _)| (at.store, at.id));
-        if !unreadable.is_empty() {
-            crate::repo::warnings::warn(
-                "pack-index",
-                crate::repo::warnings::summary(
-                    &format!("{}: pack indexes unreadable", manifest.name),
-                    &unreadable,
-                    3,
-                ),
-            );
-        }
-        let mut t = Packed::build(manifest, n, loaded);
-        t.unreadable = unreadable;
-        t
+            // Same table whatever order the reads finished in.
+            loaded.sort_by_key(|(at, _)| (at.store, at.id));
+            if !unreadable.is_empty() {
+                crate::repo::warnings::warn(
+                    "pack-index",
+                    crate::repo::warnings::summary(
+                        &format!("{}: pack indexes unreadable", manifest.name),
+                        &unreadable,
+                        3,
+                    ),
+                );
+            }
+            let mut t = Packed::build(manifest, n, loaded);
+            t.unreadable = unreadable;
+            t
+        })
     }
+}
+
+/// One index read: the pack asked for, after how many moves, and what came.
+type Loaded = (PackRef, usize, Result<(PackAt, Index), Error>);
+
+/// How many moved records a reader follows from a pack a manifest names.
+pub const MAX_MOVES: usize = 4;
+
+/// The moved record of pack `from`, from the first store that has a valid one.
+async fn read_moved(stores: &[DynStore], from: &PackId) -> Option<Moved> {
+    let key = layout::moved_key(from);
+    for s in stores {
+        match s.get_bounded(&key, moved::MAX_LEN).await {
+            Ok(b) => match Moved::from_bytes(&b, from) {
+                Ok(m) => return Some(m),
+                Err(e) => tracing::warn!(store = s.name(), "{e}"),
+            },
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::debug!(store = s.name(), "reading {key}: {e}"),
+        }
+    }
+    None
 }
 
 /// Read and check one pack's index.
@@ -204,6 +263,7 @@ mod tests {
     use crate::core::erasure::Codec;
     use crate::core::manifest::{Erasure, PackRef};
     use crate::core::pack::PackBuilder;
+    use std::sync::Arc;
 
     fn manifest(chunks: Vec<Option<ChunkId>>, packs: Vec<PackRef>) -> Manifest {
         Manifest {
@@ -273,5 +333,64 @@ mod tests {
         let mut m3 = m.clone();
         m3.erasure.parity = 2;
         assert!(check_index(encoded, &pref, &m3).is_err());
+    }
+
+    /// A pack that is gone is found through its moved record (and a record
+    /// of a record); a gone pack without one, or with a record that lies
+    /// about where it came from, leaves its shards out, with the pack named.
+    #[tokio::test]
+    async fn gone_packs_are_followed_through_their_moved_records() {
+        use crate::store::Store;
+        use crate::store::memory::MemoryStore;
+        let codec = Codec::new(2, 1).unwrap();
+        let data = crate::core::sample::random(4096, 9);
+        let id = ChunkId::of(&data);
+        let objects = codec.encode_objects(id, &data);
+        let pack_of = |shard: usize| {
+            let mut b = PackBuilder::new(2, 1, 0, 0);
+            assert!(b.push(id, shard as u8, &objects[shard], None));
+            b.finish()
+        };
+        let pref = |p: &crate::core::pack::Pack| PackRef {
+            store: "a".into(),
+            id: p.id,
+            index_offset: p.index_range.start,
+            index_len: p.index_range.end - p.index_range.start,
+        };
+        let store = Arc::new(MemoryStore::new("a"));
+        let stores: Vec<DynStore> = vec![store.clone()];
+        // Shard 0: its pack moved twice (old -> mid -> new); only new exists.
+        let new = pack_of(0);
+        store
+            .put(&layout::pack_key(&new.id), new.bytes.clone())
+            .await
+            .unwrap();
+        let (old, mid) = (PackId::of(b"old"), PackId::of(b"mid"));
+        let mid_ref = PackRef {
+            id: mid,
+            ..pref(&new)
+        };
+        for (from, to) in [(old, mid_ref), (mid, pref(&new))] {
+            let rec = Moved::new(from, vec![to]).to_bytes();
+            store
+                .put(&layout::moved_key(&from), rec.into())
+                .await
+                .unwrap();
+        }
+        // Shard 1: gone with no record. Shard 2: a record that names another pack.
+        let (lost, liar) = (PackId::of(b"lost"), PackId::of(b"liar"));
+        let rec = Moved::new(PackId::of(b"else"), vec![pref(&new)]).to_bytes();
+        store
+            .put(&layout::moved_key(&liar), rec.into())
+            .await
+            .unwrap();
+        let named = |id| PackRef { id, ..pref(&new) };
+        let m = manifest(vec![Some(id)], vec![named(old), named(lost), named(liar)]);
+        let t = Packed::load(&stores, &m, 3).await;
+        let cell = t.cell(&id, 0).expect("found through two records");
+        assert_eq!(t.packs[cell.pack as usize].id, new.id);
+        assert!(t.cell(&id, 1).is_none() && t.cell(&id, 2).is_none());
+        assert_eq!(t.unreadable.len(), 2, "{:?}", t.unreadable);
+        assert!(t.unreadable.iter().any(|u| u.contains(&lost.short())));
     }
 }

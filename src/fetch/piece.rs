@@ -21,7 +21,7 @@ impl Plan {
     /// The data shard of chunk `index` that holds all of `[start, start +
     /// len)` and proves itself alone, if there is one.
     pub fn piece_of(&self, index: u64, start: usize, len: usize) -> Option<usize> {
-        let packed = self.packed.as_ref()?;
+        let packed = self.packed()?;
         let id = self
             .manifest
             .chunks
@@ -65,7 +65,7 @@ impl Fetcher {
             .copied()
             .flatten()
             .ok_or_else(none)?;
-        let packed = plan.packed.as_ref().ok_or_else(none)?;
+        let packed = plan.packed().ok_or_else(none)?;
         let cell = packed.cell(&id, shard).ok_or_else(none)?;
         let proof = packed.proof(&cell).ok_or_else(none)?;
         let at = plan.shard_at(&id, shard).ok_or_else(none)?;
@@ -77,6 +77,9 @@ impl Fetcher {
             Ok(obj) => obj,
             Err(e) => {
                 stats.record_error();
+                if e.is_not_found() {
+                    self.reload(plan).await;
+                }
                 return Err(Error::Unavailable(format!(
                     "store {name}: chunk {} shard {shard}: {e}",
                     id.short()

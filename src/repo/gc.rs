@@ -43,6 +43,67 @@ pub struct GcReport {
     pub shards_kept: u64,
     pub packs_deleted: u64,
     pub packs_kept: u64,
+    /// Moved records of packs no version needs any more.
+    pub moved_deleted: u64,
+}
+
+/// Add to `packs` (keys of the packs live manifests name) the packs their
+/// moved records point at, transitively ([`crate::core::moved`]): a version
+/// whose pack was rewritten reads its shards there. Returns every record
+/// found (its pack id and key). A record no store could be asked for makes
+/// gc stop (the packs it names might be live); one that is invalid wherever
+/// it exists is ignored with a warning.
+async fn keep_moved_targets(
+    repo: &Repo,
+    packs: &mut HashSet<String>,
+) -> Result<Vec<(crate::core::id::PackId, String)>, Error> {
+    let mut found: std::collections::BTreeMap<crate::core::id::PackId, String> = Default::default();
+    for store in repo.stores() {
+        for o in store.list(layout::MOVED).await? {
+            if let Some(id) = layout::parse_moved_key(&o.key) {
+                found.insert(id, o.key);
+            }
+        }
+    }
+    let mut todo: Vec<crate::core::id::PackId> = found
+        .keys()
+        .filter(|id| packs.contains(&layout::pack_key(id)))
+        .copied()
+        .collect();
+    while let Some(from) = todo.pop() {
+        let key = &found[&from];
+        let mut record = None;
+        let mut errors = Vec::new();
+        for store in repo.stores() {
+            match store.get_bounded(key, crate::core::moved::MAX_LEN).await {
+                Ok(b) => match crate::core::moved::Moved::from_bytes(&b, &from) {
+                    Ok(m) => {
+                        record = Some(m);
+                        break;
+                    }
+                    // A forged record only says where to look: ignored.
+                    Err(e) => tracing::warn!(store = store.name(), "{e}"),
+                },
+                Err(e) if e.is_not_found() => {}
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        let Some(m) = record else {
+            if errors.is_empty() {
+                continue;
+            }
+            return Err(Error::Unavailable(format!(
+                "moved record {key} unreadable ({}); gc deleted nothing",
+                errors.join("; ")
+            )));
+        };
+        for t in m.to {
+            if packs.insert(layout::pack_key(&t.id)) && found.contains_key(&t.id) {
+                todo.push(t.id);
+            }
+        }
+    }
+    Ok(found.into_iter().collect())
 }
 
 pub async fn gc(repo: &Repo, dry_run: bool) -> Result<GcReport, Error> {
@@ -106,6 +167,7 @@ async fn sweep(repo: &Repo, lock: &Lock, dry_run: bool) -> Result<GcReport, Erro
             }
         }
     }
+    let moved = keep_moved_targets(repo, &mut packs).await?;
     if !dangling.is_empty() {
         crate::repo::warnings::warn(
             "gc-dangling",
@@ -155,6 +217,15 @@ async fn sweep(repo: &Repo, lock: &Lock, dry_run: bool) -> Result<GcReport, Erro
             if !dry_run {
                 lock.check()?;
                 store.delete(&o.key).await?;
+            }
+        }
+    }
+    for (store, key) in moved {
+        if !packs.contains(&layout::pack_key(&store)) {
+            report.moved_deleted += 1;
+            if !dry_run {
+                lock.check()?;
+                repo.delete_everywhere(&key).await?;
             }
         }
     }

@@ -354,3 +354,85 @@ async fn rm_with_a_store_down_stays_removed_when_it_returns() {
     push_bytes(&repo, dir.path(), &data, 2, 1, 4096).await;
     assert_eq!(get_bytes(&repo, dir.path()).await.unwrap().0, data);
 }
+
+/// A pack rewritten elsewhere (as a repack does: same shards, a new pack,
+/// a moved record, the old pack deleted) is read through its record; gc
+/// keeps the new pack and the record while a version needs them, deletes
+/// a record of a pack nobody names, and both once the version is gone.
+#[tokio::test]
+async fn moved_packs_are_read_through_their_record_and_kept_by_gc() {
+    use vmifs::core::layout::{moved_key, pack_key};
+    use vmifs::core::moved::Moved;
+    use vmifs::core::pack::PackBuilder;
+    use vmifs::repo::gc::gc;
+    let dir = tempfile::tempdir().unwrap();
+    let (mem, repo) = stores(3);
+    let data = image(4096 * 40, 5);
+    let id = push_bytes(&repo, dir.path(), &data, 2, 1, 4096).await;
+    let m = repo.manifest(&id).await.unwrap();
+    let old = m.packs.iter().find(|p| p.store == "s0").unwrap().clone();
+    let bytes = mem[0].get_range(&pack_key(&old.id), None).await.unwrap();
+    let (_, index, _, _) = vmifs::repo::stored_packs::read_index(
+        &(mem[0].clone() as DynStore),
+        &pack_key(&old.id),
+        bytes.len() as u64,
+    )
+    .await
+    .unwrap();
+    // The same shards in reverse order: another index, another pack.
+    let mut b = PackBuilder::new(index.k, index.m, index.proof_slots, bytes.len());
+    for (i, e) in index.entries().iter().enumerate().rev() {
+        let obj = &bytes[e.offset as usize..(e.offset + e.len) as usize];
+        assert!(b.push(e.chunk, e.shard, obj, index.proof(i).cloned()));
+    }
+    let new = b.finish();
+    assert_ne!(new.id, old.id);
+    mem[0]
+        .put(&pack_key(&new.id), new.bytes.clone())
+        .await
+        .unwrap();
+    let to = vmifs::core::manifest::PackRef {
+        store: "s0".into(),
+        id: new.id,
+        index_offset: new.index_range.start,
+        index_len: new.index_range.end - new.index_range.start,
+    };
+    let record = Bytes::from(Moved::new(old.id, vec![to]).to_bytes());
+    repo.put_everywhere(&moved_key(&old.id), record)
+        .await
+        .unwrap();
+    mem[0].delete(&pack_key(&old.id)).await.unwrap();
+    // A stray record of a pack no version names.
+    let stray = vmifs::core::id::PackId::of(b"stray");
+    let rec = Bytes::from(Moved::new(stray, vec![m.packs[0].clone()]).to_bytes());
+    repo.put_everywhere(&moved_key(&stray), rec).await.unwrap();
+
+    // Every column is needed: lose another store and read.
+    for k in mem[1]
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("packs/"))
+    {
+        mem[1].overwrite(&k, Bytes::from_static(b"gone"));
+    }
+    let (back, _) = get_bytes(&repo, dir.path()).await.unwrap();
+    assert!(back == data, "read through the moved record");
+
+    let r = gc(&repo, false).await.unwrap();
+    assert_eq!((r.packs_deleted, r.moved_deleted), (0, 1), "{r:?}");
+    assert!(mem[0].keys().contains(&pack_key(&new.id)));
+    assert!(mem[2].keys().contains(&moved_key(&old.id)));
+    assert!(!mem[2].keys().contains(&moved_key(&stray)));
+
+    repo.untag(&"img:v1".parse().unwrap(), None).await.unwrap();
+    let r = gc(&repo, false).await.unwrap();
+    assert_eq!(r.moved_deleted, 1, "{r:?}");
+    for s in &mem {
+        let left: Vec<String> = s
+            .keys()
+            .into_iter()
+            .filter(|k| k.starts_with("packs/") || k.starts_with("moved/"))
+            .collect();
+        assert!(left.is_empty(), "{}: {left:?}", s.name());
+    }
+}
