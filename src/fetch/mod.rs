@@ -1,8 +1,17 @@
 //! Fetching one chunk: any `k` of its `n` shards, from the stores ranked fastest,
 //! in parallel, hedged against late stores, verified.
 //!
+//! Where shards live depends on the manifest's format: a v1 image has one
+//! object per shard, on the store [`placement`] names; a v2 image has its
+//! shards in packs, located by the pack table ([`packed`]) loaded from the
+//! packs' indexes when the plan is made ([`Fetcher::plan`]), and read by
+//! range requests. [`Plan::shard_at`] hides the difference. Besides the
+//! per-chunk race below, a v2 image can be read a run of chunks at a time,
+//! `k` whole columns by coalesced range requests ([`columns`], what `get`
+//! uses), or a data shard alone for a small read ([`piece`]).
+//!
 //! For a chunk the fetcher:
-//! 1. computes where its shards live ([`placement`]) and orders them by the
+//! 1. computes where its shards live and orders them by the
 //!    current cost of their store ([`Stats`]), data shards first among equals (so a
 //!    healthy read needs no decoding);
 //! 2. requests the first `k` at once; whenever a request fails, or a shard fails

@@ -7,9 +7,11 @@
 //!    already on each store are listed, so chunks that are already there are not
 //!    uploaded again.
 //! 3. A reader thread cuts the file into chunks and hashes them (one chunk in
-//!    memory per slot of the pipeline); tasks erasure-code each new chunk and upload
-//!    its shards to their stores, all stores in parallel, a bounded number of
-//!    chunks at a time.
+//!    memory per slot of the pipeline); tasks erasure-code each new chunk.
+//!    In format 2 (`[push] format`, the default) the shards go into packs,
+//!    one stream per shard column ([`crate::repo::packer`]); in format 1
+//!    each shard is uploaded as its own object to the store placement names,
+//!    all stores in parallel, a bounded number of chunks at a time.
 //! 4. Only when every shard is stored is the manifest written to every store,
 //!    and after it the tag. Until then nothing of the new version is visible.
 //!    Before each of the two the push checks that its lock is still certainly
