@@ -2,7 +2,7 @@
 //! checking bytes against their [`ChunkId`], so code that accepts one (the cache,
 //! the image reader) can never hand out unverified bytes. A [`VerifiedPiece`],
 //! one data shard of a chunk, can only be made by checking its proof against
-//! the chunk id ([`shard_proof`](crate::core::shard_proof)).
+//! the chunk id ([`shard_proof`]).
 
 use bytes::Bytes;
 

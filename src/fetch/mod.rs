@@ -95,7 +95,7 @@ struct Reloadable {
 }
 
 /// The shortest time between two reloads of one plan's pack table.
-const RELOAD_EVERY: Duration = Duration::from_secs(2);
+pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 /// Where one shard is read from: a store (the fetcher's index), a key, and
 /// for a shard in a pack its byte range.

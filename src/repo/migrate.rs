@@ -7,7 +7,7 @@
 //!    and an unsigned one would be refused by trusting hosts).
 //! 2. Under a push lock (gc waits, as for a push), each chunk is fetched and
 //!    verified like a `get` would ([`Fetcher::fetch`], `k` shards), then
-//!    re-encoded and packed ([`packer::pack`]) exactly as a push of the same
+//!    re-encoded and packed (`packer::pack`) exactly as a push of the same
 //!    bytes would be: chunks whose shards are in packs already (another v2
 //!    version of the same data) are not uploaded again.
 //! 3. The new manifest (same name, size, chunks, labels and code, version 2,

@@ -40,7 +40,7 @@ pub const MULTIPART_OVER: usize = 16 << 20;
 /// The size of each part but the last (S3 needs at least 5 MiB, and some
 /// servers equal sizes).
 pub const PART_SIZE: usize = 8 << 20;
-const PARTS_IN_FLIGHT: usize = 4;
+pub const PARTS_IN_FLIGHT: usize = 4;
 
 pub struct S3Store {
     name: String,
