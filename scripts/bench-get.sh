@@ -4,7 +4,7 @@
 # bytes as one plain file from one of those servers. Prints medians and ratios,
 # with the servers' page cache warm (everything in memory) and cold (dropped
 # before each download, so both read from disk).
-#   scripts/bench-get.sh [MiB] [runs]
+#   scripts/bench-get.sh [MiB] [runs]      (FORMAT=1 pushes format 1: one object per shard)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIB="${1:-1024}"
@@ -12,7 +12,7 @@ RUNS="${2:-3}"
 source scripts/lib.sh
 start_stores 3 --no-fsync
 {
-  printf '[erasure]\ndata = 4\nparity = 2\nchunk_size = "256KiB"\n'
+  printf '[erasure]\ndata = 4\nparity = 2\nchunk_size = "256KiB"\n[push]\nformat = %s\n' "${FORMAT:-2}"
   store_config s0 s1 s2
 } >"$WORK/config.toml"
 export VMIFS_CONFIG="$WORK/config.toml"
@@ -48,5 +48,10 @@ measure() { # $1: warm|cold
 }
 printf 'image: %d MiB random data, k=4 m=2, 256 KiB chunks, 3 loopback stores, median of %d runs\n' "$MIB" "$RUNS"
 printf 'push: %6.2f s  %6.0f MB/s\n' "$push_s" "$(echo "$MIB * 1.048576 / $push_s" | bc -l)"
+for i in 0 1 2; do
+  # Each stored shard object or pack was one PUT.
+  objs=$(find "$WORK/store-$i/shards" "$WORK/store-$i/packs" -type f 2>/dev/null | wc -l)
+  printf 'store %d: %d shard objects or packs = %.0f PUTs per GiB\n' "$i" "$objs" "$(echo "$objs * 1024 / $MIB" | bc -l)"
+done
 measure warm
 measure cold

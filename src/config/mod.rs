@@ -33,6 +33,8 @@ pub struct Config {
     pub erasure: ErasureConfig,
     #[serde(default)]
     pub push: PushConfig,
+    #[serde(default)]
+    pub gc: GcConfig,
     #[serde(default, rename = "store")]
     pub stores: Vec<StoreConfig>,
     #[serde(default)]
@@ -77,6 +79,30 @@ fn d_push_format() -> u32 {
 }
 fn d_pack_size() -> u64 {
     16 << 20
+}
+
+/// How `gc` treats packs that are partly live.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcConfig {
+    /// A pack some version still needs is rewritten when its live bytes are
+    /// below this share of its size (0 never rewrites; 1 rewrites every pack
+    /// with any dead byte). Repacking reads the pack from its store and
+    /// writes the live part back, so it trades transfer for space.
+    #[serde(default = "d_repack_below")]
+    pub repack_below: f64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            repack_below: d_repack_below(),
+        }
+    }
+}
+
+fn d_repack_below() -> f64 {
+    0.5
 }
 
 /// Bounds on what is read from a store (see [`crate::core::limits`]).
@@ -407,6 +433,12 @@ impl Config {
                 p.pack_size
             )));
         }
+        if !(0.0..=1.0).contains(&self.gc.repack_below) {
+            return Err(Error::Config(format!(
+                "gc.repack_below {} must be between 0 and 1 (a share of a pack's size)",
+                self.gc.repack_below
+            )));
+        }
         if self.limits.manifest_size < 4096 {
             return Err(Error::Config(format!(
                 "limits.manifest_size {} must be at least 4KiB",
@@ -572,6 +604,7 @@ mod tests {
             ("[erasure]\nchunk_size = \"3KiB\"", "chunk_size"),
             ("[push]\nformat = 3", "push.format"),
             ("[push]\npack_size = \"4KiB\"", "push.pack_size"),
+            ("[gc]\nrepack_below = 1.5", "gc.repack_below"),
             ("[[store]]\nname = \"a\"\nurl = \"ftp://x\"", "ftp"),
             (
                 "[[store]]\nname = \"a\"\nurl = \"file:///a\"\n[[store]]\nname = \"a\"\nurl = \"file:///b\"",

@@ -42,6 +42,11 @@ impl<K: Hash + Eq> Hot<K> {
         self.lru.get(key).cloned()
     }
 
+    /// Whether `key` is held, without touching its recency.
+    pub fn contains(&self, key: &K) -> bool {
+        self.lru.contains(key)
+    }
+
     pub fn put(&mut self, key: K, data: Bytes) {
         if let Some(old) = self.lru.put(key, data.clone()) {
             self.bytes -= old.len() as u64;

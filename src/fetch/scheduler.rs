@@ -280,6 +280,15 @@ impl Chunks {
     ) -> Result<Bytes, Error> {
         match want {
             Want::Chunk(id) => {
+                // A download that finished between the caller's lookup and
+                // this one's start has put the chunk in memory and the disk
+                // cache before leaving `inflight`: look again, so the chunk
+                // is never fetched twice.
+                if self.hot.lock().unwrap().contains(&id) || self.cache.contains(&id) {
+                    if let Some(b) = self.lookup(id, counters).await? {
+                        return Ok(b);
+                    }
+                }
                 let chunk = self.fetcher.fetch(plan, index).await?;
                 counters
                     .bytes_fetched

@@ -9,7 +9,12 @@
 //!    references are deleted. A shard counts as referenced by its key,
 //!    whatever store it sits on, and so does a pack (its key is its id, which
 //!    is the hash of its index: a renamed store keeps its packs).
+//!    Packs some version still needs whose live share fell below
+//!    `[gc] repack_below` are rewritten first ([`crate::repo::repack`]).
 //! 4. Locks whose lease ran out (left by killed processes) are removed.
+//!
+//! Only one gc runs at a time: a gc that finds another gc's live lock stops
+//! (two repacks of one pack could each delete the other's new pack).
 //!
 //! Before every delete gc checks that its own lock is still certainly live
 //! ([`Lock::check`]): a gc that could not renew it (stores unreachable, the
@@ -25,14 +30,38 @@
 //! ([`crate::repo::lock`]): a forged lease is capped at this host's, a lock
 //! dated in the future counts as expired, so no store can block gc forever.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures::future::join_all;
 
-use crate::core::id::ImageId;
+use crate::core::id::{ImageId, PackId};
 use crate::core::layout;
+use crate::core::moved::Moved;
 use crate::error::Error;
+use crate::repo::repack::{self, Job, LiveChunks, Share};
+use crate::repo::stored_packs::Survey;
 use crate::repo::{Lock, Repo};
+
+/// How a gc runs.
+#[derive(Debug, Clone, Copy)]
+pub struct GcOptions {
+    /// Report what would be deleted and rewritten, change nothing.
+    pub dry_run: bool,
+    /// Rewrite packs whose live share is below this (0 turns it off).
+    pub repack_below: f64,
+    /// Size of the packs a repack writes.
+    pub pack_size: u64,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            dry_run: false,
+            repack_below: crate::config::GcConfig::default().repack_below,
+            pack_size: crate::config::PushConfig::default().pack_size,
+        }
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct GcReport {
@@ -45,19 +74,22 @@ pub struct GcReport {
     pub packs_kept: u64,
     /// Moved records of packs no version needs any more.
     pub moved_deleted: u64,
+    /// What repacking did.
+    pub repacked: repack::Repacked,
 }
 
 /// Add to `packs` (keys of the packs live manifests name) the packs their
 /// moved records point at, transitively ([`crate::core::moved`]): a version
 /// whose pack was rewritten reads its shards there. Returns every record
-/// found (its pack id and key). A record no store could be asked for makes
+/// found (its pack id and key) and the records read. A record no store could be asked for makes
 /// gc stop (the packs it names might be live); one that is invalid wherever
 /// it exists is ignored with a warning.
 async fn keep_moved_targets(
     repo: &Repo,
     packs: &mut HashSet<String>,
-) -> Result<Vec<(crate::core::id::PackId, String)>, Error> {
-    let mut found: std::collections::BTreeMap<crate::core::id::PackId, String> = Default::default();
+) -> Result<(Vec<(PackId, String)>, HashMap<PackId, Moved>), Error> {
+    let mut found: std::collections::BTreeMap<PackId, String> = Default::default();
+    let mut records = HashMap::new();
     for store in repo.stores() {
         for o in store.list(layout::MOVED).await? {
             if let Some(id) = layout::parse_moved_key(&o.key) {
@@ -65,7 +97,7 @@ async fn keep_moved_targets(
             }
         }
     }
-    let mut todo: Vec<crate::core::id::PackId> = found
+    let mut todo: Vec<PackId> = found
         .keys()
         .filter(|id| packs.contains(&layout::pack_key(id)))
         .copied()
@@ -97,18 +129,38 @@ async fn keep_moved_targets(
                 errors.join("; ")
             )));
         };
-        for t in m.to {
+        for t in &m.to {
             if packs.insert(layout::pack_key(&t.id)) && found.contains_key(&t.id) {
                 todo.push(t.id);
             }
         }
+        records.insert(from, m);
     }
-    Ok(found.into_iter().collect())
+    Ok((found.into_iter().collect(), records))
 }
 
+/// [`run`] with the default options.
 pub async fn gc(repo: &Repo, dry_run: bool) -> Result<GcReport, Error> {
+    run(
+        repo,
+        &GcOptions {
+            dry_run,
+            ..GcOptions::default()
+        },
+    )
+    .await
+}
+
+pub async fn run(repo: &Repo, opts: &GcOptions) -> Result<GcReport, Error> {
     let lock = repo.lock("gc").await?;
     let r = async {
+        let others = repo.live_locks("gc", &lock).await?;
+        if !others.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "another gc is running ({}); run it again later",
+                others[0]
+            )));
+        }
         let pushes = repo.live_locks("push", &lock).await?;
         if !pushes.is_empty() {
             let held: Vec<String> = pushes.iter().map(|p| p.to_string()).collect();
@@ -117,14 +169,15 @@ pub async fn gc(repo: &Repo, dry_run: bool) -> Result<GcReport, Error> {
                 held.join("; ")
             )));
         }
-        sweep(repo, &lock, dry_run).await
+        sweep(repo, &lock, opts).await
     }
     .await;
     repo.unlock(lock).await;
     r
 }
 
-async fn sweep(repo: &Repo, lock: &Lock, dry_run: bool) -> Result<GcReport, Error> {
+async fn sweep(repo: &Repo, lock: &Lock, opts: &GcOptions) -> Result<GcReport, Error> {
+    let dry_run = opts.dry_run;
     let mut report = GcReport::default();
     // Every tag counts, signed or not: gc must not delete what any tag needs.
     let tags = repo.untrusted().tags().await?;
@@ -142,6 +195,7 @@ async fn sweep(repo: &Repo, lock: &Lock, dry_run: bool) -> Result<GcReport, Erro
     let mut referenced: HashSet<String> = HashSet::new();
     let mut packs: HashSet<String> = HashSet::new();
     let mut dangling = Vec::new();
+    let mut live_chunks: LiveChunks = HashSet::new();
     for (id, m) in repo.manifests(live.iter().copied()).await {
         let m = match m {
             Ok(m) => m,
@@ -158,6 +212,8 @@ async fn sweep(repo: &Repo, lock: &Lock, dry_run: bool) -> Result<GcReport, Erro
             packs.insert(layout::pack_key(&p.id));
         }
         if m.packed() {
+            let (k, p) = (m.erasure.data as u8, m.erasure.parity as u8);
+            live_chunks.extend(m.chunks.iter().flatten().map(|c| (*c, k, p)));
             continue;
         }
         let n = m.erasure.data + m.erasure.parity;
@@ -167,7 +223,7 @@ async fn sweep(repo: &Repo, lock: &Lock, dry_run: bool) -> Result<GcReport, Erro
             }
         }
     }
-    let moved = keep_moved_targets(repo, &mut packs).await?;
+    let (moved, records) = keep_moved_targets(repo, &mut packs).await?;
     if !dangling.is_empty() {
         crate::repo::warnings::warn(
             "gc-dangling",
@@ -184,6 +240,19 @@ async fn sweep(repo: &Repo, lock: &Lock, dry_run: bool) -> Result<GcReport, Erro
             lock.check()?;
             repo.delete_everywhere(&layout::manifest_key(id)).await?;
         }
+    }
+    if opts.repack_below > 0.0 {
+        let job = Job {
+            repo,
+            lock,
+            packs: &[],
+            live: &live_chunks,
+            records: &records,
+            pack_size: opts.pack_size,
+            dry_run,
+        };
+        let written = repack_kept(job, &packs, opts.repack_below, &mut report).await?;
+        packs.extend(written);
     }
     for store in repo.stores() {
         for o in store.list(layout::PROFILES).await? {
@@ -240,6 +309,46 @@ async fn sweep(repo: &Repo, lock: &Lock, dry_run: bool) -> Result<GcReport, Erro
         }
     }
     Ok(report)
+}
+
+/// Survey the packs, finish repacks an earlier gc left half done, and
+/// rewrite the kept packs whose live share is below `below`. Returns the
+/// keys of the packs written.
+async fn repack_kept(
+    job: Job<'_>,
+    kept: &HashSet<String>,
+    below: f64,
+    report: &mut GcReport,
+) -> Result<Vec<String>, Error> {
+    let survey = Survey::take(job.repo).await?;
+    let job = Job {
+        packs: &survey.packs,
+        ..job
+    };
+    let shares: Vec<Share> = survey
+        .packs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| kept.contains(&layout::pack_key(&p.pack.id)))
+        .map(|(i, p)| Share {
+            pack: i,
+            store: p.store,
+            kind: (p.index.k, p.index.m, p.index.proof_slots),
+            size: p.size,
+            live: repack::live_entries(p, job.live)
+                .iter()
+                .map(|(_, e)| e.len as u64)
+                .sum(),
+        })
+        .collect();
+    let positions: Vec<usize> = shares.iter().map(|s| s.pack).collect();
+    let gone = job.finish_covered(&positions, &mut report.repacked).await?;
+    let rest: Vec<Share> = shares
+        .into_iter()
+        .filter(|s| !gone.contains(&s.pack))
+        .collect();
+    let groups = repack::plan(&rest, below);
+    job.run(groups, &mut report.repacked).await
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ pub mod lock;
 mod locks;
 pub mod migrate;
 pub mod packer;
+pub mod repack;
 pub mod stored_packs;
 
 pub use locks::{HeldLock, Lock};

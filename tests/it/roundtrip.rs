@@ -436,3 +436,137 @@ async fn moved_packs_are_read_through_their_record_and_kept_by_gc() {
         assert!(left.is_empty(), "{}: {left:?}", s.name());
     }
 }
+
+/// Bytes of the packs on every store.
+async fn pack_bytes(mem: &[Arc<MemoryStore>]) -> u64 {
+    let mut n = 0;
+    for s in mem {
+        for k in s.keys().into_iter().filter(|k| k.starts_with("packs/")) {
+            n += s.get_range(&k, None).await.unwrap().len() as u64;
+        }
+    }
+    n
+}
+
+/// A version replaced by one that shares a quarter of its chunks leaves its
+/// packs a quarter live: gc rewrites them (a dry run only says so), the new
+/// version reads back byte-identical with a store lost, a second gc has
+/// nothing left to do, an old pack restored as if an interrupted gc had not
+/// deleted it is found covered by its record and deleted, and a forged
+/// record cannot make gc delete a pack whose shards it does not hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_repacks_packs_whose_live_share_fell_low() {
+    use vmifs::core::layout::moved_key;
+    use vmifs::core::moved::Moved;
+    use vmifs::repo::gc::{GcOptions, run};
+    let dir = tempfile::tempdir().unwrap();
+    let (mem, repo) = stores(3);
+    let chunks = 1024;
+    let a = image(4096 * chunks, 7);
+    push_bytes(&repo, dir.path(), &a, 2, 1, 4096).await;
+    let old_packs: Vec<(usize, String, Bytes)> = {
+        let mut v = Vec::new();
+        for (i, s) in mem.iter().enumerate() {
+            for k in s.keys().into_iter().filter(|k| k.starts_with("packs/")) {
+                let b = s.get_range(&k, None).await.unwrap();
+                v.push((i, k, b));
+            }
+        }
+        v
+    };
+    let mut b = a.clone();
+    for i in (0..chunks).filter(|i| i % 4 != 0) {
+        b[i * 4096 + 17] ^= 0x5a;
+    }
+    push_bytes(&repo, dir.path(), &b, 2, 1, 4096).await;
+    let before = pack_bytes(&mem).await;
+    let opts = GcOptions {
+        dry_run: true,
+        repack_below: 0.5,
+        pack_size: 1 << 20,
+    };
+
+    let dry = run(&repo, &opts).await.unwrap();
+    assert!(dry.repacked.packs > 0, "{dry:?}");
+    assert_eq!(pack_bytes(&mem).await, before, "a dry run changed packs");
+
+    let opts = GcOptions {
+        dry_run: false,
+        ..opts
+    };
+    let r = run(&repo, &opts).await.unwrap();
+    assert_eq!(r.manifests_deleted, 1, "{r:?}");
+    assert_eq!(r.repacked.packs, dry.repacked.packs, "{r:?}");
+    assert!(r.repacked.packs_written > 0, "{r:?}");
+    let after = pack_bytes(&mem).await;
+    // What is left is the new version: its own packs, and a quarter of the
+    // old ones in new packs.
+    assert!(
+        (after as f64) < 0.75 * before as f64,
+        "{before} -> {after} bytes: {r:?}"
+    );
+    assert!(get_bytes(&repo, dir.path()).await.unwrap().0 == b);
+
+    let again = run(&repo, &opts).await.unwrap();
+    assert_eq!(
+        (
+            again.repacked.packs,
+            again.packs_deleted,
+            again.moved_deleted
+        ),
+        (0, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(pack_bytes(&mem).await, after);
+
+    // An old pack that a gc rewrote but was killed before deleting.
+    let (s, key, bytes) = old_packs
+        .iter()
+        .find(|(_, k, _)| {
+            let id = vmifs::core::layout::parse_pack_key(k).unwrap();
+            mem[0].keys().contains(&moved_key(&id))
+        })
+        .expect("a rewritten old pack")
+        .clone();
+    mem[s].put(&key, bytes.clone()).await.unwrap();
+    let r = run(&repo, &opts).await.unwrap();
+    assert_eq!(
+        (r.repacked.packs, r.repacked.packs_written),
+        (1, 0),
+        "{r:?}"
+    );
+    assert!(!mem[s].keys().contains(&key));
+
+    // Back again, with a forged record on every store pointing at a pack
+    // that does not hold its shards: gc rewrites it instead of deleting it.
+    mem[s].put(&key, bytes).await.unwrap();
+    let id = vmifs::core::layout::parse_pack_key(&key).unwrap();
+    let m = repo
+        .manifest(
+            &repo
+                .resolve(&"img:v1".parse().unwrap())
+                .await
+                .unwrap()
+                .image,
+        )
+        .await
+        .unwrap();
+    let elsewhere = m.packs.iter().find(|p| p.id != id).unwrap().clone();
+    let forged = Bytes::from(Moved::new(id, vec![elsewhere]).to_bytes());
+    repo.put_everywhere(&moved_key(&id), forged).await.unwrap();
+    let r = run(&repo, &opts).await.unwrap();
+    assert_eq!(
+        (r.repacked.packs, r.repacked.packs_written),
+        (1, 1),
+        "{r:?}"
+    );
+    // Every column is still there: lose a store and read.
+    for k in mem[(s + 1) % 3]
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("packs/"))
+    {
+        mem[(s + 1) % 3].overwrite(&k, Bytes::from_static(b"gone"));
+    }
+    assert!(get_bytes(&repo, dir.path()).await.unwrap().0 == b);
+}
