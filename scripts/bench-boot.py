@@ -14,7 +14,7 @@ store), and its raw file is also dropped into every store's root as a plain
 HTTP file (plain/guest.raw). Each boot goes through a fresh qcow2 overlay whose
 backing file (backing_fmt=raw) is the image under test, as libvirt does, and
 is timed from QEMU's start to VMIFS-BOOT-OK on the serial console. The page
-cache is dropped before every boot. The variants (e, a, b, c, d, c2, rclone,
+cache is dropped before every boot. The variants (e, a, g, b, c, d, c2, rclone,
 nbdkit, httpdirfs) are the table VARIANTS below; `--list` prints it.
 
 Before the timed boots, every lazy variant's data is checked on a cold
@@ -24,7 +24,7 @@ must equal the image. Wrong bytes are reported, not hidden.
 Options, each with the environment variable it overrides:
   --runs N          BENCH_RUNS       boots per variant (default 3)
   --variants LIST   BENCH_VARIANTS   subset, in the order run within each round
-                                     (default "e a b c d c2 rclone nbdkit httpdirfs")
+                                     (default "e a g b c d c2 rclone nbdkit httpdirfs")
   --rtts LIST       BENCH_RTTS       RTT per store in ms, nearest first (default "10 40 80")
   --rate RATE       BENCH_RATE       link rate per store and direction (default 100Mbit)
   --guest KIND      BENCH_GUEST      guest kind of scripts/guest.sh (default debian)
@@ -32,6 +32,8 @@ Options, each with the environment variable it overrides:
   --out DIR         BENCH_BOOT_OUT   keep per-run JSON, console logs, read traces and the
                                      chunk trace summary here (default: a new directory
                                      under $TMPDIR)
+  --push-format N   BENCH_PUSH_FORMAT  manifest format of the push: 1 (one object per shard)
+                                     or 2 (packs); default: vmifs's default (2)
   --mount-extra S   BENCH_MOUNT_EXTRA  more [mount] settings for the vmifs variants, e.g.
                                      $'readahead_chunks = 0\\nkernel_readahead = "128KiB"'
   --timeout S       BOOT_TIMEOUT     seconds allowed per boot (default 300)
@@ -319,6 +321,8 @@ class Bench:
 
     def config(self, path, direct, *settings):
         text = '[erasure]\ndata = 4\nparity = 2\nchunk_size = "256KiB"\n'
+        if self.o.push_format:
+            text += f"\n[push]\nformat = {self.o.push_format}\n"
         for s in self.stores:
             text += (f'\n[[store]]\nname = "{s.name}"\n'
                      f'url = "http://127.0.0.1:{s.sport if direct else s.pport}"\n')
@@ -373,10 +377,25 @@ class Bench:
         say(f"== every store serves plain/guest.raw ({self.size} bytes) over HTTP")
 
     def check_placement(self):
-        """k=4 m=2 over three stores: every store holds exactly two shards of every chunk."""
+        """k=4 m=2 over three stores: every store holds exactly two shards of every chunk
+        (format 1: two shard objects per chunk; format 2: two shard columns in its packs)."""
         with open(self.w_path(f"store-0/manifests/{self.image_id}.json")) as f:
             m = json.load(f)
         chunks = {c for c in m["chunks"] if c}
+        if m.get("packs"):
+            per = collections.Counter(p["store"] for p in m["packs"])
+            names = [s.name for s in self.stores]
+            if set(per) != set(names):
+                raise Fail(f"packs are not on every store: {dict(per)}")
+            for i, s in enumerate(self.stores):
+                for p in m["packs"]:
+                    if p["store"] == s.name:
+                        h = p["id"]
+                        if not os.path.exists(self.w_path(f"store-{i}/packs/{h[:2]}/{h}")):
+                            raise Fail(f"pack {h} missing on store {i}")
+            say(f"== placement: {len(chunks)} non-zero chunks of {len(m['chunks'])} in "
+                f"{len(m['packs'])} packs, " + ", ".join(f"{per[n]} on {n}" for n in names))
+            return
         for i in range(len(self.stores)):
             per = collections.Counter()
             for _, _, files in os.walk(self.w_path(f"store-{i}/shards")):
@@ -601,6 +620,22 @@ class Bench:
             raise Fail("curl download failed")
         return path
 
+    def fresh_get(self):
+        self.no_get()
+        drop_caches()
+
+    def no_get(self):
+        if os.path.exists(self.w_path("get.raw")):
+            os.unlink(self.w_path("get.raw"))
+
+    def vmifs_get(self, v, rnd):
+        path = self.w_path("get.raw")
+        r = subprocess.run([self.vmifs, "--config", self.cfg_plain, "get", "guest:bench", path],
+                           stderr=subprocess.PIPE, text=True, timeout=self.o.timeout)
+        if r.returncode:
+            raise Fail(f"vmifs get failed: {r.stderr.strip()}")
+        return path
+
     def qemu_http(self, v, rnd):
         return "json:" + json.dumps({"file.driver": "http", "file.url": self.plain_url}, separators=(",", ":"))
 
@@ -782,6 +817,9 @@ VARIANTS = [
     Variant("a", "curl the whole image from the nearest store, then boot the local copy "
             "(time = download + boot)", Bench.download,
             reset=Bench.fresh_download, teardown=Bench.no_download),
+    Variant("g", "vmifs get of the whole image over all three links, then boot the local copy "
+            "(time = download + boot)", Bench.vmifs_get,
+            reset=Bench.fresh_get, teardown=Bench.no_get),
     Variant("b", "QEMU's http block driver on the nearest store's plain file", Bench.qemu_http,
             timed_setup=False, check=Bench.check_qemu_http, check_label="b (QEMU http)"),
     Variant("c", "vmifs mount, empty cache, no boot profile", Bench.vmifs_plain,
@@ -825,6 +863,8 @@ def options(argv):
                    help="guest kind of scripts/guest.sh (BENCH_GUEST, default debian)")
     p.add_argument("--md", default=env("BENCH_BOOT_MD", ""), help="also write the table as markdown (BENCH_BOOT_MD)")
     p.add_argument("--out", default=env("BENCH_BOOT_OUT", ""), help="keep per-run data here (BENCH_BOOT_OUT)")
+    p.add_argument("--push-format", default=env("BENCH_PUSH_FORMAT", ""),
+                   help="manifest format of the push, 1 or 2 (BENCH_PUSH_FORMAT; default: vmifs's default)")
     p.add_argument("--mount-extra", default=env("BENCH_MOUNT_EXTRA", ""),
                    help="more [mount] settings for the vmifs variants (BENCH_MOUNT_EXTRA)")
     p.add_argument("--timeout", default=env("BOOT_TIMEOUT", "300"), help="seconds per boot (BOOT_TIMEOUT, default 300)")
