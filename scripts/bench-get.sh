@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 MIB="${1:-1024}"
 RUNS="${2:-3}"
 source scripts/lib.sh
-start_stores 3 --no-fsync
+ACCESS_LOGS=1 start_stores 3 --no-fsync
 {
   printf '[erasure]\ndata = 4\nparity = 2\nchunk_size = "256KiB"\n[push]\nformat = %s\n' "${FORMAT:-2}"
   store_config s0 s1 s2
@@ -50,8 +50,13 @@ printf 'image: %d MiB random data, k=4 m=2, 256 KiB chunks, 3 loopback stores, m
 printf 'push: %6.2f s  %6.0f MB/s\n' "$push_s" "$(echo "$MIB * 1.048576 / $push_s" | bc -l)"
 for i in 0 1 2; do
   # Each stored shard object or pack was one PUT.
-  objs=$(find "$WORK/store-$i/shards" "$WORK/store-$i/packs" -type f 2>/dev/null | wc -l)
+  objs=$({ find "$WORK/store-$i/shards" "$WORK/store-$i/packs" -type f 2>/dev/null || true; } | wc -l)
   printf 'store %d: %d shard objects or packs = %.0f PUTs per GiB\n' "$i" "$objs" "$(echo "$objs * 1024 / $MIB" | bc -l)"
 done
 measure warm
 measure cold
+for i in 0 1 2; do
+  # Shard and pack GETs of the 2 * RUNS downloads (curl reads plain/).
+  gets=$(grep -cE ' GET /(shards|packs)/' "$WORK/access-$i.log" || true)
+  printf 'store %d: %.0f GETs per GiB per get\n' "$i" "$(echo "$gets / (2 * $RUNS) * 1024 / $MIB" | bc -l)"
+done

@@ -18,13 +18,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_stores N [serve options...]: N stores on free loopback ports (PORTS).
+# start_stores N [serve options...]: N stores on free loopback ports (PORTS);
+# with ACCESS_LOGS=1 each writes $WORK/access-<i>.log.
 start_stores() {
   local n=$1 i port
   shift
   for ((i = 0; i < n; i++)); do
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    "$VMIFS" serve "$@" --root "$WORK/store-$i" --listen "127.0.0.1:$port" 2>"$WORK/serve-$i.log" &
+    "$VMIFS" serve "$@" ${ACCESS_LOGS:+--access-log "$WORK/access-$i.log"} --root "$WORK/store-$i" \
+      --listen "127.0.0.1:$port" 2>"$WORK/serve-$i.log" &
     PIDS+=($!)
     PORTS+=("$port")
   done

@@ -76,7 +76,10 @@ pub async fn download(
     };
     file.set_len(manifest.size)
         .map_err(|e| Error::io(format!("cannot size {}", tmp.display()), e))?;
-    let file = Arc::new(file);
+    // One writer at a time: buffered writes to one file take its inode lock
+    // exclusively, and writers waiting on it spin (measured: a sixth of
+    // `get`'s CPU went to `rwsem_spin_on_owner` with writers in parallel).
+    let file = Arc::new(std::sync::Mutex::new(file));
 
     let plan: Plan = fetcher.plan(manifest).await?;
     let m = plan.manifest.clone();
@@ -110,6 +113,7 @@ pub async fn download(
                 let cs = plan.manifest.chunk_size;
                 tokio::task::spawn_blocking(move || {
                     let mut len = 0u64;
+                    let file = file.lock().unwrap_or_else(|e| e.into_inner());
                     for (i, chunk) in &chunks {
                         file.write_all_at(chunk.bytes(), i * cs)?;
                         len += chunk.len() as u64;
@@ -130,6 +134,7 @@ pub async fn download(
         }
     }
     drop(stream);
+    let file = file.lock().unwrap_or_else(|e| e.into_inner());
     file.sync_all()
         .map_err(|e| Error::io(format!("cannot sync {}", tmp.display()), e))?;
     std::fs::rename(&tmp, out)
