@@ -26,6 +26,7 @@ import sys
 
 LABELS = {
     "a": "a: curl whole image, then boot",
+    "g": "g: vmifs get over all links, then boot",
     "b": "b: QEMU http driver",
     "c": "c: vmifs, cold, no profile",
     "c2": "c': vmifs, cold, boot profile",
