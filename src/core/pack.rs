@@ -40,6 +40,7 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::core::id::{ChunkId, Digest, PackId};
+use crate::core::manifest::PackRef;
 use crate::core::shard_proof::Proof;
 
 const MAGIC: &[u8; 4] = b"VMX1";
@@ -251,6 +252,19 @@ pub struct Pack {
     pub index: Index,
     /// Where the index lies in `bytes`.
     pub index_range: Range<u64>,
+}
+
+impl Pack {
+    /// How a manifest or a moved record names this pack once it is stored
+    /// on `store`.
+    pub fn reference(&self, store: &str) -> PackRef {
+        PackRef {
+            store: store.to_string(),
+            id: self.id,
+            index_offset: self.index_range.start,
+            index_len: self.index_range.end - self.index_range.start,
+        }
+    }
 }
 
 /// A pack being filled: shard objects appended in the order they come.

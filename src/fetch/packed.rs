@@ -297,12 +297,7 @@ mod tests {
             ids.push(id);
         }
         let pack = b.finish();
-        let pref = PackRef {
-            store: "a".into(),
-            id: pack.id,
-            index_offset: pack.index_range.start,
-            index_len: pack.index_range.end - pack.index_range.start,
-        };
+        let pref = pack.reference("a");
         // The image uses chunks 0 and 2 (twice), not 1.
         let m = manifest(
             vec![Some(ids[0]), None, Some(ids[2]), Some(ids[2])],
@@ -351,12 +346,7 @@ mod tests {
             assert!(b.push(id, shard as u8, &objects[shard], None));
             b.finish()
         };
-        let pref = |p: &crate::core::pack::Pack| PackRef {
-            store: "a".into(),
-            id: p.id,
-            index_offset: p.index_range.start,
-            index_len: p.index_range.end - p.index_range.start,
-        };
+        let pref = |p: &crate::core::pack::Pack| p.reference("a");
         let store = Arc::new(MemoryStore::new("a"));
         let stores: Vec<DynStore> = vec![store.clone()];
         // Shard 0: its pack moved twice (old -> mid -> new); only new exists.

@@ -81,9 +81,9 @@ pub struct GcReport {
 /// Add to `packs` (keys of the packs live manifests name) the packs their
 /// moved records point at, transitively ([`crate::core::moved`]): a version
 /// whose pack was rewritten reads its shards there. Returns every record
-/// found (its pack id and key) and the records read. A record no store could be asked for makes
-/// gc stop (the packs it names might be live); one that is invalid wherever
-/// it exists is ignored with a warning.
+/// found (its pack id and key) and the records read. A record no store
+/// could be asked for makes gc stop (the packs it names might be live); one
+/// that is invalid wherever it exists is ignored with a warning.
 async fn keep_moved_targets(
     repo: &Repo,
     packs: &mut HashSet<String>,
@@ -242,16 +242,17 @@ async fn sweep(repo: &Repo, lock: &Lock, opts: &GcOptions) -> Result<GcReport, E
         }
     }
     if opts.repack_below > 0.0 {
+        let survey = Survey::take(repo).await?;
         let job = Job {
             repo,
             lock,
-            packs: &[],
+            packs: &survey.packs,
             live: &live_chunks,
             records: &records,
             pack_size: opts.pack_size,
             dry_run,
         };
-        let written = repack_kept(job, &packs, opts.repack_below, &mut report).await?;
+        let written = repack_kept(&job, &packs, opts.repack_below, &mut report).await?;
         packs.extend(written);
     }
     for store in repo.stores() {
@@ -311,21 +312,16 @@ async fn sweep(repo: &Repo, lock: &Lock, opts: &GcOptions) -> Result<GcReport, E
     Ok(report)
 }
 
-/// Survey the packs, finish repacks an earlier gc left half done, and
-/// rewrite the kept packs whose live share is below `below`. Returns the
+/// Finish repacks an earlier gc left half done, and rewrite the kept packs
+/// (of those `job` surveyed) whose live share is below `below`. Returns the
 /// keys of the packs written.
 async fn repack_kept(
-    job: Job<'_>,
+    job: &Job<'_>,
     kept: &HashSet<String>,
     below: f64,
     report: &mut GcReport,
 ) -> Result<Vec<String>, Error> {
-    let survey = Survey::take(job.repo).await?;
-    let job = Job {
-        packs: &survey.packs,
-        ..job
-    };
-    let shares: Vec<Share> = survey
+    let shares: Vec<Share> = job
         .packs
         .iter()
         .enumerate()

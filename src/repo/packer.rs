@@ -300,16 +300,9 @@ async fn send(
         let _permit = permit;
         let key = layout::pack_key(&pack.id);
         let len = pack.bytes.len() as u64;
+        let reference = pack.reference(store.name());
         store.put(&key, pack.bytes).await?;
-        Ok((
-            PackRef {
-                store: store.name().to_string(),
-                id: pack.id,
-                index_offset: pack.index_range.start,
-                index_len: pack.index_range.end - pack.index_range.start,
-            },
-            len,
-        ))
+        Ok((reference, len))
     });
 }
 

@@ -276,12 +276,7 @@ impl Job<'_> {
             store.put(&key, pack.bytes.clone()).await?;
         }
         written.push(key);
-        Ok(PackRef {
-            store: store.name().to_string(),
-            id: pack.id,
-            index_offset: pack.index_range.start,
-            index_len: pack.index_range.end - pack.index_range.start,
-        })
+        Ok(pack.reference(store.name()))
     }
 
     /// Write the record of `from` (moved to `to`) on every store, and point

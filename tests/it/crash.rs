@@ -492,17 +492,10 @@ fn a_gc_killed_while_repacking_loses_nothing() {
     c.add_config("[locks]\nlease = \"5s\"\n[push]\npack_size = \"1MiB\"\n");
     let old = c.path("old.raw");
     write_image(&old, 128);
-    c.ok(&["push", old.to_str().unwrap(), "--name", "deb", "--tag", "1"]);
+    c.push(&old, "deb", "1");
     let img = c.path("img.raw");
     write_three_quarters_changed(&old, &img);
-    c.ok(&[
-        "push",
-        img.to_str().unwrap(),
-        "--name",
-        "deb",
-        "--tag",
-        "12",
-    ]);
+    c.push(&img, "deb", "12");
     c.ok(&["rm", "deb:1"]);
     let packs_before: usize = c.servers.iter().map(|s| s.files("packs").len()).sum();
 

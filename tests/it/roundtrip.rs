@@ -391,12 +391,7 @@ async fn moved_packs_are_read_through_their_record_and_kept_by_gc() {
         .put(&pack_key(&new.id), new.bytes.clone())
         .await
         .unwrap();
-    let to = vmifs::core::manifest::PackRef {
-        store: "s0".into(),
-        id: new.id,
-        index_offset: new.index_range.start,
-        index_len: new.index_range.end - new.index_range.start,
-    };
+    let to = new.reference("s0");
     let record = Bytes::from(Moved::new(old.id, vec![to]).to_bytes());
     repo.put_everywhere(&moved_key(&old.id), record)
         .await

@@ -275,15 +275,13 @@ impl Cluster {
     pub fn publish(&self, mib: usize) -> PathBuf {
         let img = self.path("img.raw");
         write_image(&img, mib);
-        self.ok(&[
-            "push",
-            img.to_str().unwrap(),
-            "--name",
-            "deb",
-            "--tag",
-            "12",
-        ]);
+        self.push(&img, "deb", "12");
         img
+    }
+
+    /// `vmifs push IMG --name NAME --tag TAG`, which must succeed.
+    pub fn push(&self, img: &Path, name: &str, tag: &str) -> String {
+        self.ok(&["push", img.to_str().unwrap(), "--name", name, "--tag", tag])
     }
 
     /// Run `vmifs ARGS` with this cluster's config.
