@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 MIB="${1:-1024}"
 source scripts/lib.sh
 MOUNT_PID=
-start_stores 3 --no-fsync
+ACCESS_LOGS=1 start_stores 3 --no-fsync
 {
   printf '[erasure]\ndata = 4\nparity = 2\nchunk_size = "256KiB"\n'
   store_config s0 s1 s2
@@ -57,9 +57,13 @@ drop_caches
 t0=$(now); curl -sf -o /dev/null "http://127.0.0.1:${PORTS[0]}/plain/image.raw"; t1=$(now)
 curl_s=$(echo "$t1 - $t0" | bc -l)
 
+# Shard and pack GETs so far, per store (curl reads plain/).
+store_gets() { for i in 0 1 2; do grep -cE ' GET /(shards|packs)/' "$WORK/access-$i.log" || true; done; }
 mount_it
 drop_caches
+gets_before=($(store_gets))
 cold_s=$(seq_read "$MNT/bench/latest.raw")
+gets_after=($(store_gets))
 unmount_it
 
 mount_it
@@ -83,5 +87,9 @@ printf 'cold sequential, mount: %6.2f s %6.0f MB/s | curl same bytes: %6.2f s %6
   "$cold_s" "$(rate "$cold_s")" "$curl_s" "$(rate "$curl_s")" "$(echo "$curl_s / $cold_s" | bc -l)"
 printf 'warm sequential, mount: %6.2f s %6.0f MB/s | local file:      %6.2f s %6.0f MB/s | ratio %.2fx\n' \
   "$warm_s" "$(rate "$warm_s")" "$local_s" "$(rate "$local_s")" "$(echo "$local_s / $warm_s" | bc -l)"
+for i in 0 1 2; do
+  printf 'store %d: %.0f GETs per GiB for the cold sequential read\n' "$i" \
+    "$(echo "(${gets_after[$i]} - ${gets_before[$i]}) * 1024 / $MIB" | bc -l)"
+done
 printf '4 KiB random reads, cold: p50 %s ms, p99 %s ms (300 reads)\n' "$cold_p50" "$cold_p99"
 printf '4 KiB random reads, warm: p50 %s ms, p99 %s ms (2000 reads, page cache dropped)\n' "$warm_p50" "$warm_p99"

@@ -21,17 +21,23 @@
 //! class. (The alternative, a second download beside the first, would fetch
 //! the chunk twice.)
 //!
+//! A run of adjacent chunks of a format-v2 image (a sequential reader's
+//! read-ahead) is one download for all of them ([`Chunks::get_run`]): `k`
+//! columns read as one range request each ([`Fetcher::fetch_run`]), every
+//! chunk of the run registered single-flight as usual, so an on-demand read
+//! of one of them waits for the run instead of fetching the chunk again.
+//!
 //! On-demand reads never wait for a permit here; read-ahead, boot-profile
 //! prefetch and whole-image prefetch run in background tasks, each bounded by
 //! its own semaphore ([`Limits`]), in chunks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
+use futures::future::{BoxFuture, Shared, join_all};
 use tokio::sync::Semaphore;
 
 use crate::cache::Cache;
@@ -41,6 +47,9 @@ use crate::error::Error;
 use crate::fetch::hot::Hot;
 use crate::fetch::{Fetcher, Plan};
 use crate::store::priority::{self, Class, Priority};
+
+/// What a run download brought, per chunk.
+type RunResults = Arc<HashMap<ChunkId, Result<Bytes, Arc<Error>>>>;
 
 type SharedFetch = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
 
@@ -91,6 +100,8 @@ pub struct Chunks {
     cache: Arc<Cache>,
     inflight: Mutex<HashMap<Want, Download>>,
     pub readahead: Semaphore,
+    /// Permits of `readahead` (the most a run may take at once).
+    readahead_permits: usize,
     pub profile: Arc<Semaphore>,
     pub prefetch: Arc<Semaphore>,
 }
@@ -104,6 +115,7 @@ impl Chunks {
             cache,
             inflight: Mutex::new(HashMap::new()),
             readahead: Semaphore::new(limits.readahead.max(1)),
+            readahead_permits: limits.readahead.max(1),
             profile: Arc::new(Semaphore::new(limits.profile.max(1))),
             prefetch: Arc::new(Semaphore::new(limits.prefetch.max(1))),
         })
@@ -268,6 +280,123 @@ impl Chunks {
             Error::Corrupt(m) => Error::Corrupt(m.clone()),
             other => Error::Unavailable(other.to_string()),
         })
+    }
+
+    /// Start fetching the chunks `run` (index and id, in image order) of a
+    /// format-v2 image as one download at class `priority`: the chunks
+    /// neither cached nor on their way are registered single-flight at once
+    /// (so a read of any of them from now on waits for the run instead of
+    /// fetching it again), then read column by column
+    /// ([`Fetcher::fetch_run`]) once one read-ahead permit per chunk is had.
+    /// The returned future resolves when every chunk of the run is cached or
+    /// has failed; the download goes on if it is dropped.
+    pub fn get_run(
+        self: &Arc<Self>,
+        plan: &Plan,
+        run: &[(u64, ChunkId)],
+        counters: &Arc<Counters>,
+        priority: Priority,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let mut waits = Vec::new();
+        let mut map = self.inflight.lock().unwrap();
+        let mut mine: Vec<(u64, ChunkId)> = Vec::new();
+        let mut seen = HashSet::new();
+        for &(index, id) in run {
+            if !seen.insert(id) {
+                continue;
+            }
+            if let Some(d) = map.get(&Want::Chunk(id)) {
+                let _ = d.class.raise(priority);
+                waits.push(d.result.clone());
+            } else if !(self.hot.lock().unwrap().contains(&id) || self.cache.contains(&id)) {
+                mine.push((index, id));
+            }
+        }
+        if !mine.is_empty() {
+            let class = Class::new(priority);
+            let me = self.clone();
+            let (plan, counters) = (plan.clone(), counters.clone());
+            let ids = mine.clone();
+            let permits = ids.len().clamp(1, self.readahead_permits) as u32;
+            let task = tokio::spawn(priority::scope(class.clone(), async move {
+                let permit = me.readahead.acquire_many(permits).await;
+                let results = match permit {
+                    Ok(_permit) => me.fetch_run(&plan, &ids, &counters).await,
+                    Err(_) => HashMap::new(),
+                };
+                let mut map = me.inflight.lock().unwrap();
+                for (_, id) in &ids {
+                    map.remove(&Want::Chunk(*id));
+                }
+                Arc::new(results)
+            }));
+            let all: Shared<BoxFuture<'static, Option<RunResults>>> =
+                async move { task.await.ok() }.boxed().shared();
+            for &(_, id) in &mine {
+                let one: SharedFetch = all
+                    .clone()
+                    .map(move |r| match r.as_ref().and_then(|m| m.get(&id)) {
+                        Some(r) => r.clone(),
+                        None => Err(Arc::new(Error::Unavailable("run download failed".into()))),
+                    })
+                    .boxed()
+                    .shared();
+                let d = Download {
+                    result: one.clone(),
+                    class: class.clone(),
+                };
+                map.insert(Want::Chunk(id), d);
+                waits.push(one);
+            }
+        }
+        drop(map);
+        async move {
+            for r in join_all(waits).await {
+                r.map_err(|e| Error::Unavailable(e.to_string()))?;
+            }
+            Ok(())
+        }
+    }
+
+    /// The run download of [`Chunks::get_run`]: fetched, then cached (disk
+    /// and memory) before its chunks leave `inflight`.
+    async fn fetch_run(
+        &self,
+        plan: &Plan,
+        run: &[(u64, ChunkId)],
+        counters: &Counters,
+    ) -> HashMap<ChunkId, Result<Bytes, Arc<Error>>> {
+        let indexes: Vec<u64> = run.iter().map(|&(i, _)| i).collect();
+        let got = self.fetcher.fetch_run(plan, &indexes).await;
+        let mut out = HashMap::with_capacity(got.len());
+        let mut verified = Vec::with_capacity(got.len());
+        for (index, r) in got {
+            let Some(id) = plan.manifest.chunks[index as usize] else {
+                continue;
+            };
+            match r {
+                Ok(chunk) => {
+                    counters
+                        .bytes_fetched
+                        .fetch_add(chunk.len() as u64, Relaxed);
+                    let b = chunk.bytes().clone();
+                    self.hot.lock().unwrap().put(id, b.clone());
+                    out.insert(id, Ok(b));
+                    verified.push(chunk);
+                }
+                Err(e) => {
+                    out.insert(id, Err(Arc::new(e)));
+                }
+            }
+        }
+        let cache = self.cache.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for chunk in &verified {
+                cache.put(chunk);
+            }
+        })
+        .await;
+        out
     }
 
     /// One download, from the stores.
