@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 pub const PENALTY: Duration = Duration::from_secs(15);
 
+/// Bulk rate assumed of a store not measured yet, bytes per second.
+pub const UNMEASURED_RATE: u64 = 100_000_000;
+
 /// Added to a demoted store's cost so it ranks after every healthy one.
 const DEMOTED: u64 = 1 << 40;
 
@@ -97,15 +100,17 @@ impl StoreStats {
     }
 
     /// Microseconds this store would likely take to send `bytes` more after
-    /// what it is still sending (a store not measured yet counts as fast:
-    /// it gets tried, and measured).
+    /// what it is still sending. A store whose bulk rate is not measured yet
+    /// counts as sending [`UNMEASURED_RATE`]: it gets tried, and measured,
+    /// and bytes queued on it still count, so the first requests of a
+    /// download spread over the stores instead of piling on the nearest.
     pub fn eta_us(&self, bytes: u64) -> u64 {
-        let rate = self.throughput();
+        let rate = match self.throughput() {
+            0 => UNMEASURED_RATE,
+            r => r,
+        };
         let queued = self.pending.load(Relaxed) + bytes;
-        let transfer = queued
-            .saturating_mul(1_000_000)
-            .checked_div(rate)
-            .unwrap_or(0);
+        let transfer = queued.saturating_mul(1_000_000) / rate;
         let demoted = if self.demoted() { DEMOTED } else { 0 };
         demoted + self.latency_us.load(Relaxed) + transfer
     }
