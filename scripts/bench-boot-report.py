@@ -12,7 +12,7 @@ prints:
   links before the marker and in all, and ratios of medians against a, b, e;
 - per vmifs run, which chunks the guest read and which were fetched, and when
   (also written as CSV: OUT/reads-<variant>-<round>.csv, the guest's reads
-  that reached the image; OUT/fetches-<variant>-<round>.csv, shard requests).
+  that reached the image; OUT/fetches-<variant>-<round>.csv, shard or pack range requests).
 """
 
 import argparse
@@ -59,17 +59,24 @@ def ratio(x, y):
 
 
 def parse_access(path, store):
-    """(end unix time, duration s, chunk id, shard, bytes) of each shard GET."""
+    """(end unix time, duration s, chunk id, shard, bytes) of each shard GET
+    (format 1) or pack range GET (format 2: chunk id and shard are None, the
+    access log does not say which shards a range held)."""
     out = []
     for line in open(path):
         f = line.split()
-        if len(f) < 7 or f[2] != "GET" or not f[3].startswith("/shards/") or f[4] not in ("200", "206"):
+        if len(f) < 7 or f[2] != "GET" or f[4] not in ("200", "206"):
+            continue
+        if not f[3].startswith(("/shards/", "/packs/")):
             continue
         t = datetime.datetime.strptime(f[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
             tzinfo=datetime.timezone.utc).timestamp()
-        name = f[3].rsplit("/", 1)[1]
-        cid, _, shard = name.partition(".")
-        out.append((t, int(f[6]) / 1e6, cid, store, shard.rsplit(".", 1)[-1], int(f[5])))
+        cid = shard = None
+        if f[3].startswith("/shards/"):
+            name = f[3].rsplit("/", 1)[1]
+            cid, _, shard = name.partition(".")
+            shard = shard.rsplit(".", 1)[-1]
+        out.append((t, int(f[6]) / 1e6, cid, store, shard, int(f[5])))
     return out
 
 
@@ -238,10 +245,11 @@ def chunk_traces(out, by, ok):
                 f.write("seconds_done,duration_ms,chunk_indices,store,shard,bytes\n")
                 for t, dur, cid, store, shard, n in win:
                     idx = " ".join(map(str, index_of.get(cid, [])))
-                    f.write(f"{t - t0:.4f},{dur * 1000:.1f},{idx},{store},{shard},{n}\n")
-            fetched = {c for _, _, c, *_ in win}
+                    f.write(f"{t - t0:.4f},{dur * 1000:.1f},{idx},{store},{shard if shard is not None else ''},{n}\n")
+            fetched = {c for _, _, c, *_ in win if c is not None}
             read_ids = {man["chunks"][i] for i in first}
             unread = len(fetched - read_ids)
+            packed = any(c is None for _, _, c, *_ in win)
             during = [t - t0 for t, *_ in win if t >= t0]
             # 100 ms slots of the boot in which some shard request completed.
             active = len({int(x * 10) for x in during}) / 10
@@ -251,9 +259,13 @@ def chunk_traces(out, by, ok):
                 f"{LABELS[v]} round {r['round']}: {r['seconds']:.1f} s boot; guest read "
                 f"{distinct / MIB:.1f} MiB in {len(reads)} reads touching {len(first)} non-zero chunks "
                 f"(of {max(len(order) - 1, 0)} steps between first touches: {seq} to the next chunk, "
-                f"{near} up to 8 chunks forward, {back} backward); fetched {len(fetched)} chunks ({len(win)} shard GETs, "
-                f"{sum(f[5] for f in win) / MIB:.1f} MiB), {unread} of them never read by the guest; guest reads in flight {fmt(wait, 2)} s "
-                f"summed (local file: {fmt(e_wait, 2)} s); shard requests completed in "
+                f"{near} up to 8 chunks forward, {back} backward); "
+                + (f"{len(win)} pack range GETs ({sum(f[5] for f in win) / MIB:.1f} MiB; the daemon's count of chunks below); "
+                   if packed else
+                   f"fetched {len(fetched)} chunks ({len(win)} shard GETs, {sum(f[5] for f in win) / MIB:.1f} MiB), "
+                   f"{unread} of them never read by the guest; ")
+                + f"guest reads in flight {fmt(wait, 2)} s "
+                f"summed (local file: {fmt(e_wait, 2)} s); store requests completed in "
                 f"{active:.1f} s of the boot (100 ms slots), the last at {max(during, default=0):.1f} s"
                 + (f"; {daemon}" if daemon else ""))
     return lines
