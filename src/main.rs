@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    vmifs::sys::tune_allocator();
     let cli = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("VMIFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.cmd.default_log()));

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Peak memory (RSS) of `vmifs push`, `vmifs get` and the mount daemon against
+# image size, in one run: images of each size (MiB, random data) pushed to
+# three loopback stores (k=4 m=2, 256 KiB chunks), fetched with `get`, then
+# read cold and again warm through the mount. Memory should stay flat as the
+# image grows.
+#   scripts/bench-memory.sh [MiB...]        (default: 1024 4096)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -gt 0 ]; then SIZES=("$@"); else SIZES=(1024 4096); fi
+source scripts/lib.sh
+MOUNT_PID=
+start_stores 3 --no-fsync
+{
+  printf '[erasure]\ndata = 4\nparity = 2\nchunk_size = "256KiB"\n'
+  store_config s0 s1 s2
+  printf '[cache]\ndir = "%s"\nmax_size = "16GiB"\n' "$WORK/cache"
+} >"$WORK/config.toml"
+export VMIFS_CONFIG="$WORK/config.toml"
+mkdir -p "$MNT"
+
+peak() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; } # KiB
+mib() { echo "$1 / 1024" | bc; }
+printf '%8s %12s %12s %18s %18s\n' "image" "push RSS" "get RSS" "mount RSS, cold" "mount RSS, warm"
+for size in "${SIZES[@]}"; do
+  name="img$size"
+  head -c "$((size << 20))" /dev/urandom >"$WORK/image.raw"
+  push_kib=$(peak "$VMIFS" push "$WORK/image.raw" --name "$name")
+  rm -f "$WORK/out.raw"
+  get_kib=$(peak "$VMIFS" get "$name" "$WORK/out.raw")
+  cmp "$WORK/out.raw" "$WORK/image.raw"
+  rm -f "$WORK/out.raw"
+  rm -rf "$WORK/cache"
+  "$VMIFS" mount "$MNT" 2>"$WORK/mount.log" &
+  MOUNT_PID=$!
+  PIDS+=("$MOUNT_PID")
+  for _ in $(seq 200); do [ -e "$MNT/$name/latest.raw" ] && break; sleep 0.05; done
+  drop_caches
+  cmp "$MNT/$name/latest.raw" "$WORK/image.raw"
+  cold_kib=$(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status")
+  kill -TERM "$MOUNT_PID"; wait "$MOUNT_PID" 2>/dev/null || true
+  "$VMIFS" mount "$MNT" 2>"$WORK/mount.log" &
+  MOUNT_PID=$!
+  PIDS+=("$MOUNT_PID")
+  for _ in $(seq 200); do [ -e "$MNT/$name/latest.raw" ] && break; sleep 0.05; done
+  drop_caches
+  cmp "$MNT/$name/latest.raw" "$WORK/image.raw"
+  warm_kib=$(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status")
+  kill -TERM "$MOUNT_PID"; wait "$MOUNT_PID" 2>/dev/null || true
+  printf '%5d MiB %8d MiB %8d MiB %14d MiB %14d MiB\n' "$size" "$(mib "$push_kib")" "$(mib "$get_kib")" \
+    "$(mib "$cold_kib")" "$(mib "$warm_kib")"
+  rm -f "$WORK/image.raw"
+done
