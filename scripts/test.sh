@@ -23,6 +23,7 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 scripts/s3-server.sh
+scripts/cloud-emulators.sh
 # The small guest tests/it/boot.rs boots from the mount (cached in ~/.cache/vmifs/guest).
 if [ "${VMIFS_SKIP_BOOT:-}" != 1 ]; then scripts/guest.sh small >/dev/null; fi
 

@@ -193,9 +193,12 @@ fn d_chunk() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub name: String,
-    /// `file:///path`, `http://host:port[/prefix]`, `https://…`, `s3://bucket[/prefix]`.
+    /// `file:///path`, `http://host:port[/prefix]`, `https://…`, `s3://bucket[/prefix]`,
+    /// `gs://bucket[/prefix]`, `az://container[/prefix]`.
     pub url: String,
-    /// S3: endpoint URL of an S3-compatible server (else AWS).
+    /// S3: endpoint URL of an S3-compatible server (else AWS); GCS: base URL
+    /// of an emulator (else Google's); Azure: the account's blob URL (else
+    /// `https://ACCOUNT.blob.core.windows.net`; Azurite: `http://host:port/ACCOUNT`).
     #[serde(default)]
     pub endpoint: Option<String>,
     /// S3: region (default `$AWS_REGION`, else `us-east-1`).
@@ -219,6 +222,17 @@ pub struct StoreConfig {
     pub access_key_id: Option<String>,
     #[serde(default)]
     pub secret_access_key: Option<Secret>,
+    /// GCS: a service-account key file (else `$GOOGLE_APPLICATION_CREDENTIALS`,
+    /// `$GOOGLE_SERVICE_ACCOUNT`…).
+    #[serde(default)]
+    pub service_account: Option<PathBuf>,
+    /// Azure: the storage account (else `$AZURE_STORAGE_ACCOUNT_NAME`).
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Azure: the account's access key (else `$AZURE_STORAGE_ACCOUNT_KEY`…).
+    /// A config holding it should be readable by its owner only.
+    #[serde(default)]
+    pub access_key: Option<Secret>,
     /// http(s)://: bearer token sent to `vmifs serve --tokens` (or `token_file`).
     #[serde(default)]
     pub token: Option<Secret>,
@@ -376,10 +390,14 @@ fn d_parallel() -> usize {
 }
 
 impl Config {
-    /// Whether the config itself holds credentials (S3 keys, a password in a URL).
+    /// Whether the config itself holds credentials (S3 or Azure keys, a
+    /// password in a URL).
     pub fn holds_secrets(&self) -> bool {
         self.stores.iter().any(|s| {
-            s.secret_access_key.is_some() || s.token.is_some() || redact_url(&s.url) != s.url
+            s.secret_access_key.is_some()
+                || s.access_key.is_some()
+                || s.token.is_some()
+                || redact_url(&s.url) != s.url
         })
     }
 
@@ -475,6 +493,26 @@ impl Config {
                     s.name
                 )));
             }
+            let gcs = matches!(location, Location::Gcs { .. });
+            let azure = matches!(location, Location::Azure { .. });
+            if !gcs && s.service_account.is_some() {
+                return Err(Error::Config(format!(
+                    "store {}: service_account is for gs:// stores only",
+                    s.name
+                )));
+            }
+            if !azure && (s.account.is_some() || s.access_key.is_some()) {
+                return Err(Error::Config(format!(
+                    "store {}: account and access_key are for az:// stores only",
+                    s.name
+                )));
+            }
+            if !(s3 || gcs || azure) && s.endpoint.is_some() {
+                return Err(Error::Config(format!(
+                    "store {}: endpoint is for s3://, gs:// and az:// stores only",
+                    s.name
+                )));
+            }
             credentials::check(s, &location).map_err(Error::Config)?;
             if s.concurrency == 0 {
                 return Err(Error::Config(format!(
@@ -552,6 +590,22 @@ mod tests {
                 .unwrap()
                 .holds_secrets()
         );
+        assert!(
+            Config::parse(&format!(
+                "{base}url = \"az://c\"\naccount = \"acct\"\naccess_key = \"AZKEY\"\n"
+            ))
+            .unwrap()
+            .holds_secrets()
+        );
+        let e = Config::parse(&format!(
+            "{base}url = \"s3://b\"\naccount = \"acct\"\naccess_key = \"AZKEY\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("az:// stores only") && !e.contains("AZKEY"),
+            "{e}"
+        );
         for bad in [
             "url = \"s3://b\"\naccess_key_id = \"AK\"\n",
             "url = \"http://h\"\naccess_key_id = \"AK\"\nsecret_access_key = \"SK\"\n",
@@ -606,6 +660,19 @@ mod tests {
             ("[push]\npack_size = \"4KiB\"", "push.pack_size"),
             ("[gc]\nrepack_below = 1.5", "gc.repack_below"),
             ("[[store]]\nname = \"a\"\nurl = \"ftp://x\"", "ftp"),
+            ("[[store]]\nname = \"a\"\nurl = \"gs://\"", "has no bucket"),
+            (
+                "[[store]]\nname = \"a\"\nurl = \"az:///p\"",
+                "has no container",
+            ),
+            (
+                "[[store]]\nname = \"a\"\nurl = \"s3://b\"\nservice_account = \"/k.json\"",
+                "gs:// stores only",
+            ),
+            (
+                "[[store]]\nname = \"a\"\nurl = \"file:///a\"\nendpoint = \"http://h\"",
+                "endpoint is for",
+            ),
             (
                 "[[store]]\nname = \"a\"\nurl = \"file:///a\"\n[[store]]\nname = \"a\"\nurl = \"file:///b\"",
                 "twice",

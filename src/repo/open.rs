@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::config::{Location, StoreConfig, scheme_of};
 use crate::core::secret::Secret;
-use crate::store::{DynStore, ErrorKind, StoreError, StoreOptions, file, http, layer, s3};
+use crate::store::{
+    DynStore, ErrorKind, StoreError, StoreOptions, azure, file, gcs, http, layer, s3,
+};
 
 /// The store `cfg` names, with its retry, concurrency-limit and time-out
 /// layers: `Retry(Limit(Timeout(base)))`, so queueing for a slot does not
@@ -52,6 +54,21 @@ pub fn base(cfg: &StoreConfig) -> Result<DynStore, StoreError> {
                 cfg.region.as_deref(),
             )?),
         },
+        Location::Gcs { bucket, prefix } => Arc::new(gcs::GcsStore::new(
+            &cfg.name,
+            &bucket,
+            &prefix,
+            cfg.endpoint.as_deref(),
+            cfg.service_account.as_deref(),
+        )?),
+        Location::Azure { container, prefix } => Arc::new(azure::AzureStore::new(
+            &cfg.name,
+            &container,
+            &prefix,
+            cfg.endpoint.as_deref(),
+            cfg.account.as_deref(),
+            cfg.access_key.as_ref().map(|k| k.0.as_str()),
+        )?),
     })
 }
 

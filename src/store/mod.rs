@@ -1,5 +1,7 @@
 //! Stores: where shards, manifests and tags live. One store stands for one
-//! provider (a local directory, an HTTP endpoint, an S3-compatible bucket).
+//! provider (a local directory, an HTTP endpoint, an S3-compatible bucket, a
+//! Google Cloud Storage bucket, an Azure Blob container; the three cloud
+//! stores share one implementation over `object_store`, [`object`]).
 //!
 //! The [`Store`] trait is shaped like an object store — get a byte range, put,
 //! head, delete, list — not like a file system. Behaviour that is not storage
@@ -15,7 +17,7 @@
 //!
 //! Errors carry an [`ErrorKind`]: `NotFound`, `Temporary` (retrying may help),
 //! `Permanent`, or `TooLarge` (an object over the size its reader allows:
-//! [`Store::get_bounded`]; the store is treated as hostile for it). Only `store` modules talk HTTP or S3.
+//! [`Store::get_bounded`]; the store is treated as hostile for it). Only `store` modules talk HTTP, S3, GCS or Azure.
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -27,12 +29,15 @@ use bytes::Bytes;
 
 pub use crate::error::{ErrorKind, StoreError};
 
+pub mod azure;
 pub mod conformance;
 pub mod fault;
 pub mod file;
+pub mod gcs;
 pub mod http;
 pub mod limit;
 pub mod memory;
+pub mod object;
 pub mod priority;
 pub mod retry;
 pub mod s3;

@@ -7,6 +7,15 @@ use crate::harness::BIN;
 fn run(args: &[&str], config: Option<&std::path::Path>) -> (bool, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args).env_remove("VMIFS_CONFIG");
+    // No cloud credentials from the environment: the missing-credential
+    // cases must see none.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("GOOGLE_") || k.starts_with("AZURE_") || k.starts_with("AWS_") {
+            cmd.env_remove(&*k);
+        }
+    }
+    cmd.env_remove("SERVICE_ACCOUNT");
     if let Some(c) = config {
         cmd.env("VMIFS_CONFIG", c);
     }
@@ -42,6 +51,23 @@ fn bad_input_is_one_line_and_non_zero() {
     )
     .unwrap();
     let missing = dir.path().join("nope.toml");
+    let cfg = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("[[store]]\nname = \"x\"\n{text}\n")).unwrap();
+        p
+    };
+    let gs_no_bucket = cfg("gs-nobucket.toml", "url = \"gs:///prefix\"");
+    let az_no_container = cfg("az-nocontainer.toml", "url = \"az://\"");
+    let gs_no_creds = cfg("gs-nocreds.toml", "url = \"gs://bucket/p\"");
+    let az_no_creds = cfg("az-nocreds.toml", "url = \"az://container/p\"");
+    let az_bad_key = cfg(
+        "az-badkey.toml",
+        "url = \"az://container/p\"\naccount = \"acct\"\naccess_key = \"not base64 SECRETVALUE!\"",
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&az_bad_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let img_s = img.to_str().unwrap();
     let out_s = out.to_str().unwrap();
 
@@ -49,6 +75,11 @@ fn bad_input_is_one_line_and_non_zero() {
         (vec!["ls"], Some(&bad_toml), "line"),
         (vec!["ls"], Some(&bad_scheme), "ftp"),
         (vec!["ls"], Some(&missing), "cannot read config"),
+        (vec!["ls"], Some(&gs_no_bucket), "has no bucket"),
+        (vec!["ls"], Some(&az_no_container), "has no container"),
+        (vec!["ls"], Some(&gs_no_creds), "no GCS credentials"),
+        (vec!["ls"], Some(&az_no_creds), "no Azure credentials"),
+        (vec!["ls"], Some(&az_bad_key), "store x"),
         (
             vec!["push", img_s, "--name", "a/b"],
             Some(&good),
@@ -96,6 +127,10 @@ fn bad_input_is_one_line_and_non_zero() {
         assert_eq!(lines.len(), 1, "{args:?}: {err}");
         assert!(lines[0].starts_with("vmifs: error:"), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: want {want:?} in {err}");
+        assert!(
+            !err.contains("SECRETVALUE"),
+            "{args:?}: secret shown: {err}"
+        );
     }
     assert!(!out.exists());
     // Nothing was published by the failed pushes.

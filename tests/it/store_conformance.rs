@@ -2,11 +2,14 @@
 //! the `Store` trait documents) run the same way against the memory and file
 //! stores, each wrapper, the full `store::layer` stack, the HTTP store against
 //! a real `vmifs serve`, and the S3 store against a real `s3s-fs` server (and a
-//! Garage server when `VMIFS_GARAGE_ENDPOINT` is set); and the behaviour of
+//! Garage server when `VMIFS_GARAGE_ENDPOINT` is set), the GCS store against
+//! fake-gcs-server and the Azure store against Azurite; and the behaviour of
 //! each wrapper (retry, timeout, limit, fault injection) beyond the suite.
 //!
 //! `s3s-fs` is looked up on `PATH` and in `~/.cargo/bin`; without it the S3
 //! tests fail unless `VMIFS_SKIP_S3=1` (install it with `scripts/s3-server.sh`).
+//! The emulators likewise, with `VMIFS_SKIP_GCS=1` / `VMIFS_SKIP_AZURE=1`
+//! (install them with `scripts/cloud-emulators.sh`).
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -14,9 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use vmifs::store::azure::AzureStore;
 use vmifs::store::conformance::run as conformance;
 use vmifs::store::fault::{FaultMode, Faulty};
 use vmifs::store::file::FileStore;
+use vmifs::store::gcs::GcsStore;
 use vmifs::store::http::HttpStore;
 use vmifs::store::limit::Limit;
 use vmifs::store::memory::MemoryStore;
@@ -25,6 +30,7 @@ use vmifs::store::s3::S3Store;
 use vmifs::store::timeout::Timeout;
 use vmifs::store::{DynStore, ErrorKind, Store, StoreExt, StoreOptions};
 
+use crate::harness::cloud::{self, AZURITE_ACCOUNT, AZURITE_KEY};
 use crate::harness::{self, BIN, ChildGuard, free_port};
 
 fn pattern(len: usize, seed: u8) -> Bytes {
@@ -294,6 +300,207 @@ async fn s3_store_against_garage() {
     let store = S3Store::new("garage", &bucket, &prefix, Some(&endpoint), None).unwrap();
     conformance(&store).await;
     assert!(store.list("").await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Cloud emulators
+
+const CLOUD_BUCKET: &str = "vmifs-test";
+
+/// A running emulator (fake-gcs-server or Azurite) on a temporary root.
+struct Emulator {
+    guard: ChildGuard,
+    root: tempfile::TempDir,
+    /// Where the store connects: the emulator's port, or its relay's.
+    port: u16,
+    _relay: Option<cloud::GcsRelay>,
+}
+
+fn start_fake_gcs() -> Option<Emulator> {
+    let bin = cloud::require_fake_gcs()?;
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = root.path().join("data");
+    let guard = cloud::spawn(
+        cloud::fake_gcs_command(&bin, &data, port),
+        "fake-gcs-server",
+        port,
+    );
+    cloud::create_gcs_bucket(port, CLOUD_BUCKET);
+    let relay = cloud::GcsRelay::start(port);
+    Some(Emulator {
+        guard,
+        root,
+        port: relay.port,
+        _relay: Some(relay),
+    })
+}
+
+fn start_azurite() -> Option<Emulator> {
+    let bin = cloud::require_azurite()?;
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let guard = cloud::spawn(
+        cloud::azurite_command(&bin, root.path(), port),
+        "azurite-blob",
+        port,
+    );
+    cloud::create_azure_container(port, CLOUD_BUCKET);
+    Some(Emulator {
+        guard,
+        root,
+        port,
+        _relay: None,
+    })
+}
+
+fn gcs_store(em: &Emulator, name: &str, prefix: &str) -> GcsStore {
+    let key = cloud::gcs_key_file(em.root.path());
+    let endpoint = cloud::gcs_endpoint(em.port);
+    GcsStore::new(name, CLOUD_BUCKET, prefix, Some(&endpoint), Some(&key)).unwrap()
+}
+
+fn azure_store(em: &Emulator, name: &str, prefix: &str, key: &str) -> AzureStore {
+    let endpoint = cloud::azure_endpoint(em.port);
+    AzureStore::new(
+        name,
+        CLOUD_BUCKET,
+        prefix,
+        Some(&endpoint),
+        Some(AZURITE_ACCOUNT),
+        Some(key),
+    )
+    .unwrap()
+}
+
+/// The suite on `bare` and on `prefixed` (a store on the same bucket under
+/// `pre/fix`), that the prefixed store's objects land under the prefix and
+/// that each sees only its own keys; then the suite through the layers.
+async fn cloud_conformance<S: Store + 'static>(bare: S, prefixed: S) {
+    conformance(&bare).await;
+    conformance(&prefixed).await;
+    prefixed
+        .put("conf/where", Bytes::from_static(b"here"))
+        .await
+        .unwrap();
+    assert_eq!(&bare.get("pre/fix/conf/where").await.unwrap()[..], b"here");
+    assert!(
+        prefixed
+            .list("")
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| !m.key.starts_with("pre/"))
+    );
+    assert!(
+        bare.list("conf/").await.unwrap().is_empty(),
+        "unprefixed keys are separate"
+    );
+    let layered = vmifs::store::layer(Arc::new(bare), &StoreOptions::default());
+    conformance(layered.as_ref()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_store_against_fake_gcs_server() {
+    let Some(em) = start_fake_gcs() else { return };
+    cloud_conformance(
+        gcs_store(&em, "gcs", ""),
+        gcs_store(&em, "gcs-prefixed", "pre/fix"),
+    )
+    .await;
+    // A pack-sized object goes up (in one PUT) and reads back in ranges.
+    let store = gcs_store(&em, "gcs", "");
+    let big = pattern(
+        vmifs::store::object::MULTIPART_OVER + 3 * 1024 * 1024 + 7,
+        9,
+    );
+    store.put("packs/big", big.clone()).await.unwrap();
+    assert_eq!(
+        store.head("packs/big").await.unwrap().size,
+        big.len() as u64
+    );
+    let r = 17_000_000..17_000_100;
+    assert!(
+        store
+            .get_range("packs/big", Some(r.start as u64..r.end as u64))
+            .await
+            .unwrap()
+            == big.slice(r)
+    );
+    assert!(store.get("packs/big").await.unwrap() == big);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_store_against_azurite() {
+    let Some(em) = start_azurite() else { return };
+    cloud_conformance(
+        azure_store(&em, "az", "", AZURITE_KEY),
+        azure_store(&em, "az-prefixed", "pre/fix", AZURITE_KEY),
+    )
+    .await;
+    // A pack-sized object goes up as staged blocks and reads back whole.
+    let store = azure_store(&em, "az", "", AZURITE_KEY);
+    let big = pattern(
+        vmifs::store::object::MULTIPART_OVER + 3 * 1024 * 1024 + 7,
+        9,
+    );
+    store.put("packs/big", big.clone()).await.unwrap();
+    assert_eq!(
+        store.head("packs/big").await.unwrap().size,
+        big.len() as u64
+    );
+    let r = 17_000_000..17_000_100;
+    assert!(
+        store
+            .get_range("packs/big", Some(r.start as u64..r.end as u64))
+            .await
+            .unwrap()
+            == big.slice(r)
+    );
+    assert!(store.get("packs/big").await.unwrap() == big);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_wrong_key_is_permanent() {
+    let Some(em) = start_azurite() else { return };
+    let good = azure_store(&em, "az", "", AZURITE_KEY);
+    good.put("k", Bytes::from_static(b"v")).await.unwrap();
+    // A valid base64 key that is not the account's.
+    let wrong = "bm90LXRoZS1hY2NvdW50LWtleS1ub3QtdGhlLWFjY291bnQta2V5";
+    let bad = azure_store(&em, "az-bad", "", wrong);
+    let e = bad.put("k2", Bytes::from_static(b"v")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+    assert!(!e.to_string().contains(wrong), "key in the message: {e}");
+    let e = bad.get("k").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+    let e = bad.list("").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+    let retry = Retry::new(Arc::new(bad), 5);
+    let t = Instant::now();
+    assert_eq!(retry.get("k").await.unwrap_err().kind, ErrorKind::Permanent);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(!good.exists("k2").await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_emulator_stopped_is_temporary() {
+    // Each store against its emulator, then with the emulator killed.
+    if let Some(mut em) = start_fake_gcs() {
+        let store = gcs_store(&em, "gcs", "");
+        store.put("k", Bytes::from_static(b"v")).await.unwrap();
+        em.guard.kill();
+        let e = store.get("k").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Temporary, "{e}");
+    }
+    if let Some(mut em) = start_azurite() {
+        let store = azure_store(&em, "az", "", AZURITE_KEY);
+        store.put("k", Bytes::from_static(b"v")).await.unwrap();
+        em.guard.kill();
+        let e = store.get("k").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Temporary, "{e}");
+        assert!(!e.to_string().contains(AZURITE_KEY), "{e}");
+        assert!(!format!("{store:?}").contains(AZURITE_KEY));
+    }
 }
 
 // ---------------------------------------------------------------------------

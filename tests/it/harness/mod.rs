@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod cloud;
 pub mod image;
 pub mod mount;
 pub mod process;
@@ -41,13 +42,16 @@ pub fn s3s_fs() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `vmifs ARGS` with the config file `config` and the S3 test credentials.
+/// `vmifs ARGS` with the config file `config` and the S3 and Azurite test
+/// credentials.
 pub fn vmifs_command(config: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env("VMIFS_CONFIG", config)
         .env("AWS_ACCESS_KEY_ID", S3_KEY)
         .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+        .env("AZURE_STORAGE_ACCOUNT_NAME", cloud::AZURITE_ACCOUNT)
+        .env("AZURE_STORAGE_ACCOUNT_KEY", cloud::AZURITE_KEY)
         .env_remove("VMIFS_LOG")
         .stdin(Stdio::null());
     cmd
@@ -84,18 +88,38 @@ pub struct Server {
     pub root: PathBuf,
     pub kind: Kind,
     pub child: Option<ChildGuard>,
+    /// GCS: the relay in front of the emulator (see [`cloud::GcsRelay`]).
+    pub relay: Option<cloud::GcsRelay>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Serve,
     S3,
+    /// fake-gcs-server.
+    Gcs,
+    /// Azurite's blob service.
+    Azure,
+    /// A local directory: no process (start and stop do nothing).
+    File,
 }
 
 impl Server {
     pub fn start(&mut self) {
         assert!(self.child.is_none());
         let mut cmd = match self.kind {
+            Kind::File => return,
+            Kind::Gcs => {
+                let bin = cloud::fake_gcs_server()
+                    .expect("fake-gcs-server is not installed: run scripts/cloud-emulators.sh");
+                cloud::fake_gcs_command(&bin, &self.root, self.port)
+            }
+            Kind::Azure => {
+                let bin = cloud::azurite_blob()
+                    .expect("azurite is not installed: run scripts/cloud-emulators.sh");
+                std::fs::create_dir_all(&self.root).unwrap();
+                cloud::azurite_command(&bin, &self.root, self.port)
+            }
             Kind::Serve => serve_command(&self.root, self.port),
             Kind::S3 => {
                 let bin = s3s_fs().expect("s3s-fs is not installed: run scripts/s3-server.sh");
@@ -114,6 +138,11 @@ impl Server {
         let mut child = ChildGuard::spawn(&mut cmd, &what);
         child.wait_for_port(self.port);
         self.child = Some(child);
+        match self.kind {
+            Kind::Gcs => cloud::create_gcs_bucket(self.port, "vmi"),
+            Kind::Azure => cloud::create_azure_container(self.port, "vmi"),
+            _ => {}
+        }
     }
 
     /// kill -9 (if running) and reap.
@@ -221,18 +250,45 @@ impl Drop for Cluster {
 impl Cluster {
     /// `serve` HTTP stores and `s3` S3 stores, code k+m, chunk size in bytes.
     pub fn start(serve: usize, s3: usize, k: usize, m: usize, chunk: u64) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let server = |kind, name: String, dir_name: String| Server {
-            name,
-            port: free_port(),
-            root: dir.path().join(dir_name),
-            kind,
-            child: None,
-        };
-        let servers: Vec<Server> = (0..serve)
-            .map(|i| server(Kind::Serve, format!("http-{i}"), format!("store-{i}")))
-            .chain((0..s3).map(|i| server(Kind::S3, format!("s3-{i}"), format!("s3-{i}"))))
+        let kinds: Vec<Kind> = std::iter::repeat_n(Kind::Serve, serve)
+            .chain(std::iter::repeat_n(Kind::S3, s3))
             .collect();
+        Self::start_kinds(&kinds, k, m, chunk)
+    }
+
+    /// One store of each of `kinds`, in that order, code k+m, chunk size in
+    /// bytes. Stores are named `http-N`, `s3-N`, `gcs-N`, `az-N`, `file-N`,
+    /// N counting the stores of that kind.
+    pub fn start_kinds(kinds: &[Kind], k: usize, m: usize, chunk: u64) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = std::collections::HashMap::new();
+        let servers: Vec<Server> = kinds
+            .iter()
+            .map(|&kind| {
+                let i = seen.entry(kind as u8).or_insert(0usize);
+                let (name, dir_name) = match kind {
+                    Kind::Serve => (format!("http-{i}"), format!("store-{i}")),
+                    Kind::S3 => (format!("s3-{i}"), format!("s3-{i}")),
+                    Kind::Gcs => (format!("gcs-{i}"), format!("gcs-{i}")),
+                    Kind::Azure => (format!("az-{i}"), format!("az-{i}")),
+                    Kind::File => (format!("file-{i}"), format!("file-{i}")),
+                };
+                *i += 1;
+                Server {
+                    name,
+                    port: free_port(),
+                    root: dir.path().join(dir_name),
+                    kind,
+                    child: None,
+                    relay: None,
+                }
+            })
+            .collect();
+        let mut servers = servers;
+        for s in servers.iter_mut().filter(|s| s.kind == Kind::Gcs) {
+            s.relay = Some(cloud::GcsRelay::start(s.port));
+        }
+        let gcs_key = cloud::gcs_key_file(dir.path());
         let mut toml = format!(
             "[erasure]\ndata = {k}\nparity = {m}\nchunk_size = {chunk}\n\n[cache]\ndir = \"{}\"\nmax_size = \"1GiB\"\n",
             dir.path().join("cache").display()
@@ -246,6 +302,22 @@ impl Cluster {
                 Kind::S3 => toml.push_str(&format!(
                     "\n[[store]]\nname = \"{}\"\nurl = \"s3://vmi/images\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\ntimeout = \"3s\"\nretries = 1\n",
                     s.name, s.port
+                )),
+                Kind::Gcs => toml.push_str(&format!(
+                    "\n[[store]]\nname = \"{}\"\nurl = \"gs://vmi/images\"\nendpoint = \"{}\"\nservice_account = \"{}\"\ntimeout = \"3s\"\nretries = 1\n",
+                    s.name,
+                    cloud::gcs_endpoint(s.relay.as_ref().unwrap().port),
+                    gcs_key.display()
+                )),
+                Kind::Azure => toml.push_str(&format!(
+                    "\n[[store]]\nname = \"{}\"\nurl = \"az://vmi/images\"\nendpoint = \"{}\"\ntimeout = \"3s\"\nretries = 1\n",
+                    s.name,
+                    cloud::azure_endpoint(s.port)
+                )),
+                Kind::File => toml.push_str(&format!(
+                    "\n[[store]]\nname = \"{}\"\nurl = \"file://{}\"\nfsync = false\n",
+                    s.name,
+                    s.root.display()
                 )),
             }
         }
