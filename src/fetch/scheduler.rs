@@ -308,7 +308,8 @@ impl Chunks {
             if let Some(d) = map.get(&Want::Chunk(id)) {
                 let _ = d.class.raise(priority);
                 waits.push(d.result.clone());
-            } else if !(self.hot.lock().unwrap().contains(&id) || self.cache.contains(&id)) {
+            } else if !self.hot.lock().unwrap().contains(&id) && !self.cache.probe(&id) {
+                // Not in memory, and a disk cache miss (counted): fetch it.
                 mine.push((index, id));
             }
         }
