@@ -49,6 +49,19 @@ pub struct Config {
     pub locks: LockConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus endpoint of the mount daemon (see [`crate::metrics`]).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` on this address, e.g. `"127.0.0.1:9100"`
+    /// (default: no endpoint). The figures are not secret but tell what is
+    /// being booted: keep it on loopback or a management network.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// How `push` lays out what it writes.
