@@ -22,6 +22,14 @@ if ((${#need_apt[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+# promtool checks the /metrics scrapes of tests/it/metrics.rs. Debian ships it only
+# in the prometheus package, whose server we do not want running.
+if ! command -v promtool >/dev/null; then
+  echo "== installing prometheus (for promtool)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if command -v systemctl >/dev/null; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+fi
 scripts/s3-server.sh
 scripts/cloud-emulators.sh
 # The small guest tests/it/boot.rs boots from the mount (cached in ~/.cache/vmifs/guest).

@@ -34,7 +34,8 @@
 //!   reads no cache), so there is no shared use to allow.
 //! - Counters ([`CacheUsage`]): a hit is a chunk handed out by [`Cache::get`];
 //!   a miss is a lookup for a chunk that was not there intact ([`Cache::probe`]
-//!   said no, or [`Cache::get`] found no file or a corrupt one).
+//!   said no, or [`Cache::get`] found no file or a corrupt one); an eviction
+//!   is a chunk file removed to make room.
 
 use std::collections::HashSet;
 use std::fs::{DirBuilder, File, OpenOptions, Permissions};
@@ -63,6 +64,7 @@ pub struct Cache {
     hits: AtomicU64,
     misses: AtomicU64,
     corrupt: AtomicU64,
+    evictions: AtomicU64,
     /// Holds the exclusive lock on `<dir>/lock` while the cache is open.
     _lock: File,
 }
@@ -136,6 +138,8 @@ pub struct CacheUsage {
     /// asked is neither a hit nor a miss.
     pub misses: u64,
     pub corrupt_dropped: u64,
+    /// Chunk files removed to make room (least recently used first).
+    pub evictions: u64,
 }
 
 impl Cache {
@@ -200,6 +204,7 @@ impl Cache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
             _lock: lock,
         };
         {
@@ -296,6 +301,7 @@ impl Cache {
             }
             let _ = std::fs::remove_file(self.path(&id));
             idx.used -= len;
+            self.evictions.fetch_add(1, Relaxed);
         }
         for (id, len) in skipped {
             idx.lru.put(id, len);
@@ -383,6 +389,7 @@ impl Cache {
             hits: self.hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
             corrupt_dropped: self.corrupt.load(Relaxed),
+            evictions: self.evictions.load(Relaxed),
         }
     }
 }
@@ -443,7 +450,9 @@ mod tests {
         cache.put(&b);
         cache.put(&c);
         assert!(cache.get(&a.id()).is_some()); // a is now the most recent
+        assert_eq!(cache.usage().evictions, 0);
         cache.put(&d); // evicts b
+        assert_eq!(cache.usage().evictions, 1);
         assert!(cache.contains(&a.id()));
         assert!(!cache.contains(&b.id()));
         assert!(cache.contains(&c.id()));

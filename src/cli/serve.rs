@@ -62,6 +62,10 @@ pub struct Args {
     /// Bytes of the file system uploads must leave free, e.g. 10G; else 507.
     #[arg(long, value_name = "SIZE", value_parser = size)]
     min_free: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (no auth: keep it on
+    /// loopback or a management network).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 impl Args {
@@ -87,6 +91,7 @@ impl Args {
         opts.max_puts = self.max_puts.unwrap_or(opts.max_puts);
         opts.quota = self.quota;
         opts.min_free = self.min_free;
+        opts.metrics = self.metrics;
         vmifs::serve::run(opts).await?;
         Ok(())
     }

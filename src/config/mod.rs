@@ -49,6 +49,28 @@ pub struct Config {
     pub locks: LockConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus endpoint of the mount daemon (see [`crate::metrics`]).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` on this address, e.g. `"127.0.0.1:9100"`
+    /// (default: no endpoint). The figures are not secret but tell what is
+    /// being booted: keep it on loopback or a management network.
+    #[serde(default, deserialize_with = "listen_addr")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+fn listen_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "metrics.listen: {s:?} is not an address (IP:PORT, e.g. \"127.0.0.1:9100\")"
+        ))
+    })
 }
 
 /// How `push` lays out what it writes.
@@ -640,6 +662,8 @@ mod tests {
             prefetch = "open"
             [locks]
             lease = "2m"
+            [metrics]
+            listen = "127.0.0.1:9100"
             "#,
         )
         .unwrap();
@@ -648,7 +672,9 @@ mod tests {
         assert_eq!(c.cache.max_size, 1 << 30);
         assert_eq!(c.mount.prefetch, Prefetch::Open);
         assert_eq!(c.locks.lease, Duration::from_secs(120));
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(Config::parse("").unwrap().locks.lease, DEFAULT_LEASE);
+        assert_eq!(Config::parse("").unwrap().metrics.listen, None);
     }
 
     #[test]
@@ -684,6 +710,8 @@ mod tests {
             ("[erasure]\ndatta = 3", "datta"),
             ("[cache]\nmax_size = \"lots\"", "lots"),
             ("[locks]\nlease = \"1s\"", "locks.lease"),
+            ("[metrics]\nlisten = \"localhost\"", "metrics.listen"),
+            ("[metrics]\nlisten = \"[::1]:9100\"\nport = 1", "port"),
             ("not toml", "line 1"),
             // A quoted key with a newline is named escaped, on one line.
             ("\"a\\nb\" = 1", "line 1: unknown field `a\\nb`"),

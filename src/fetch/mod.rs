@@ -38,6 +38,7 @@
 
 pub mod columns;
 pub mod hot;
+pub mod latency;
 pub mod packed;
 pub mod piece;
 pub mod race;

@@ -479,4 +479,7 @@ pub struct Counters {
     pub bytes_from_cache: AtomicU64,
     /// Chunks the boot profile asked for (0: none loaded).
     pub profile_chunks: AtomicU64,
+    /// Chunks background prefetch (boot profile or whole image) has brought
+    /// into the cache.
+    pub prefetched_chunks: AtomicU64,
 }

@@ -1,5 +1,6 @@
-//! Live measurements of each store — latency (EWMA), throughput, errors, corrupt
-//! shards, hedges — and the ranking the fetcher derives from them.
+//! Live measurements of each store — latency (EWMA, and a histogram for
+//! metrics), throughput, errors, corrupt shards, hedges — and the ranking the
+//! fetcher derives from them.
 //!
 //! Ranking: a store's cost is its smoothed request latency; a store that failed
 //! in the last [`PENALTY`] ranks after every healthy store, so it is used only when others
@@ -11,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::fetch::latency::Latency;
 
 pub const PENALTY: Duration = Duration::from_secs(15);
 
@@ -33,6 +36,9 @@ pub struct StoreStats {
     throughput: AtomicU64,
     /// Bytes asked of the store by bulk reads and not yet answered.
     pub pending: AtomicU64,
+    /// Every answered request's duration (small and bulk reads alike), for
+    /// the metrics endpoint; failed requests are not timed.
+    pub durations: Latency,
     last_error: Mutex<Option<Instant>>,
 }
 
@@ -54,6 +60,7 @@ impl StoreStats {
     pub fn record_ok(&self, took: Duration, bytes: usize) {
         self.requests.fetch_add(1, Relaxed);
         self.bytes.fetch_add(bytes as u64, Relaxed);
+        self.durations.observe(took);
         let us = took.as_micros().max(1) as u64;
         let old = self.latency_us.load(Relaxed);
         let new = if old == 0 { us } else { (old * 7 + us) / 8 };
@@ -66,6 +73,7 @@ impl StoreStats {
     pub fn record_bulk(&self, took: Duration, bytes: usize) {
         self.requests.fetch_add(1, Relaxed);
         self.bytes.fetch_add(bytes as u64, Relaxed);
+        self.durations.observe(took);
         let rate = (bytes as f64 / took.as_secs_f64().max(1e-6)) as u64;
         let old = self.throughput.load(Relaxed);
         let new = if old == 0 { rate } else { (old * 3 + rate) / 4 };

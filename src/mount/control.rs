@@ -329,6 +329,7 @@ mod tests {
                     bytes_cached: 5 << 20,
                     profile_chunks: 0,
                     traced_chunks: 20,
+                    prefetched_chunks: 0,
                 },
             }],
             stores: vec![],
@@ -343,6 +344,7 @@ mod tests {
                 hits: 2,
                 misses: 20,
                 corrupt_dropped: 0,
+                evictions: 0,
             },
             open_files: 1,
         }

@@ -15,7 +15,10 @@
 //!
 //! The daemon answers its control socket ([`control`]):
 //! the [`Status`] that `vmifs status` prints, and the boot profile recorded so
-//! far for an image (`vmifs profile record`).
+//! far for an image (`vmifs profile record`). With `[metrics] listen` it also
+//! serves the same figures to Prometheus ([`crate::metrics::mount`]); that
+//! address is bound before anything is mounted, so a bad or taken one is a
+//! start-up error.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -30,6 +33,8 @@ use crate::config::{Config, Prefetch};
 use crate::core::id::{ImageId, ImageRef};
 use crate::fetch::Fetcher;
 use crate::fetch::scheduler::{Chunks, Limits};
+use crate::metrics::endpoint;
+use crate::metrics::mount::{MountSample, families};
 use crate::mount::control::{self, Handler, ImageStatus, Request, Response, Status};
 use crate::mount::fuse::{Fs, OnOpen, Owner, Volume};
 use crate::mount::image::ImageReader;
@@ -141,6 +146,19 @@ impl Daemon {
             .ok_or(format!("image {} is not on this mount", id.short()))
     }
 
+    /// The figures of one scrape of `/metrics`.
+    fn metrics(&self) -> MountSample {
+        let stats = self.chunks.fetcher().stats();
+        MountSample {
+            status: self.status(),
+            durations: stats
+                .stores
+                .iter()
+                .map(|s| s.durations.snapshot())
+                .collect(),
+        }
+    }
+
     fn status(&self) -> Status {
         let readers = self.vol.readers();
         let images = self
@@ -209,6 +227,10 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
         );
     }
 
+    let metrics = match cfg.metrics.listen {
+        Some(addr) => Some(endpoint::bind(addr).await?),
+        None => None,
+    };
     let cache = Arc::new(Cache::open(&cfg.cache.dir, cfg.cache.max_size)?);
     let repo = Repo::open(&cfg)?;
     let fetcher = Fetcher::new(repo.stores().to_vec(), cfg.fetch.hedge_after);
@@ -272,6 +294,16 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
     let listener =
         control::bind(&sock).with_context(|| format!("status socket {}", sock.display()))?;
     tokio::spawn(control::serve(listener, daemon.clone()));
+    if let Some(listener) = metrics {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving metrics at /metrics");
+        }
+        let d = daemon.clone();
+        tokio::spawn(endpoint::serve(
+            listener,
+            Arc::new(move || families(&d.metrics()).encode()),
+        ));
+    }
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mut term = signal(SignalKind::terminate())?;

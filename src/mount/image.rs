@@ -59,6 +59,9 @@ pub struct ImageStats {
     pub profile_chunks: u64,
     /// Distinct chunks reads have touched so far (the trace).
     pub traced_chunks: u64,
+    /// Chunks background prefetch (boot profile or `[mount] prefetch`) has
+    /// fetched so far; chunks it found cached already are not counted.
+    pub prefetched_chunks: u64,
 }
 
 /// One image version, readable at any offset.
@@ -124,6 +127,7 @@ impl ImageReader {
             bytes_cached,
             profile_chunks: self.counters.profile_chunks.load(Relaxed),
             traced_chunks: self.trace.lock().unwrap().len() as u64,
+            prefetched_chunks: self.counters.prefetched_chunks.load(Relaxed),
         }
     }
 
@@ -326,8 +330,13 @@ impl ImageReader {
                 tasks.push(tokio::spawn(async move {
                     let _permit = permit;
                     let got = me.chunks.get(&me.plan, index, id, &me.counters, priority);
-                    if let Err(e) = got.await {
-                        tracing::debug!(image = %me.id.short(), index, "{what} failed: {e}");
+                    match got.await {
+                        Ok(_) => {
+                            me.counters.prefetched_chunks.fetch_add(1, Relaxed);
+                        }
+                        Err(e) => {
+                            tracing::debug!(image = %me.id.short(), index, "{what} failed: {e}");
+                        }
                     }
                 }));
             }
@@ -521,6 +530,14 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(f.reader.stats().bytes_cached, 7 * cs);
+        // Counted once each fetch has returned (just after it was cached).
+        for _ in 0..200 {
+            if f.reader.stats().prefetched_chunks == 7 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(f.reader.stats().prefetched_chunks, 7);
         let before = shard_gets(&f.chunks);
         let got = f.reader.read_at(0, 8 * cs).await.unwrap();
         assert!(got[..] == f.data[..]);

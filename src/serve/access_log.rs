@@ -1,11 +1,12 @@
 //! The access log of `vmifs serve --access-log FILE`: one line per request,
-//! appended by a thread of its own once the answer has been sent.
+//! appended by a thread of its own once the answer has been sent; the same
+//! moment counts the request in the metrics (`--metrics`).
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 use crate::Error;
+use crate::metrics::serve::ServeMetrics;
 use crate::wire::date::Utc;
 
 /// Start the thread appending lines to the access log; it ends (and completes
@@ -54,9 +56,12 @@ pub(super) fn start(
     Ok((tx, done_rx))
 }
 
-/// A request to log once its answer has been sent (on drop).
+/// A request to log and count once its answer has been sent (on drop).
 pub(super) struct Pending {
-    pub(super) log: mpsc::Sender<String>,
+    pub(super) log: Option<mpsc::Sender<String>>,
+    pub(super) metrics: Option<Arc<ServeMetrics>>,
+    /// The metrics' `route` label.
+    pub(super) route: &'static str,
     pub(super) start: Instant,
     pub(super) remote: SocketAddr,
     pub(super) method: Method,
@@ -67,6 +72,12 @@ pub(super) struct Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
+        let took = self.start.elapsed();
+        if let Some(m) = &self.metrics {
+            let method = crate::metrics::serve::method(self.method.as_str());
+            m.answered(self.route, method, self.status, self.sent, took);
+        }
+        let Some(log) = &self.log else { return };
         let line = format!(
             "{} {} {} {} {} {} {}\n",
             Utc::of(SystemTime::now()).rfc3339(),
@@ -75,9 +86,9 @@ impl Drop for Pending {
             self.target,
             self.status,
             self.sent,
-            self.start.elapsed().as_micros()
+            took.as_micros()
         );
-        let _ = self.log.send(line);
+        let _ = log.send(line);
     }
 }
 

@@ -25,6 +25,11 @@
 //! `<UTC time RFC 3339> <remote addr> <method> <target> <status> <body bytes sent> <duration µs>`,
 //! e.g. `2024-05-01T12:00:00.123Z 127.0.0.1:50312 GET /shards/ab 206 4096 312`.
 //! The duration of a streamed answer runs until its body is sent.
+//!
+//! With `--metrics ADDR`, `GET /metrics` on that second address answers
+//! Prometheus with the requests by route, method and status, the bytes in
+//! and out, a request-duration histogram and the token refusals
+//! ([`crate::metrics::serve`]).
 
 mod access_log;
 mod conn;
@@ -47,6 +52,7 @@ use std::time::Duration;
 use axum::Router;
 
 use crate::Error;
+use crate::metrics::serve::ServeMetrics;
 use crate::store::file::FileStore;
 
 /// Largest accepted `PUT` body.
@@ -88,6 +94,8 @@ pub struct ServeOptions {
     pub quota: Option<u64>,
     /// Bytes of the file system uploads must leave free (`--min-free`).
     pub min_free: Option<u64>,
+    /// Serve Prometheus metrics at `/metrics` on this address (`--metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ServeOptions {
@@ -107,6 +115,7 @@ impl ServeOptions {
             max_puts: 64,
             quota: None,
             min_free: None,
+            metrics: None,
         }
     }
 }
@@ -167,6 +176,13 @@ where
         Some(path) => Some(tokens::Tokens::load(path)?),
         None => None,
     };
+    let metrics = match opts.metrics {
+        Some(addr) => Some((
+            crate::metrics::endpoint::bind(addr).await?,
+            Arc::new(ServeMetrics::new(tokens.is_some())),
+        )),
+        None => None,
+    };
     let acceptor = match &opts.tls {
         Some(t) => Some(tls::acceptor(t)?),
         None => None,
@@ -212,6 +228,16 @@ where
         store,
         log,
         tokens,
+        metrics: metrics.as_ref().map(|(_, m)| m.clone()),
+    });
+    let scrapes = metrics.map(|(listener, m)| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving metrics at /metrics");
+        }
+        tokio::spawn(crate::metrics::endpoint::serve(
+            listener,
+            Arc::new(move || m.encode()),
+        ))
     });
     let router = Router::new().fallback(routes::handle).with_state(app);
     let limits = conn::Limits {
@@ -222,6 +248,9 @@ where
     };
     let fut = async move {
         conn::serve(listener, acceptor, router, limits, shutdown).await;
+        if let Some(task) = scrapes {
+            task.abort();
+        }
         // The log writer finishes once every request holding it is gone.
         if let Some(done) = log_done {
             let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
@@ -251,6 +280,7 @@ pub(super) struct App {
     pub(super) store: Arc<FileStore>,
     pub(super) log: Option<mpsc::Sender<String>>,
     pub(super) tokens: Option<tokens::Tokens>,
+    pub(super) metrics: Option<Arc<ServeMetrics>>,
     pub(super) space: space::Space,
     /// One permit per upload in progress.
     pub(super) puts: tokio::sync::Semaphore,

@@ -180,6 +180,9 @@ pub(super) async fn put(app: &App, key: String, req: Request) -> Reply {
             }
         };
         total += piece.len() as u64;
+        if let Some(m) = &app.metrics {
+            m.received(piece.len() as u64);
+        }
         if total > MAX_PUT_BYTES {
             return too_big();
         }

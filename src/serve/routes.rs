@@ -1,5 +1,5 @@
 //! Requests in, answers out: which handler a request goes to, the key its
-//! path names, and the access-log bookkeeping of every answer.
+//! path names, and the access-log and metrics bookkeeping of every answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,12 +30,16 @@ pub(super) async fn handle(
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
+    let route = crate::metrics::serve::route(req.uri().path(), req.uri().query());
     let reply = dispatch(&app, req).await;
     if reply.status.is_server_error() {
         tracing::warn!("{method} {target}: {}", reply.status);
     }
-    let mut pending = app.log.as_ref().map(|log| Pending {
-        log: log.clone(),
+    let counted = app.log.is_some() || app.metrics.is_some();
+    let mut pending = counted.then(|| Pending {
+        log: app.log.clone(),
+        metrics: app.metrics.clone(),
+        route,
         start,
         remote,
         method: method.clone(),
@@ -66,6 +70,9 @@ pub(super) async fn handle(
 
 pub(super) async fn dispatch(app: &Arc<App>, req: Request) -> Reply {
     if let Some(refused) = super::guard::check(app.tokens.as_ref(), req.method(), req.headers()) {
+        if let Some(m) = &app.metrics {
+            m.refused(refused.status.as_u16());
+        }
         return refused;
     }
     let path = req.uri().path().to_string();

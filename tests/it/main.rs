@@ -19,6 +19,7 @@ mod hardening;
 mod hostile_store;
 mod load;
 mod manifest_golden;
+mod metrics;
 mod mount;
 mod roundtrip;
 mod sched;
