@@ -295,6 +295,10 @@ pub struct CacheConfig {
     pub dir: PathBuf,
     #[serde(default = "d_cache_max", deserialize_with = "size")]
     pub max_size: u64,
+    /// Verified chunks kept in the mount daemon's memory (most recently
+    /// used), in front of the disk cache.
+    #[serde(default = "d_cache_memory", deserialize_with = "size")]
+    pub memory: u64,
 }
 
 impl Default for CacheConfig {
@@ -302,8 +306,13 @@ impl Default for CacheConfig {
         CacheConfig {
             dir: d_cache_dir(),
             max_size: d_cache_max(),
+            memory: d_cache_memory(),
         }
     }
+}
+
+fn d_cache_memory() -> u64 {
+    64 << 20
 }
 
 fn d_cache_dir() -> PathBuf {
@@ -551,6 +560,11 @@ impl Config {
                 "cache.max_size must be at least 16MiB".into(),
             ));
         }
+        if !(4 << 20..=64 << 30).contains(&self.cache.memory) {
+            return Err(Error::Config(
+                "cache.memory must be between 4MiB and 64GiB".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -658,6 +672,7 @@ mod tests {
             [cache]
             dir = "/tmp/x"
             max_size = "1GiB"
+            memory = "16MiB"
             [mount]
             prefetch = "open"
             [locks]
@@ -670,6 +685,8 @@ mod tests {
         assert_eq!(c.stores.len(), 2);
         assert_eq!(c.stores[1].timeout, Duration::from_secs(2));
         assert_eq!(c.cache.max_size, 1 << 30);
+        assert_eq!(c.cache.memory, 16 << 20);
+        assert_eq!(Config::parse("").unwrap().cache.memory, 64 << 20);
         assert_eq!(c.mount.prefetch, Prefetch::Open);
         assert_eq!(c.locks.lease, Duration::from_secs(120));
         assert_eq!(c.metrics.listen, Some("127.0.0.1:9100".parse().unwrap()));
@@ -709,6 +726,7 @@ mod tests {
             ),
             ("[erasure]\ndatta = 3", "datta"),
             ("[cache]\nmax_size = \"lots\"", "lots"),
+            ("[cache]\nmemory = \"1MiB\"", "cache.memory"),
             ("[locks]\nlease = \"1s\"", "locks.lease"),
             ("[metrics]\nlisten = \"localhost\"", "metrics.listen"),
             ("[metrics]\nlisten = \"[::1]:9100\"\nport = 1", "port"),

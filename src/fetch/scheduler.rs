@@ -75,6 +75,8 @@ pub struct Limits {
     pub profile: usize,
     /// Whole-image prefetch.
     pub prefetch: usize,
+    /// Bytes of verified chunks kept in memory (`[cache] memory`).
+    pub memory: u64,
 }
 
 impl Default for Limits {
@@ -83,6 +85,7 @@ impl Default for Limits {
             readahead: 8,
             profile: 16,
             prefetch: 2,
+            memory: Hot::CAP,
         }
     }
 }
@@ -109,7 +112,7 @@ pub struct Chunks {
 impl Chunks {
     pub fn new(fetcher: Fetcher, cache: Arc<Cache>, limits: Limits) -> Arc<Self> {
         Arc::new(Chunks {
-            hot: Mutex::new(Hot::default()),
+            hot: Mutex::new(Hot::new(limits.memory)),
             pieces: Mutex::new(Hot::new(PIECES_CAP)),
             fetcher,
             cache,

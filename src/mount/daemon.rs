@@ -238,6 +238,7 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
         readahead: cfg.fetch.parallel_chunks.clamp(1, 64),
         profile: cfg.fetch.parallel_chunks.clamp(1, 64),
         prefetch: (cfg.fetch.parallel_chunks / 4).clamp(1, 8),
+        memory: cfg.cache.memory,
     };
     let chunks = Chunks::new(fetcher, cache, limits);
     let vol = Volume::new(OnOpen {
