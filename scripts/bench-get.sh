@@ -5,6 +5,7 @@
 # with the servers' page cache warm (everything in memory) and cold (dropped
 # before each download, so both read from disk).
 #   scripts/bench-get.sh [MiB] [runs]      (FORMAT=1 pushes format 1: one object per shard)
+#   BENCH_GET_CONFIG='pack_size = "32MiB"' scripts/bench-get.sh 512   # compare a setting
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIB="${1:-1024}"
@@ -13,6 +14,8 @@ source scripts/lib.sh
 ACCESS_LOGS=1 start_stores 3 --no-fsync
 {
   printf '[erasure]\ndata = 4\nparity = 2\nchunk_size = "256KiB"\n[push]\nformat = %s\n' "${FORMAT:-2}"
+  # Extra settings to compare: lines of the [push] table, then other tables.
+  printf '%s\n' "${BENCH_GET_CONFIG:-}"
   store_config s0 s1 s2
 } >"$WORK/config.toml"
 export VMIFS_CONFIG="$WORK/config.toml"

@@ -119,6 +119,30 @@ pub fn drop_page_cache(file: &impl AsRawFd) -> io::Result<()> {
     }
 }
 
+/// Keep the allocator from mapping and unmapping its large buffers over and
+/// over. Column reads, packs and chunks are buffers of 256 KiB to 32 MiB that
+/// live for milliseconds; by default glibc serves many of them with fresh
+/// `mmap`s and trims its heap as soon as 2× its (dynamic) mmap threshold is
+/// free, so every buffer's pages were faulted in and zeroed again: measured on
+/// `vmifs get` of 512 MiB, 80,000–123,000 minor faults and a third of its
+/// system time. With the threshold fixed at 32 MiB and trimming only above
+/// 128 MiB free: 37,000 faults, the same peak memory. Settings in
+/// `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` still win. glibc only.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let set = |var: &str, param: libc::c_int, value: libc::c_int| {
+            if std::env::var_os(var).is_none() {
+                // SAFETY: mallopt takes two integers and only changes
+                // allocator parameters; called before other threads start.
+                unsafe { libc::mallopt(param, value) };
+            }
+        };
+        set("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 32 << 20);
+        set("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,29 +167,5 @@ mod tests {
                 })
                 .unwrap()
         );
-    }
-}
-
-/// Keep the allocator from mapping and unmapping its large buffers over and
-/// over. Column reads, packs and chunks are buffers of 256 KiB to 32 MiB that
-/// live for milliseconds; by default glibc serves many of them with fresh
-/// `mmap`s and trims its heap as soon as 2× its (dynamic) mmap threshold is
-/// free, so every buffer's pages were faulted in and zeroed again: measured on
-/// `vmifs get` of 512 MiB, 80,000–123,000 minor faults and a third of its
-/// system time. With the threshold fixed at 32 MiB and trimming only above
-/// 128 MiB free: 37,000 faults, the same peak memory. Settings in
-/// `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` still win. glibc only.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let set = |var: &str, param: libc::c_int, value: libc::c_int| {
-            if std::env::var_os(var).is_none() {
-                // SAFETY: mallopt takes two integers and only changes
-                // allocator parameters; called before other threads start.
-                unsafe { libc::mallopt(param, value) };
-            }
-        };
-        set("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 32 << 20);
-        set("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 128 << 20);
     }
 }

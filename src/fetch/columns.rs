@@ -71,7 +71,7 @@ pub fn rank(
     let cost = |i: usize, queued: &[u64]| {
         let (c, s, bytes) = cands[i];
         let decode = if c >= k {
-            bytes * PARITY_US_PER_MIB >> 20
+            (bytes * PARITY_US_PER_MIB) >> 20
         } else {
             0
         };
