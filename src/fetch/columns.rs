@@ -12,7 +12,7 @@
 //!    pick adding its bytes to its store's queue before the next is ranked
 //!    ([`rank`]): two columns on one store share its link, so the second
 //!    often goes to a parity column on an idle store (a parity column costs
-//!    its decode, [`PARITY_US_PER_MIB`]). A store that is slow or already busy
+//!    its decode, `PARITY_US_PER_MIB`). A store that is slow or already busy
 //!    gives its share to the others, and all links carry the run;
 //! 2. asks for the best `k`; a failed request or a column with any shard
 //!    failing its header check is replaced by the next;
