@@ -21,6 +21,19 @@ mkdir -p "$MNT"
 
 peak() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; } # KiB
 mib() { echo "$1 / 1024" | bc; }
+# read_through_mount NAME: start the daemon, read the whole image through it
+# (page cache dropped), compare it, stop the daemon; PEAK = its peak RSS (KiB).
+read_through_mount() {
+  "$VMIFS" mount "$MNT" 2>"$WORK/mount.log" &
+  MOUNT_PID=$!
+  PIDS+=("$MOUNT_PID")
+  for _ in $(seq 200); do [ -e "$MNT/$1/latest.raw" ] && break; sleep 0.05; done
+  drop_caches
+  cmp "$MNT/$1/latest.raw" "$WORK/image.raw"
+  PEAK=$(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status")
+  kill -TERM "$MOUNT_PID"
+  wait "$MOUNT_PID" 2>/dev/null || true
+}
 printf '%8s %12s %12s %18s %18s\n' "image" "push RSS" "get RSS" "mount RSS, cold" "mount RSS, warm"
 for size in "${SIZES[@]}"; do
   name="img$size"
@@ -31,22 +44,10 @@ for size in "${SIZES[@]}"; do
   cmp "$WORK/out.raw" "$WORK/image.raw"
   rm -f "$WORK/out.raw"
   rm -rf "$WORK/cache"
-  "$VMIFS" mount "$MNT" 2>"$WORK/mount.log" &
-  MOUNT_PID=$!
-  PIDS+=("$MOUNT_PID")
-  for _ in $(seq 200); do [ -e "$MNT/$name/latest.raw" ] && break; sleep 0.05; done
-  drop_caches
-  cmp "$MNT/$name/latest.raw" "$WORK/image.raw"
-  cold_kib=$(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status")
-  kill -TERM "$MOUNT_PID"; wait "$MOUNT_PID" 2>/dev/null || true
-  "$VMIFS" mount "$MNT" 2>"$WORK/mount.log" &
-  MOUNT_PID=$!
-  PIDS+=("$MOUNT_PID")
-  for _ in $(seq 200); do [ -e "$MNT/$name/latest.raw" ] && break; sleep 0.05; done
-  drop_caches
-  cmp "$MNT/$name/latest.raw" "$WORK/image.raw"
-  warm_kib=$(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status")
-  kill -TERM "$MOUNT_PID"; wait "$MOUNT_PID" 2>/dev/null || true
+  read_through_mount "$name"
+  cold_kib=$PEAK
+  read_through_mount "$name"
+  warm_kib=$PEAK
   printf '%5d MiB %8d MiB %8d MiB %14d MiB %14d MiB\n' "$size" "$(mib "$push_kib")" "$(mib "$get_kib")" \
     "$(mib "$cold_kib")" "$(mib "$warm_kib")"
   rm -f "$WORK/image.raw"
