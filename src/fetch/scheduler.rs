@@ -434,6 +434,11 @@ impl Chunks {
                 Ok(b)
             }
             Want::Piece(id, shard) => {
+                // As for a chunk: a download of this piece that finished
+                // after the caller looked has left it in memory.
+                if let Some(b) = self.pieces.lock().unwrap().get(&(id, shard)) {
+                    return Ok(b);
+                }
                 let piece = self.fetcher.fetch_piece(plan, index, shard).await?;
                 let b = piece.into_bytes();
                 counters.bytes_fetched.fetch_add(b.len() as u64, Relaxed);
