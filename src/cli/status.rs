@@ -31,20 +31,21 @@ impl Args {
 fn print_status(st: &Status) {
     println!("mount {}", st.mountpoint.display());
     println!(
-        "{:<24} {:<12} {:<12} {:>10} {:>10} {:>10} {:>8}",
-        "NAME", "TAG", "ID", "SIZE", "FETCHED", "CACHED", "READS"
+        "{:<24} {:<12} {:<12} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "NAME", "TAG", "ID", "SIZE", "FETCHED", "CACHED", "READS", "PREFETCHED"
     );
     for i in &st.images {
         let s = &i.stats;
         println!(
-            "{:<24} {:<12} {:<12} {:>10} {:>10} {:>10} {:>8}",
+            "{:<24} {:<12} {:<12} {:>10} {:>10} {:>10} {:>8} {:>10}",
             i.name,
             i.tag,
             s.id.short(),
             human(s.size),
             human(s.bytes_fetched),
             human(s.bytes_cached),
-            s.reads
+            s.reads,
+            s.prefetched_chunks
         );
     }
     println!();
@@ -68,13 +69,14 @@ fn print_status(st: &Status) {
     let c = &st.cache;
     println!();
     println!(
-        "cache {}: {} of {} ({} chunks, {} hits, {} misses, {} corrupt dropped); chunks fetched {}, pieces fetched {}, degraded reads {}, open files {}",
+        "cache {}: {} of {} ({} chunks, {} hits, {} misses, {} evicted, {} corrupt dropped); chunks fetched {}, pieces fetched {}, degraded reads {}, open files {}",
         c.dir.display(),
         human(c.used_bytes),
         human(c.max_bytes),
         c.chunks,
         c.hits,
         c.misses,
+        c.evictions,
         c.corrupt_dropped,
         st.chunks_fetched,
         st.pieces_fetched,

@@ -87,6 +87,9 @@ fn status_counts_each_cached_chunk_once_and_real_hits_and_misses() {
     assert_eq!(cached, used, "{text}");
     let (_, misses) = printed_hits_misses(&text);
     assert!(misses >= st.chunks_fetched, "{text}");
+    // Nothing was evicted (the cache is large enough) or prefetched.
+    assert!(text.contains(" 0 evicted,"), "{text}");
+    assert!(text.contains("PREFETCHED"), "{text}");
     d.stop();
     drop(d);
 
