@@ -32,6 +32,13 @@ if ! command -v promtool >/dev/null; then
 fi
 scripts/s3-server.sh
 scripts/cloud-emulators.sh
+# Garage, the S3 server the store conformance suite also runs against below: a
+# build of about 11 minutes on 2 cores the first time (VMIFS_SKIP_GARAGE=1 skips
+# installing it; the suite then runs against s3s-fs only).
+if [ "${VMIFS_SKIP_GARAGE:-}" != 1 ] && ! command -v garage >/dev/null && [ ! -x "$HOME/.cargo/bin/garage" ]; then
+  echo "== installing garage (cargo install, once)"
+  env -u CARGO_TARGET_DIR cargo install --locked --quiet garage@2.5.0
+fi
 # The small guest tests/it/boot.rs boots from the mount (cached in ~/.cache/vmifs/guest).
 if [ "${VMIFS_SKIP_BOOT:-}" != 1 ]; then scripts/guest.sh small >/dev/null; fi
 
