@@ -383,9 +383,7 @@ impl Chunks {
                     counters
                         .bytes_fetched
                         .fetch_add(chunk.len() as u64, Relaxed);
-                    let b = chunk.bytes().clone();
-                    self.hot.lock().unwrap().put(id, b.clone());
-                    out.insert(id, Ok(b));
+                    out.insert(id, Ok(chunk.bytes().clone()));
                     verified.push(chunk);
                 }
                 Err(e) => {
@@ -393,14 +391,26 @@ impl Chunks {
                 }
             }
         }
+        self.keep(verified).await;
+        out
+    }
+
+    /// Keep verified chunks in memory and in the disk cache (one blocking
+    /// task for all), before their downloads leave `inflight`.
+    async fn keep(&self, chunks: Vec<VerifiedChunk>) {
+        {
+            let mut hot = self.hot.lock().unwrap();
+            for c in &chunks {
+                hot.put(c.id(), c.bytes().clone());
+            }
+        }
         let cache = self.cache.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            for chunk in &verified {
-                cache.put(chunk);
+            for c in &chunks {
+                cache.put(c);
             }
         })
         .await;
-        out
     }
 
     /// One download, from the stores.
@@ -426,11 +436,8 @@ impl Chunks {
                 counters
                     .bytes_fetched
                     .fetch_add(chunk.len() as u64, Relaxed);
-                let cache = self.cache.clone();
-                let c2 = chunk.clone();
-                let _ = tokio::task::spawn_blocking(move || cache.put(&c2)).await;
-                let b = chunk.into_bytes();
-                self.hot.lock().unwrap().put(id, b.clone());
+                let b = chunk.bytes().clone();
+                self.keep(vec![chunk]).await;
                 Ok(b)
             }
             Want::Piece(id, shard) => {
@@ -470,9 +477,7 @@ impl Chunks {
             }
         };
         self.fetcher.stats().chunks_fetched.fetch_add(1, Relaxed);
-        self.hot.lock().unwrap().put(id, chunk.bytes().clone());
-        let cache = self.cache.clone();
-        let _ = tokio::task::spawn_blocking(move || cache.put(&chunk)).await;
+        self.keep(vec![chunk]).await;
     }
 }
 
