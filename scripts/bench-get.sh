@@ -59,7 +59,7 @@ done
 measure warm
 measure cold
 for i in 0 1 2; do
-  # Shard and pack GETs of the 2 * RUNS downloads (curl reads plain/).
-  gets=$(grep -cE ' GET /(shards|packs)/' "$WORK/access-$i.log" || true)
+  # Shard and pack GETs of the 2 * RUNS downloads.
+  gets=$(store_gets "$i")
   printf 'store %d: %.0f GETs per GiB per get\n' "$i" "$(echo "$gets / (2 * $RUNS) * 1024 / $MIB" | bc -l)"
 done

@@ -57,13 +57,12 @@ drop_caches
 t0=$(now); curl -sf -o /dev/null "http://127.0.0.1:${PORTS[0]}/plain/image.raw"; t1=$(now)
 curl_s=$(echo "$t1 - $t0" | bc -l)
 
-# Shard and pack GETs so far, per store (curl reads plain/).
-store_gets() { for i in 0 1 2; do grep -cE ' GET /(shards|packs)/' "$WORK/access-$i.log" || true; done; }
+all_store_gets() { for i in 0 1 2; do store_gets "$i"; done; }
 mount_it
 drop_caches
-gets_before=($(store_gets))
+gets_before=($(all_store_gets))
 cold_s=$(seq_read "$MNT/bench/latest.raw")
-gets_after=($(store_gets))
+gets_after=($(all_store_gets))
 unmount_it
 
 mount_it

@@ -35,6 +35,10 @@ start_stores() {
   done
 }
 
+# store_gets I: shard and pack GETs in store I's access log so far (needs
+# ACCESS_LOGS=1; plain files read by curl are not counted).
+store_gets() { grep -cE ' GET /(shards|packs)/' "$WORK/access-$1.log" || true; }
+
 # credentials: a write token ($WORK/token, and $WORK/tokens for serve), and a
 # private CA with a certificate for 127.0.0.1 ($WORK/pki/{ca,server}.pem,
 # server.key). Then `start_stores N $(serve_credentials)` and
