@@ -69,7 +69,7 @@ fn print_status(st: &Status) {
     let c = &st.cache;
     println!();
     println!(
-        "cache {}: {} of {} ({} chunks, {} hits, {} misses, {} evicted, {} corrupt dropped); chunks fetched {}, pieces fetched {}, degraded reads {}, open files {}",
+        "cache {}: {} of {} ({} chunks, {} hits, {} misses, {} evicted, {} corrupt dropped); chunks fetched {}, pieces fetched {}, degraded reads {}, open files {} ({} passthrough)",
         c.dir.display(),
         human(c.used_bytes),
         human(c.max_bytes),
@@ -81,6 +81,7 @@ fn print_status(st: &Status) {
         st.chunks_fetched,
         st.pieces_fetched,
         st.degraded_reads,
-        st.open_files
+        st.open_files,
+        st.passthrough_files
     );
 }

@@ -365,6 +365,11 @@ pub struct MountConfig {
     /// On the first open of an image, prefetch its boot profile.
     #[serde(default = "d_true")]
     pub boot_profiles: bool,
+    /// Open an image whose every chunk is cached with FUSE passthrough: the
+    /// kernel reads the cache's file directly (Linux ≥ 6.9; ignored where
+    /// the kernel does not offer it).
+    #[serde(default = "d_true")]
+    pub passthrough: bool,
 }
 
 impl Default for MountConfig {
@@ -379,6 +384,7 @@ impl Default for MountConfig {
             socket: None,
             group: None,
             boot_profiles: true,
+            passthrough: true,
         }
     }
 }

@@ -32,6 +32,7 @@
 //! | `vmifs_cache_evictions_total` | counter | | chunk files removed to make room |
 //! | `vmifs_cache_corrupt_dropped_total` | counter | | cached chunks dropped as corrupt |
 //! | `vmifs_open_files` | gauge | | files of the mount open now |
+//! | `vmifs_open_files_passthrough` | gauge | | of those, read by the kernel straight from the disk cache |
 //!
 //! An image shown under several tags has one series per tag (the same
 //! figures): `image` is `name:tag`, so the cardinality is the number of tags
@@ -212,6 +213,11 @@ pub fn families(s: &MountSample) -> Families {
         "Files of the mount open now.",
         one(st.open_files as u64),
     );
+    f.gauge(
+        "vmifs_open_files_passthrough",
+        "Open files the kernel reads straight from the disk cache (FUSE passthrough).",
+        one(st.passthrough_files as u64),
+    );
     f
 }
 
@@ -273,6 +279,7 @@ mod tests {
                     evictions: 11,
                 },
                 open_files: 1,
+                passthrough_files: 0,
             },
             durations: vec![h.snapshot(), Latency::default().snapshot()],
         }

@@ -74,6 +74,10 @@ pub struct Status {
     pub degraded_reads: u64,
     pub cache: CacheUsage,
     pub open_files: usize,
+    /// Of those, files the kernel reads straight from the disk cache
+    /// (FUSE passthrough).
+    #[serde(default)]
+    pub passthrough_files: usize,
 }
 
 /// One tag of the mount and the figures of the version it points at. In
@@ -347,6 +351,7 @@ mod tests {
                 evictions: 0,
             },
             open_files: 1,
+            passthrough_files: 0,
         }
     }
 

@@ -190,6 +190,7 @@ impl Daemon {
                 .load(std::sync::atomic::Ordering::Relaxed),
             cache: self.chunks.cache().usage(),
             open_files: self.vol.open_files(),
+            passthrough_files: self.vol.passthrough_files(),
         }
     }
 }
@@ -244,6 +245,7 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
     let vol = Volume::new(OnOpen {
         prefetch_all: cfg.mount.prefetch == Prefetch::Open,
         profiles: cfg.mount.boot_profiles.then(|| repo.clone()),
+        passthrough: cfg.mount.passthrough,
     });
     let daemon = Arc::new(Daemon {
         cfg: cfg.clone(),

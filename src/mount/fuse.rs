@@ -8,8 +8,17 @@
 //!   handle, so a tag that moves later does not change what an open file reads;
 //!   files are opened with `FOPEN_KEEP_CACHE`: versions are immutable, so re-reads
 //!   come from the kernel page cache;
-//! - `read` moves its reply into a tokio task: the FUSE thread never waits on the
-//!   network, and every reply is answered (`EIO` on error, with the reason logged);
+//! - passthrough: an open of an image whose every chunk is in its own file in
+//!   the disk cache, verified, is handed to the kernel with that file as its
+//!   backing file (FUSE passthrough, Linux ≥ 6.9, `mount.passthrough`): its
+//!   reads never reach the daemon. All opens of one inode are alike — the
+//!   kernel refuses to mix passthrough and cached opens of an inode — so an
+//!   inode open without passthrough keeps being opened without it until its
+//!   last handle is released, and one open with it shares one backing id;
+//! - `read` answers from the disk cache in the FUSE thread when every chunk
+//!   of the range is cached (one large read of the cache's file), else moves
+//!   its reply into a tokio task: the FUSE thread never waits on the network,
+//!   and every reply is answered (`EIO` on error, with the reason logged);
 //! - each handler is one `match` on a helper returning `Result<_, Errno>`.
 
 use std::collections::HashMap;
@@ -20,12 +29,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::cache::Backing;
 use crate::core::id::ImageId;
 use crate::mount::image::ImageReader;
 use crate::mount::namespace::{Node, Tree};
@@ -41,9 +51,35 @@ const BLOCK: u32 = 4096;
 pub struct Volume {
     tree: RwLock<Arc<Tree>>,
     readers: RwLock<HashMap<ImageId, Arc<ImageReader>>>,
-    handles: Mutex<HashMap<u64, Arc<ImageReader>>>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    /// Per inode with open handles: how they are open.
+    opens: Mutex<HashMap<u64, InodeOpens>>,
     next_fh: AtomicU64,
     on_open: OnOpen,
+}
+
+/// An open file.
+#[derive(Debug, Clone)]
+struct Handle {
+    ino: u64,
+    reader: Arc<ImageReader>,
+    passthrough: bool,
+}
+
+/// The open handles of one inode: all cached, or all passthrough.
+#[derive(Debug, Default)]
+struct InodeOpens {
+    cached: usize,
+    through: Option<Through>,
+}
+
+/// The backing file of an inode's passthrough opens.
+#[derive(Debug)]
+struct Through {
+    opens: usize,
+    id: BackingId,
+    /// Keeps the image's chunks in the cache while the kernel reads them.
+    _backing: Backing,
 }
 
 /// What opening an image starts in the background.
@@ -54,6 +90,8 @@ pub struct OnOpen {
     /// Load the image's boot profile from here and prefetch it
     /// (`mount.boot_profiles`).
     pub profiles: Option<Repo>,
+    /// Hand fully cached images to the kernel (`mount.passthrough`).
+    pub passthrough: bool,
 }
 
 impl Volume {
@@ -62,6 +100,7 @@ impl Volume {
             tree: RwLock::new(Arc::new(Tree::build(&[], &mut Default::default()))),
             readers: RwLock::default(),
             handles: Mutex::default(),
+            opens: Mutex::default(),
             next_fh: AtomicU64::new(1),
             on_open,
         })
@@ -84,6 +123,16 @@ impl Volume {
     pub fn open_files(&self) -> usize {
         self.handles.lock().unwrap().len()
     }
+
+    /// Open handles the kernel reads by passthrough.
+    pub fn passthrough_files(&self) -> usize {
+        self.handles
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|h| h.passthrough)
+            .count()
+    }
 }
 
 /// The fuser file system over a [`Volume`].
@@ -93,6 +142,8 @@ pub struct Fs {
     rt: tokio::runtime::Handle,
     max_background: u16,
     owner: Owner,
+    /// Passthrough asked for and offered by the kernel (set at init).
+    passthrough: bool,
 }
 
 /// Who owns the mount's files, and their modes.
@@ -129,6 +180,7 @@ impl Fs {
             rt,
             max_background,
             owner,
+            passthrough: false,
         }
     }
 
@@ -202,7 +254,7 @@ impl Fs {
         }
     }
 
-    fn do_open(&self, ino: u64, flags: OpenFlags) -> Result<u64, Errno> {
+    fn do_open(&self, ino: u64, flags: OpenFlags) -> Result<(u64, Arc<ImageReader>), Errno> {
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return Err(Errno::EROFS);
         }
@@ -221,6 +273,7 @@ impl Fs {
             .ok_or(Errno::ENOENT)?;
         {
             let _guard = self.rt.enter();
+            reader.cached();
             if let Some(repo) = &self.vol.on_open.profiles {
                 reader.prefetch_profile(repo.clone());
             }
@@ -229,8 +282,71 @@ impl Fs {
             }
         }
         let fh = self.vol.next_fh.fetch_add(1, Relaxed);
-        self.vol.handles.lock().unwrap().insert(fh, reader);
-        Ok(fh)
+        Ok((fh, reader))
+    }
+
+    /// Answer an open: with passthrough if the inode's opens are passthrough
+    /// already, or if none is open and the image is fully cached; else as a
+    /// cached open.
+    fn reply_open(&self, ino: u64, fh: u64, reader: Arc<ImageReader>, reply: ReplyOpen) {
+        let mut opens = self.vol.opens.lock().unwrap();
+        let st = opens.entry(ino).or_default();
+        if st.through.is_none() && st.cached == 0 && self.passthrough {
+            let _guard = self.rt.enter();
+            if let Some(backing) = reader.backing() {
+                match reply.open_backing(&backing.file) {
+                    Ok(id) => {
+                        st.through = Some(Through {
+                            opens: 0,
+                            id,
+                            _backing: backing,
+                        })
+                    }
+                    Err(e) => tracing::debug!("no passthrough for {}: {e}", reader.id().short()),
+                }
+            }
+        }
+        let passthrough = st.through.is_some();
+        self.vol.handles.lock().unwrap().insert(
+            fh,
+            Handle {
+                ino,
+                reader,
+                passthrough,
+            },
+        );
+        match &mut st.through {
+            Some(t) => {
+                t.opens += 1;
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &t.id);
+            }
+            None => {
+                st.cached += 1;
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            }
+        }
+    }
+
+    fn do_release(&self, fh: u64) {
+        let Some(h) = self.vol.handles.lock().unwrap().remove(&fh) else {
+            return;
+        };
+        let mut opens = self.vol.opens.lock().unwrap();
+        let Some(st) = opens.get_mut(&h.ino) else {
+            return;
+        };
+        match (&mut st.through, h.passthrough) {
+            (Some(t), true) => {
+                t.opens -= 1;
+                if t.opens == 0 {
+                    st.through = None;
+                }
+            }
+            _ => st.cached = st.cached.saturating_sub(1),
+        }
+        if st.through.is_none() && st.cached == 0 {
+            opens.remove(&h.ino);
+        }
     }
 
     fn handle(&self, fh: u64) -> Result<Arc<ImageReader>, Errno> {
@@ -239,7 +355,7 @@ impl Fs {
             .lock()
             .unwrap()
             .get(&fh)
-            .cloned()
+            .map(|h| h.reader.clone())
             .ok_or(Errno::EBADF)
     }
 }
@@ -252,6 +368,19 @@ impl Filesystem for Fs {
         // As much kernel read-ahead per request as the kernel allows.
         if let Err(max) = config.set_max_readahead(1 << 20) {
             let _ = config.set_max_readahead(max);
+        }
+        if self.vol.on_open.passthrough {
+            let offered = config
+                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+                .is_ok();
+            // Depth 1: backing files on a plain file system, and the mount
+            // itself usable under overlayfs.
+            self.passthrough = offered && config.set_max_stack_depth(1).is_ok();
+            if !self.passthrough {
+                tracing::info!(
+                    "the kernel offers no FUSE passthrough: every read goes through the daemon"
+                );
+            }
         }
         Ok(())
     }
@@ -295,7 +424,7 @@ impl Filesystem for Fs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.do_open(ino.0, flags) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok((fh, reader)) => self.reply_open(ino.0, fh, reader, reply),
             Err(e) => reply.error(e),
         }
     }
@@ -313,6 +442,14 @@ impl Filesystem for Fs {
     ) {
         match self.handle(fh.0) {
             Ok(reader) => {
+                let cached = {
+                    let _guard = self.rt.enter();
+                    reader.read_cached(offset, u64::from(size))
+                };
+                if let Some(data) = cached {
+                    reply.data(&data);
+                    return;
+                }
                 self.rt.spawn(async move {
                     match reader.read_at(offset, u64::from(size)).await {
                         Ok(data) => reply.data(&data),
@@ -337,7 +474,7 @@ impl Filesystem for Fs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.vol.handles.lock().unwrap().remove(&fh.0);
+        self.do_release(fh.0);
         reply.ok();
     }
 

@@ -29,6 +29,7 @@ use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use crate::cache::{Backing, CachedImage, Completeness};
 use crate::core::id::{ChunkId, ImageId};
 use crate::core::profile::{Profile, Trace};
 use crate::error::Error;
@@ -49,11 +50,12 @@ pub struct ImageStats {
     pub bytes_read: u64,
     pub bytes_fetched: u64,
     pub bytes_from_cache: u64,
-    /// Bytes of the disk cache this image's chunks take now: each distinct
-    /// chunk id of the image that is cached, counted once, by its length. A
-    /// chunk repeated at many offsets is one file; all-zero chunks are never
-    /// stored. Images that share chunks each count them, so the sum over
-    /// images can exceed the cache's `used_bytes`; one image's never does.
+    /// Bytes of this image's chunks the disk cache holds now: each distinct
+    /// chunk id of the image that is cached, counted once, by its length
+    /// (the cache stores a chunk repeated within one image at each of its
+    /// offsets, so `used_bytes` counts it that many times); all-zero chunks
+    /// are never stored. Images that share chunks each count them, so the
+    /// sum over images can exceed the cache's `used_bytes`.
     pub bytes_cached: u64,
     /// Chunks listed by the boot profile being prefetched (0: none).
     pub profile_chunks: u64,
@@ -80,6 +82,10 @@ pub struct ImageReader {
     profiling: AtomicBool,
     first_read: OnceLock<Instant>,
     trace: Mutex<Trace>,
+    /// This version's file in the disk cache, registered on first use.
+    cached: OnceLock<Option<Arc<CachedImage>>>,
+    /// A background hash of the cached file is under way or done.
+    verifying: AtomicBool,
 }
 
 impl ImageReader {
@@ -96,7 +102,18 @@ impl ImageReader {
             profiling: Default::default(),
             first_read: OnceLock::new(),
             trace: Mutex::default(),
+            cached: OnceLock::new(),
+            verifying: AtomicBool::new(false),
         })
+    }
+
+    /// This version's file in the disk cache (registered now if it was not):
+    /// from now on its chunks are cached in it. `None` if the cache cannot
+    /// create it.
+    pub fn cached(&self) -> Option<&Arc<CachedImage>> {
+        self.cached
+            .get_or_init(|| self.chunks.cache().register(&self.plan.manifest))
+            .as_ref()
     }
 
     pub fn id(&self) -> ImageId {
@@ -162,22 +179,77 @@ impl ImageReader {
         }
     }
 
-    /// Exactly `min(len, size - offset)` bytes at `offset`.
-    pub async fn read_at(self: &Arc<Self>, offset: u64, len: u64) -> Result<Bytes, Error> {
+    /// The cache's file of this version for the kernel to read directly, if
+    /// it holds every chunk, verified in this run. If it holds every chunk
+    /// but some were cached before the daemon started, they are hashed in
+    /// the background (once), so a later open gets it.
+    pub fn backing(&self) -> Option<Backing> {
+        let img = self.cached()?;
+        let cache = self.chunks.cache();
+        match cache.completeness(img) {
+            Completeness::Complete => cache.backing(img),
+            Completeness::Unverified => {
+                if !self.verifying.swap(true, Relaxed) {
+                    let (cache, img) = (cache.clone(), img.clone());
+                    tokio::task::spawn_blocking(move || cache.verify_image(&img));
+                }
+                None
+            }
+            Completeness::Missing => None,
+        }
+    }
+
+    /// Exactly `min(len, size - offset)` bytes at `offset`, if every chunk
+    /// under them is in the disk cache: read from the cache's files with one
+    /// large read (blocking file I/O, for the caller's thread), else `None`
+    /// and nothing counted (the caller then calls [`ImageReader::read_at`]).
+    pub fn read_cached(self: &Arc<Self>, offset: u64, len: u64) -> Option<Bytes> {
         let m = &self.plan.manifest;
-        self.counters.reads.fetch_add(1, Relaxed);
+        let cs = m.chunk_size;
         let want = clipped_len(offset, len, m.size);
-        let parts = spans(offset, len, m.size, m.chunk_size);
-        let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
-            return Ok(Bytes::new());
-        };
-        let (first, last) = (first.chunk, last.chunk);
+        if want == 0 {
+            return None;
+        }
+        let (first, last) = (offset / cs, (offset + want - 1) / cs);
+        let whole = self
+            .chunks
+            .cache()
+            .read_chunks(self.cached()?, first, last)?;
+        self.counters.reads.fetch_add(1, Relaxed);
+        let stored: u64 = (first..=last)
+            .filter(|&i| m.chunks[i as usize].is_some())
+            .map(|i| m.chunk_len(i) as u64)
+            .sum();
+        self.counters.bytes_from_cache.fetch_add(stored, Relaxed);
+        self.counters.bytes_read.fetch_add(want, Relaxed);
+        self.begin_read(first, last);
+        let at = (offset - first * cs) as usize;
+        Some(whole.slice(at..at + want as usize))
+    }
+
+    /// Trace a read of chunks `first..=last` and, if it continues the
+    /// previous one, move the read-ahead window; whether it did.
+    fn begin_read(self: &Arc<Self>, first: u64, last: u64) -> bool {
         self.record(first..=last);
         let prev_next = self.next_chunk.swap(last + 1, Relaxed);
         let sequential = prev_next != u64::MAX && (first + 1 == prev_next || first == prev_next);
         if sequential {
             self.read_ahead(last + 1, last - first + 1);
         }
+        sequential
+    }
+
+    /// Exactly `min(len, size - offset)` bytes at `offset`.
+    pub async fn read_at(self: &Arc<Self>, offset: u64, len: u64) -> Result<Bytes, Error> {
+        let m = &self.plan.manifest;
+        self.counters.reads.fetch_add(1, Relaxed);
+        self.cached();
+        let want = clipped_len(offset, len, m.size);
+        let parts = spans(offset, len, m.size, m.chunk_size);
+        let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+            return Ok(Bytes::new());
+        };
+        let sequential = self.begin_read(first.chunk, last.chunk);
         let datas = join_all(
             parts
                 .iter()
@@ -311,6 +383,7 @@ impl ImageReader {
             Priority::Profile => "boot profile",
             _ => "prefetch",
         };
+        self.cached();
         let weak: Weak<Self> = Arc::downgrade(self);
         let chunks = self.chunks.clone();
         tokio::spawn(async move {
@@ -711,9 +784,12 @@ mod tests {
         let got = f.reader.read_at(0, data.len() as u64).await.unwrap();
         assert!(got[..] == data[..]);
         let st = f.reader.stats();
+        // Fetched once each; the image's cache file holds A in each of its
+        // four slots (so the kernel can read that file directly), but the
+        // image counts each distinct chunk once.
         let used = f.chunks.cache().usage().used_bytes;
-        assert_eq!(used, 2 * cs as u64);
-        assert_eq!(st.bytes_cached, used);
+        assert_eq!(used, 5 * cs as u64);
+        assert_eq!(st.bytes_cached, 2 * cs as u64);
         assert_eq!(st.bytes_fetched, 2 * cs as u64);
     }
 

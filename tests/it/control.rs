@@ -76,7 +76,10 @@ fn status_counts_each_cached_chunk_once_and_real_hits_and_misses() {
     let mut d = Daemon::start(&c, &mnt);
     assert!(same_file(&mnt.join("deb/12.raw"), &img));
     let st = status(&c);
-    assert_eq!(st.cache.used_bytes, distinct, "{st:?}");
+    // The cache stores a repeated chunk at each of its slots of the image
+    // (so the kernel can read the cache's file directly); the image counts
+    // each distinct chunk once.
+    assert_eq!(st.cache.used_bytes, non_zero_chunks, "{st:?}");
     assert_eq!(image_sum(&st, |i| i.bytes_cached), distinct, "{st:?}");
     assert_eq!(image_sum(&st, |i| i.bytes_fetched), distinct, "{st:?}");
     // Every fetched chunk was first looked up in the disk cache and missed.
@@ -84,7 +87,7 @@ fn status_counts_each_cached_chunk_once_and_real_hits_and_misses() {
     assert!(st.cache.misses >= st.chunks_fetched, "{st:?}");
     let text = c.ok(&["status"]);
     let (cached, used) = printed_cached_and_used(&text, "deb");
-    assert_eq!(cached, used, "{text}");
+    assert_ne!(cached, used, "{text}");
     let (_, misses) = printed_hits_misses(&text);
     assert!(misses >= st.chunks_fetched, "{text}");
     // Nothing was evicted (the cache is large enough) or prefetched.

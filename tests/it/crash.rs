@@ -5,13 +5,15 @@
 //! Mount points live under `/tmp/vmifs-crash-tests/`; the [`Daemon`] guard
 //! always detaches them and kills its daemon, also when a test fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::harness::mount::{Daemon, image_sum, is_mounted, mountpoint, signal, status};
+use crate::harness::mount::{
+    CacheSlot, Daemon, cache_slots, image_sum, is_mounted, mountpoint, signal, status,
+};
 use crate::harness::{
     Cluster, distinct_chunks, first_difference, vmifs_command, write_image, write_image_seeded,
 };
@@ -30,22 +32,12 @@ fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn cache_files(cache: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for sub in std::fs::read_dir(cache.join("chunks")).unwrap().flatten() {
-        for f in std::fs::read_dir(sub.path()).unwrap().flatten() {
-            out.push(f.path());
-        }
-    }
-    out.sort();
-    out
-}
-
 /// The mount daemon is killed with SIGKILL while it fills its cache (by an
-/// on-demand sequential read, or by the whole-image prefetch at mount); one
-/// cache file is then bit-flipped and another truncated on disk. The next
-/// daemon clears the stale mount, serves the whole image byte-identical, and
-/// fetches exactly the chunks that were not cached intact.
+/// on-demand sequential read, or by the whole-image prefetch at mount); in
+/// the cache's data file one cached chunk is then bit-flipped, one torn (its
+/// second half zeroed) and the file cut short in the middle of the last one.
+/// The next daemon clears the stale mount, serves the whole image
+/// byte-identical, and fetches exactly the chunks that were not cached intact.
 fn daemon_killed_while_filling_its_cache(test: &str, prefetch: bool) {
     let c = Cluster::start(3, 0, 2, 1, CHUNK);
     if prefetch {
@@ -81,21 +73,31 @@ fn daemon_killed_while_filling_its_cache(test: &str, prefetch: bool) {
     let err = std::fs::File::open(&file).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN));
 
-    // Damage two cache files: bit rot in one, a torn write in the other.
+    // Damage cached chunks: bit rot in one, a torn write in another (each
+    // cached in one slot only), and the file cut in the middle of the last
+    // slot (a chunk lost unless the image repeats it in an earlier slot).
     let cache = c.path("cache");
-    let files = cache_files(&cache);
-    assert!(files.len() >= 2, "nothing cached before the kill");
-    let cached = files.len() as u64;
-    let mut b = std::fs::read(&files[0]).unwrap();
-    let at = b.len() / 2;
-    b[at] ^= 0x01;
-    std::fs::write(&files[0], b).unwrap();
-    let len = std::fs::metadata(&files[1]).unwrap().len();
+    let slots = cache_slots(&cache);
+    let ids: std::collections::HashSet<[u8; 32]> = slots.iter().map(|s| s.id).collect();
+    let cached = ids.len() as u64;
+    let once: Vec<&CacheSlot> = slots
+        .iter()
+        .filter(|s| slots.iter().filter(|o| o.id == s.id).count() == 1)
+        .collect();
+    assert!(once.len() >= 3, "too little cached before the kill");
+    let last = slots.last().unwrap();
+    let lost = 2 + u64::from(slots.iter().filter(|s| s.id == last.id).count() == 1);
+    let (flip, torn) = (once[0], once[1]);
+    let mut b = std::fs::read(&flip.data).unwrap();
+    b[(flip.offset + flip.len / 2) as usize] ^= 0x01;
+    let t = torn.offset as usize;
+    b[t + torn.len as usize / 2..t + torn.len as usize].fill(0);
+    std::fs::write(&flip.data, b).unwrap();
     std::fs::OpenOptions::new()
         .write(true)
-        .open(&files[1])
+        .open(&last.data)
         .unwrap()
-        .set_len(len / 3)
+        .set_len(last.offset + last.len / 3)
         .unwrap();
 
     // Restart on the same cache dir; it clears the stale mount itself.
@@ -110,8 +112,8 @@ fn daemon_killed_while_filling_its_cache(test: &str, prefetch: bool) {
     let fetched = st.chunks_fetched;
     assert_eq!(
         fetched,
-        distinct - (cached - 2),
-        "{distinct} chunks, {cached} cached before the kill (2 damaged): {st:?}"
+        distinct - (cached - lost),
+        "{distinct} chunks, {cached} cached before the kill ({lost} lost): {st:?}"
     );
     assert!(fetched < distinct);
     assert_eq!(st.cache.corrupt_dropped, 2, "{st:?}");

@@ -6,6 +6,7 @@
 //! by PID, also when a test fails. Stores listen on 127.0.0.1 only.
 
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -253,11 +254,14 @@ fn a_restarted_daemon_reuses_its_cache() {
     assert_eq!(st.chunks_fetched, 0);
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    crate::harness::files_under(dir)
+/// Bytes the cache's data files take on disk (holes excluded).
+fn cached_data_bytes(cache: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    crate::harness::files_under(&cache.join("images"))
         .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "data"))
         .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
+        .map(|m| m.blocks() * 512)
         .sum()
 }
 
@@ -268,16 +272,18 @@ fn the_cache_never_exceeds_its_cap() {
     c.edit_config("max_size = \"1GiB\"", "max_size = \"16MiB\"");
     // The cache lives on a file system exactly as big as the cap: one byte over
     // it, at any instant, would fail a write (ENOSPC), which the daemon logs. A
-    // directory walk cannot prove this: it is not an atomic snapshot. One page
-    // more holds the cache's lock file (the owner's pid), which is not a chunk.
+    // directory walk cannot prove this: it is not an atomic snapshot. A few
+    // pages more hold the cache's lock file (the owner's pid) and the image's
+    // slot table (64 bytes and 32 a chunk), which are not chunks.
     let cache = c.path("cache");
-    let _tmpfs = Tmpfs::mount(&cache, cap + 4096);
+    let table = (64 + 32 * std::fs::metadata(&img).unwrap().len().div_ceil(CHUNK)).div_ceil(4096);
+    let _tmpfs = Tmpfs::mount(&cache, cap + 4096 * (1 + table));
     let mnt = mountpoint("cap");
     let d = Daemon::start(&c, &mnt);
     assert!(same_file(&mnt.join("deb/12.raw"), &img));
     let log = d.log_text();
     assert!(!log.contains("cannot write to the chunk cache"), "{log}");
-    let used = dir_bytes(&cache);
+    let used = cached_data_bytes(&cache);
     assert!(
         used <= cap && used > cap / 2,
         "cache holds {used} bytes, cap {cap}"
@@ -521,4 +527,96 @@ fn a_boot_profile_is_recorded_published_and_prefetched_on_open() {
     let _d = Daemon::start(&c, &mnt);
     boot(&File::open(mnt.join("deb/12.raw")).unwrap());
     assert_eq!(image_sum(&status(&c), |i| i.profile_chunks), 0);
+}
+
+/// Poll `cond` every 20 ms for at most `secs`.
+fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// Once every chunk of an image is cached, an open of it is handed to the
+/// kernel with the cache's file as backing file (FUSE passthrough): its reads
+/// return the image and never reach the daemon. After a restart the cached
+/// file is hashed first: the first open reads through the daemon, a later one
+/// by passthrough.
+#[test]
+fn a_fully_cached_image_is_read_by_the_kernel_from_the_cache_file() {
+    let (c, img) = setup(24, "");
+    let want = std::fs::read(&img).unwrap();
+    let mnt = mountpoint("passthrough");
+    let mut d = Daemon::start(&c, &mnt);
+    let file = mnt.join("deb/12.raw");
+    let reads = |st: &vmifs::mount::control::Status| image_sum(st, |i| i.reads);
+    let closed = || eventually(10, || status(&c).open_files == 0);
+    let read_all = |f: &File| {
+        let mut got = Vec::new();
+        (&*f).read_to_end(&mut got).unwrap();
+        got
+    };
+
+    // Cold: through the daemon.
+    let f = File::open(&file).unwrap();
+    assert_eq!(status(&c).passthrough_files, 0);
+    assert!(read_all(&f) == want);
+    drop(f);
+    assert!(closed());
+
+    // Warm: passthrough, and the daemon sees no read.
+    let f = File::open(&file).unwrap();
+    let st = status(&c);
+    assert_eq!(st.passthrough_files, 1, "{st:?}");
+    assert!(read_all(&f) == want);
+    assert_eq!(reads(&status(&c)), reads(&st));
+    drop(f);
+    assert!(closed());
+    assert_eq!(status(&c).passthrough_files, 0);
+
+    // Restarted: the first open hashes the cached file in the background.
+    d.stop();
+    let _d = Daemon::start(&c, &mnt);
+    let f = File::open(&file).unwrap();
+    assert_eq!(status(&c).passthrough_files, 0);
+    drop(f);
+    assert!(closed());
+    assert!(
+        eventually(30, || {
+            let _f = File::open(&file).unwrap();
+            let through = status(&c).passthrough_files == 1;
+            drop(_f);
+            closed() && through
+        }),
+        "no passthrough after the cached file was verified"
+    );
+    let f = File::open(&file).unwrap();
+    assert!(read_all(&f) == want);
+    assert_eq!(status(&c).chunks_fetched, 0);
+}
+
+/// With passthrough off, a warm read is answered from the cache's file by
+/// the daemon (no fetch), byte-identical.
+#[test]
+fn warm_reads_come_from_the_cache_file_without_passthrough() {
+    let (c, img) = setup(16, "[mount]\npassthrough = false\n");
+    let mnt = mountpoint("no-passthrough");
+    let _d = Daemon::start(&c, &mnt);
+    let file = mnt.join("deb/12.raw");
+    assert!(same_file(&file, &img));
+    let before = status(&c);
+    // Drop the kernel's page cache of the mounted file, then read again.
+    let f = File::open(&file).unwrap();
+    vmifs::sys::drop_page_cache(&f).unwrap();
+    assert_eq!(status(&c).passthrough_files, 0);
+    drop(f);
+    assert!(same_file(&file, &img));
+    let after = status(&c);
+    assert_eq!(after.chunks_fetched, before.chunks_fetched, "{after:?}");
+    assert!(after.cache.hits > before.cache.hits, "{after:?}");
+    assert!(image_sum(&after, |i| i.reads) > image_sum(&before, |i| i.reads));
 }

@@ -189,3 +189,41 @@ impl Drop for Tmpfs {
         lazy_umount(&self.0);
     }
 }
+
+/// One filled slot of the mount daemon's disk cache: where its bytes lie.
+#[derive(Debug, Clone)]
+pub struct CacheSlot {
+    pub data: PathBuf,
+    pub offset: u64,
+    pub len: u64,
+    pub id: [u8; 32],
+}
+
+/// The filled slots of the disk cache in `cache`, read from its slot tables
+/// (`images/<key>.slots`: a 64-byte header with the image size at 8 and the
+/// chunk size at 16, then one 32-byte chunk id per slot, zeros when empty).
+pub fn cache_slots(cache: &Path) -> Vec<CacheSlot> {
+    let mut out = Vec::new();
+    for f in std::fs::read_dir(cache.join("images")).unwrap().flatten() {
+        let path = f.path();
+        if path.extension().is_none_or(|x| x != "slots") {
+            continue;
+        }
+        let t = std::fs::read(&path).unwrap();
+        let int = |at: usize| u64::from_le_bytes(t[at..at + 8].try_into().unwrap());
+        let (size, cs) = (int(8), int(16));
+        for (i, e) in t[64..].chunks_exact(32).enumerate() {
+            if e.iter().any(|&b| b != 0) {
+                let offset = i as u64 * cs;
+                out.push(CacheSlot {
+                    data: path.with_extension("data"),
+                    offset,
+                    len: (size - offset).min(cs),
+                    id: e.try_into().unwrap(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.data, a.offset).cmp(&(&b.data, b.offset)));
+    out
+}

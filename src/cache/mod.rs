@@ -1,0 +1,1338 @@
+//! The persistent local chunk cache: verified chunks on local disk, under a hard
+//! size cap, least recently used evicted first, laid out as the images that
+//! use them so a warm read is one large read of a local file.
+//!
+//! Contract:
+//! - Layout: each image layout (its size, chunk size and chunk list, named by a
+//!   [`LayoutKey`]) that a mount reads gets a sparse data file
+//!   `<dir>/images/<key>.data` as long as the image, chunk `i` at offset
+//!   `i × chunk size`, and a slot table `<key>.slots` naming the chunk each
+//!   slot holds ([`table`]). All-zero chunks are holes and never written. Only
+//!   this module touches these files. Versions whose layouts are identical
+//!   share one file.
+//! - Dedup: a chunk is stored once, whichever images list it. It goes into the
+//!   slot of the most recently registered image that lists it (every slot of
+//!   that image that lists it, if it repeats there); any other image reads it
+//!   from there. Two versions sharing 95% of their chunks cost 1.05 images, not
+//!   two; the newer one reads the shared chunks from the older one's file.
+//! - Verification: bytes are handed out only after they were hashed against
+//!   their id in this run of the daemon: chunks written by this run were
+//!   verified before [`Cache::put`]; slots found at [`Cache::open`] are hashed
+//!   on their first read (and a slot that fails is dropped, punched out, and
+//!   reported as a miss, so the caller fetches it again). Writes are not synced:
+//!   the slot's bytes are written before its table entry, and the entry is
+//!   zeroed before the bytes are punched out, so after a crash an entry can
+//!   only name bytes that are torn, never bytes of another chunk — and torn
+//!   bytes fail the hash on their first read. Within a run the files are
+//!   trusted like any local file system (they are private to the daemon).
+//! - Passthrough: when every non-zero slot of an image is in its own file and
+//!   verified in this run, [`Cache::backing`] hands out the data file to be
+//!   read by the kernel directly (FUSE passthrough); while such a
+//!   [`Backing`] lives, no chunk of that file is evicted.
+//! - Size: the bytes of all stored slots (reserved ones included) never exceed
+//!   `max_size`. Space is reserved under the index lock, evicting least
+//!   recently used chunks (all their slots) first. Slot tables (32 bytes a
+//!   slot) are not counted.
+//! - Restart: the index is rebuilt from the slot tables at open (recency from
+//!   the tables' modification times), so a restarted daemon reuses what it
+//!   cached. Files of a cache written by an older vmifs (`chunks/`) are
+//!   removed.
+//! - A failing write (disk full, read-only disk) is logged once and the chunk is
+//!   simply not cached: the cache is an optimisation, never a reason to fail a read.
+//! - Privacy: cached chunks are image bytes, so the cache is its owner's
+//!   only: directories are created (and, at open, set) `0700`, files written
+//!   `0600`, explicitly, whatever the umask.
+//! - One owner: [`Cache::open`] holds an exclusive lock on `<dir>/lock` (with
+//!   the holder's pid in it) for the life of the [`Cache`]. A second daemon on
+//!   the same directory gets one error naming the holder and exits: two
+//!   processes evicting under one size cap would each miscount it. Only the
+//!   mount daemon opens the cache (`vmifs get` writes to its output file and
+//!   reads no cache), so there is no shared use to allow.
+//! - Counters ([`CacheUsage`]): a hit is a chunk handed out ([`Cache::get`],
+//!   or one chunk of [`Cache::read_chunks`]); a miss is a lookup for a chunk
+//!   that was not there intact ([`Cache::probe`] said no, or a read found it
+//!   gone or corrupt); an eviction is a chunk removed to make room.
+
+mod table;
+
+use std::collections::HashMap;
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::{Bytes, BytesMut};
+use lru::LruCache;
+use serde::{Deserialize, Serialize};
+
+use crate::core::chunk::VerifiedChunk;
+use crate::core::id::ChunkId;
+use crate::core::manifest::Manifest;
+use crate::error::Error;
+pub use table::LayoutKey;
+use table::{Header, decode_entries, encode_entry};
+
+#[derive(Debug)]
+pub struct Cache {
+    images: PathBuf,
+    max_size: u64,
+    inner: Mutex<Index>,
+    write_failed: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    corrupt: AtomicU64,
+    evictions: AtomicU64,
+    /// Holds the exclusive lock on `<dir>/lock` while the cache is open.
+    _lock: File,
+}
+
+/// Mode of the cache's directories and files.
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
+
+/// `mkdir -p` with mode 0700, and 0700 on `dir` itself even if it existed.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)?;
+    std::fs::set_permissions(dir, Permissions::from_mode(DIR_MODE))
+}
+
+/// Take the exclusive lock on `<dir>/lock` and write our pid into it.
+fn lock_dir(dir: &Path) -> Result<File, Error> {
+    let path = dir.join("lock");
+    let io = |e| Error::io(format!("cache lock {}", path.display()), e);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&path)
+        .map_err(io)?;
+    if !crate::sys::try_lock_exclusive(&f).map_err(io)? {
+        let mut pid = String::new();
+        let _ = f.read_to_string(&mut pid);
+        let pid = pid.trim();
+        let pid = if pid.is_empty() { "unknown" } else { pid };
+        return Err(Error::Unavailable(format!(
+            "cache dir {} is in use by another vmifs (pid {pid})",
+            dir.display()
+        )));
+    }
+    f.set_len(0).map_err(io)?;
+    f.rewind().map_err(io)?;
+    writeln!(f, "{}", std::process::id()).map_err(io)?;
+    Ok(f)
+}
+
+fn open_rw(path: &Path, create: bool) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// Number of an open image file within this run.
+type FileNo = u32;
+
+/// One slot of one image file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Loc {
+    file: FileNo,
+    slot: u32,
+}
+
+/// A cached chunk: where its bytes are (one slot, or every slot of one image
+/// that lists it) and how long it is.
+#[derive(Debug)]
+struct Entry {
+    len: u64,
+    locs: Vec<Loc>,
+    /// Reserved, bytes not written yet.
+    pending: bool,
+}
+
+impl Entry {
+    fn bytes(&self) -> u64 {
+        self.len * self.locs.len() as u64
+    }
+}
+
+/// What a slot holds, as far as this run knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    id: ChunkId,
+    /// Hashed against `id` in this run (or written by it).
+    verified: bool,
+}
+
+/// The cached data file of one image layout and its slot table, open.
+#[derive(Debug)]
+pub struct CachedImage {
+    no: FileNo,
+    header: Header,
+    data_path: PathBuf,
+    data: File,
+    table: File,
+    /// Reads and writes of slots hold it shared; punching a slot out holds it
+    /// exclusively, so no read sees a slot half punched.
+    io: RwLock<()>,
+    /// Live [`Backing`]s: while any, no slot of this file is evicted.
+    pins: AtomicUsize,
+}
+
+impl CachedImage {
+    pub fn key(&self) -> LayoutKey {
+        self.header.key
+    }
+}
+
+/// The index's view of one image file.
+#[derive(Debug)]
+struct FileState {
+    file: Arc<CachedImage>,
+    slots: Vec<Option<Held>>,
+    /// The image's chunk list, once a reader registered it.
+    layout: Option<Arc<Manifest>>,
+}
+
+#[derive(Debug)]
+struct Index {
+    /// Chunk id → where it is; most recently used last out.
+    lru: LruCache<ChunkId, Entry>,
+    used: u64,
+    files: HashMap<FileNo, FileState>,
+    by_key: HashMap<LayoutKey, FileNo>,
+    /// Chunk id → the slots of registered images that list it, the most
+    /// recently registered image first: where [`Cache::put`] stores it.
+    homes: HashMap<ChunkId, Vec<Loc>>,
+    next_file: FileNo,
+}
+
+impl Index {
+    fn held(&self, loc: Loc) -> Option<Held> {
+        self.files
+            .get(&loc.file)?
+            .slots
+            .get(loc.slot as usize)
+            .copied()?
+    }
+
+    fn set_held(&mut self, loc: Loc, held: Option<Held>) {
+        if let Some(s) = self
+            .files
+            .get_mut(&loc.file)
+            .and_then(|f| f.slots.get_mut(loc.slot as usize))
+        {
+            *s = held;
+        }
+    }
+
+    fn pinned(&self, e: &Entry) -> bool {
+        e.locs.iter().any(|l| {
+            self.files
+                .get(&l.file)
+                .is_some_and(|f| f.file.pins.load(Relaxed) > 0)
+        })
+    }
+
+    /// Add the slots of a registered layout to `homes`, ahead of older ones.
+    fn add_homes(&mut self, no: FileNo, m: &Manifest) {
+        let mut mine: HashMap<ChunkId, Vec<Loc>> = HashMap::new();
+        for (i, c) in m.chunks.iter().enumerate() {
+            if let Some(id) = c {
+                mine.entry(*id).or_default().push(Loc {
+                    file: no,
+                    slot: i as u32,
+                });
+            }
+        }
+        for (id, mut locs) in mine {
+            let homes = self.homes.entry(id).or_default();
+            homes.retain(|l| l.file != no);
+            locs.append(homes);
+            *homes = locs;
+        }
+    }
+}
+
+/// A slot to punch out: its table entry zeroed, then its bytes.
+type Victim = (Arc<CachedImage>, Loc);
+
+/// An image's data file, handed to the kernel to read directly; the file's
+/// chunks stay cached while it lives.
+#[derive(Debug)]
+pub struct Backing {
+    pub file: File,
+    image: Arc<CachedImage>,
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        self.image.pins.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Whether an image can be read straight from its cached file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completeness {
+    /// Some chunk is not in the image's own file.
+    Missing,
+    /// All are, but some were not hashed yet in this run ([`Cache::verify_image`]).
+    Unverified,
+    /// All are, verified.
+    Complete,
+}
+
+/// A snapshot for `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheUsage {
+    pub dir: PathBuf,
+    /// Bytes of the cached chunks' slots, reserved ones included.
+    pub used_bytes: u64,
+    pub max_bytes: u64,
+    /// Cached chunks (distinct chunk ids).
+    pub chunks: usize,
+    /// Chunks handed out from the cache after a lookup.
+    pub hits: u64,
+    /// Lookups for a chunk the cache did not hold intact: not there
+    /// ([`Cache::probe`] said no, or a read found it gone) or dropped as
+    /// corrupt. A chunk answered from memory before the disk cache is
+    /// asked is neither a hit nor a miss.
+    pub misses: u64,
+    pub corrupt_dropped: u64,
+    /// Chunks removed to make room (least recently used first).
+    pub evictions: u64,
+}
+
+/// One piece of a [`Cache::read_chunks`] answer.
+#[derive(Debug)]
+enum Part {
+    Zero(u64),
+    Slot {
+        file: Arc<CachedImage>,
+        loc: Loc,
+        id: ChunkId,
+        len: u64,
+        verified: bool,
+    },
+}
+
+impl Cache {
+    /// Open (or create) the cache in `dir`, rebuilding its index from the
+    /// slot tables.
+    pub fn open(dir: &Path, max_size: u64) -> Result<Self, Error> {
+        let images = dir.join("images");
+        let io = |what: &Path| {
+            let what = what.to_path_buf();
+            move |e| Error::io(format!("cache {}", what.display()), e)
+        };
+        private_dir(dir).map_err(io(dir))?;
+        let lock = lock_dir(dir)?;
+        for old in ["chunks", "staging"] {
+            if std::fs::remove_dir_all(dir.join(old)).is_ok() {
+                tracing::info!("removed the cache files of an older vmifs ({old}/)");
+            }
+        }
+        private_dir(&images).map_err(io(&images))?;
+        let cache = Cache {
+            images: images.clone(),
+            max_size,
+            inner: Mutex::new(Index {
+                lru: LruCache::unbounded(),
+                used: 0,
+                files: HashMap::new(),
+                by_key: HashMap::new(),
+                homes: HashMap::new(),
+                next_file: 0,
+            }),
+            write_failed: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            _lock: lock,
+        };
+        cache.load().map_err(io(&images))?;
+        let victims = {
+            // The cap may have shrunk since the last run.
+            let mut idx = cache.inner.lock().unwrap();
+            cache.evict_to(&mut idx, max_size)
+        };
+        cache.punch(victims);
+        let u = cache.usage();
+        tracing::info!(dir = %dir.display(), chunks = u.chunks, used = u.used_bytes, "cache opened");
+        Ok(cache)
+    }
+
+    /// Rebuild the index from the slot tables, oldest table first; remove
+    /// files that are not a pair of a valid table and its data file.
+    fn load(&self) -> std::io::Result<()> {
+        let mut tables = Vec::new();
+        for f in std::fs::read_dir(&self.images)?.flatten() {
+            let path = f.path();
+            let name = f.file_name();
+            let name = name.to_str().unwrap_or("");
+            let keep = match name.rsplit_once('.') {
+                Some((key, "slots")) if LayoutKey::from_hex(key).is_some() => {
+                    let t = f.metadata().and_then(|m| m.modified());
+                    tables.push((t.unwrap_or(std::time::UNIX_EPOCH), path.clone()));
+                    true
+                }
+                Some((key, "data")) => {
+                    LayoutKey::from_hex(key).is_some() && path.with_extension("slots").exists()
+                }
+                _ => false,
+            };
+            if !keep {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        tables.sort();
+        for (_, path) in tables {
+            if !self.load_one(&path) {
+                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(path.with_extension("data"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Load one slot table; false if the pair is unusable or empty.
+    fn load_one(&self, path: &Path) -> bool {
+        let Ok(mut table) = open_rw(path, false) else {
+            return false;
+        };
+        let mut bytes = Vec::new();
+        if table.read_to_end(&mut bytes).is_err() {
+            return false;
+        }
+        let Some(header) = Header::decode(&bytes) else {
+            return false;
+        };
+        let name_ok = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(LayoutKey::from_hex)
+            == Some(header.key);
+        let data_path = path.with_extension("data");
+        let Ok(data) = open_rw(&data_path, false) else {
+            return false;
+        };
+        let data_len = data.metadata().map(|m| m.len()).unwrap_or(0);
+        if !name_ok {
+            return false;
+        }
+        let _ = std::fs::set_permissions(path, Permissions::from_mode(FILE_MODE));
+        let _ = std::fs::set_permissions(&data_path, Permissions::from_mode(FILE_MODE));
+        let entries = decode_entries(&header, &bytes[table::HEADER_LEN as usize..]);
+        let mut idx = self.inner.lock().unwrap();
+        let no = idx.next_file;
+        idx.next_file += 1;
+        let file = Arc::new(CachedImage {
+            no,
+            header,
+            data_path,
+            data,
+            table,
+            io: RwLock::new(()),
+            pins: AtomicUsize::new(0),
+        });
+        let mut slots = vec![None; header.slots as usize];
+        let mut drop = Vec::new();
+        for (slot, id) in entries {
+            let loc = Loc {
+                file: no,
+                slot: slot as u32,
+            };
+            let len = header.slot_len(slot);
+            let fits = header.data_offset(slot) + len <= data_len;
+            let ok = fits
+                && match idx.lru.peek_mut(&id) {
+                    // Another slot of this image holding the same chunk.
+                    Some(e) if e.len == len && e.locs.iter().all(|l| l.file == no) => {
+                        e.locs.push(loc);
+                        true
+                    }
+                    Some(_) => false,
+                    None => {
+                        idx.lru.put(
+                            id,
+                            Entry {
+                                len,
+                                locs: vec![loc],
+                                pending: false,
+                            },
+                        );
+                        true
+                    }
+                };
+            if ok {
+                idx.used += len;
+                slots[slot as usize] = Some(Held {
+                    id,
+                    verified: false,
+                });
+            } else {
+                drop.push((file.clone(), loc));
+            }
+        }
+        let any = slots.iter().any(Option::is_some);
+        if any {
+            idx.by_key.insert(header.key, no);
+            idx.files.insert(
+                no,
+                FileState {
+                    file,
+                    slots,
+                    layout: None,
+                },
+            );
+        }
+        drop_lock_then(idx, || self.punch(drop));
+        any
+    }
+
+    /// The cached file of `manifest`'s layout, created if new, and from now
+    /// on the home of its chunks ([`Cache::put`] stores them there). `None`
+    /// (logged once) if the files cannot be created.
+    pub fn register(&self, manifest: &Arc<Manifest>) -> Option<Arc<CachedImage>> {
+        let header = Header::of(manifest);
+        if header.slots > u32::MAX as u64 {
+            return None;
+        }
+        let mut idx = self.inner.lock().unwrap();
+        if let Some(&no) = idx.by_key.get(&header.key) {
+            let state = idx.files.get_mut(&no).expect("by_key names an open file");
+            let file = state.file.clone();
+            if state.layout.is_none() {
+                state.layout = Some(manifest.clone());
+                idx.add_homes(no, manifest);
+            }
+            return Some(file);
+        }
+        let base = self.images.join(header.key.to_hex());
+        let (data_path, table_path) = (base.with_extension("data"), base.with_extension("slots"));
+        let made = (|| {
+            let data = open_rw(&data_path, true)?;
+            data.set_len(header.size)?;
+            let table = open_rw(&table_path, true)?;
+            table.set_len(0)?;
+            table.write_all_at(&header.encode(), 0)?;
+            table.set_len(header.table_len())?;
+            Ok::<_, std::io::Error>((data, table))
+        })();
+        let (data, table) = match made {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&data_path);
+                let _ = std::fs::remove_file(&table_path);
+                self.write_failed_once(&e);
+                return None;
+            }
+        };
+        let no = idx.next_file;
+        idx.next_file += 1;
+        let file = Arc::new(CachedImage {
+            no,
+            header,
+            data_path,
+            data,
+            table,
+            io: RwLock::new(()),
+            pins: AtomicUsize::new(0),
+        });
+        idx.by_key.insert(header.key, no);
+        idx.files.insert(
+            no,
+            FileState {
+                file: file.clone(),
+                slots: vec![None; header.slots as usize],
+                layout: Some(manifest.clone()),
+            },
+        );
+        idx.add_homes(no, manifest);
+        Some(file)
+    }
+
+    fn write_failed_once(&self, e: &std::io::Error) {
+        if !self.write_failed.swap(true, Relaxed) {
+            tracing::warn!(
+                "cannot write to the chunk cache ({e}); continuing without caching (logged once)"
+            );
+        }
+    }
+
+    /// Whether the chunk is (believed to be) cached; does not touch recency
+    /// and counts nothing.
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        let idx = self.inner.lock().unwrap();
+        idx.lru.peek(id).is_some_and(|e| !e.pending)
+    }
+
+    /// A lookup before a read: like [`Cache::contains`], but `false` counts
+    /// as a miss (the caller will fetch the chunk instead). When it says
+    /// `true`, [`Cache::get`] counts the hit or the miss.
+    pub fn probe(&self, id: &ChunkId) -> bool {
+        let found = self.contains(id);
+        if !found {
+            self.misses.fetch_add(1, Relaxed);
+        }
+        found
+    }
+
+    /// The chunk, verified (hashed now), if it is cached and intact.
+    /// Blocking file I/O.
+    pub fn get(&self, id: &ChunkId) -> Option<VerifiedChunk> {
+        let (file, loc, len) = {
+            let mut idx = self.inner.lock().unwrap();
+            let found = match idx.lru.get(id) {
+                Some(e) if !e.pending => Some((e.locs[0], e.len)),
+                _ => None,
+            };
+            match found.and_then(|(loc, len)| Some((idx.files.get(&loc.file)?, loc, len))) {
+                Some((f, loc, len)) => (f.file.clone(), loc, len),
+                None => {
+                    self.misses.fetch_add(1, Relaxed);
+                    return None;
+                }
+            }
+        };
+        let read = {
+            let _io = file.io.read().unwrap();
+            if self.inner.lock().unwrap().held(loc).map(|h| h.id) != Some(*id) {
+                self.misses.fetch_add(1, Relaxed);
+                return None;
+            }
+            let mut buf = vec![0u8; len as usize];
+            file.data
+                .read_exact_at(&mut buf, file.header.data_offset(u64::from(loc.slot)))
+                .map(|()| buf)
+        };
+        let checked = read
+            .map_err(|e| e.to_string())
+            .and_then(|b| VerifiedChunk::verify(*id, Bytes::from(b)).map_err(|e| e.to_string()));
+        match checked {
+            Ok(c) => {
+                self.inner.lock().unwrap().set_held(
+                    loc,
+                    Some(Held {
+                        id: *id,
+                        verified: true,
+                    }),
+                );
+                self.hits.fetch_add(1, Relaxed);
+                Some(c)
+            }
+            Err(e) => {
+                self.drop_corrupt(&file, loc, *id, &e);
+                None
+            }
+        }
+    }
+
+    /// The bytes of chunks `first..=last` of `image` (whole chunks, zero
+    /// chunks as zeros), if every non-zero one is cached: read with one
+    /// `pread` per run of adjacent slots in one file (the whole range, for an
+    /// image read from its own file), each chunk hashed if it was not yet in
+    /// this run. `None` if any is missing or fails its hash (dropped); the
+    /// caller then reads chunk by chunk. Blocking file I/O.
+    pub fn read_chunks(&self, image: &CachedImage, first: u64, last: u64) -> Option<Bytes> {
+        let parts = self.plan_read(image, first, last)?;
+        let total: u64 = parts
+            .iter()
+            .map(|p| match p {
+                Part::Zero(n) => *n,
+                Part::Slot { len, .. } => *len,
+            })
+            .sum();
+        let mut out = BytesMut::zeroed(total as usize);
+        let mut at = 0usize;
+        let mut i = 0;
+        while i < parts.len() {
+            let Part::Slot { file, loc, .. } = &parts[i] else {
+                if let Part::Zero(n) = parts[i] {
+                    at += n as usize;
+                }
+                i += 1;
+                continue;
+            };
+            // A run of slots adjacent in one file: one read.
+            let mut j = i;
+            let mut run_len = 0u64;
+            while let Some(Part::Slot {
+                file: f,
+                loc: l,
+                len,
+                ..
+            }) = parts.get(j)
+            {
+                if f.no != file.no || l.slot != loc.slot + (j - i) as u32 {
+                    break;
+                }
+                run_len += len;
+                j += 1;
+            }
+            let off = file.header.data_offset(u64::from(loc.slot));
+            let ok = {
+                let _io = file.io.read().unwrap();
+                let idx = self.inner.lock().unwrap();
+                let still = parts[i..j].iter().all(|p| match p {
+                    Part::Slot { loc, id, .. } => idx.held(*loc).map(|h| h.id) == Some(*id),
+                    Part::Zero(_) => true,
+                });
+                drop(idx);
+                still
+                    && file
+                        .data
+                        .read_exact_at(&mut out[at..at + run_len as usize], off)
+                        .is_ok()
+            };
+            if !ok {
+                self.misses.fetch_add(1, Relaxed);
+                return None;
+            }
+            at += run_len as usize;
+            i = j;
+        }
+        // Hash what this run has not hashed yet.
+        let mut at = 0usize;
+        let mut chunks = 0;
+        for p in &parts {
+            match p {
+                Part::Zero(n) => at += *n as usize,
+                Part::Slot {
+                    file,
+                    loc,
+                    id,
+                    len,
+                    verified,
+                } => {
+                    let bytes = &out[at..at + *len as usize];
+                    if !verified {
+                        if ChunkId::of(bytes) != *id {
+                            self.drop_corrupt(file, *loc, *id, "hash mismatch");
+                            return None;
+                        }
+                        self.inner.lock().unwrap().set_held(
+                            *loc,
+                            Some(Held {
+                                id: *id,
+                                verified: true,
+                            }),
+                        );
+                    }
+                    at += *len as usize;
+                    chunks += 1;
+                }
+            }
+        }
+        self.hits.fetch_add(chunks, Relaxed);
+        Some(out.freeze())
+    }
+
+    /// Where each chunk of `first..=last` of `image` is to be read from;
+    /// `None` if one is not cached. Marks them recently used.
+    fn plan_read(&self, image: &CachedImage, first: u64, last: u64) -> Option<Vec<Part>> {
+        let mut idx = self.inner.lock().unwrap();
+        let layout = idx.files.get(&image.no)?.layout.clone()?;
+        let mut parts = Vec::with_capacity((last - first + 1) as usize);
+        for i in first..=last.min(layout.chunk_count().saturating_sub(1)) {
+            let len = layout.chunk_len(i) as u64;
+            let Some(id) = layout.chunks[i as usize] else {
+                parts.push(Part::Zero(len));
+                continue;
+            };
+            let own = Loc {
+                file: image.no,
+                slot: i as u32,
+            };
+            let loc = match idx.held(own) {
+                Some(h) if h.id == id => own,
+                _ => match idx.lru.peek(&id) {
+                    Some(e) if !e.pending => e.locs[0],
+                    _ => return None,
+                },
+            };
+            let verified = idx.held(loc)?.verified;
+            let file = idx.files.get(&loc.file)?.file.clone();
+            idx.lru.get(&id);
+            parts.push(Part::Slot {
+                file,
+                loc,
+                id,
+                len,
+                verified,
+            });
+        }
+        Some(parts)
+    }
+
+    /// Drop a chunk whose bytes at `loc` failed to read or hash: count it,
+    /// forget all its slots, punch them out.
+    fn drop_corrupt(&self, file: &CachedImage, loc: Loc, id: ChunkId, why: &str) {
+        tracing::warn!(chunk = %id.short(), slot = loc.slot, image = %file.key().to_hex()[..12], "cached chunk is corrupt, dropping it: {why}");
+        self.corrupt.fetch_add(1, Relaxed);
+        self.misses.fetch_add(1, Relaxed);
+        let mut idx = self.inner.lock().unwrap();
+        let mut victims = Vec::new();
+        if idx.held(loc).map(|h| h.id) == Some(id) && idx.lru.peek(&id).is_some_and(|e| !e.pending)
+        {
+            let e = idx.lru.pop(&id).expect("peeked");
+            idx.used -= e.bytes();
+            for l in e.locs {
+                idx.set_held(l, None);
+                if let Some(f) = idx.files.get(&l.file) {
+                    victims.push((f.file.clone(), l));
+                }
+            }
+        }
+        drop_lock_then(idx, || self.punch(victims));
+    }
+
+    /// Evict least recently used chunks (not reserved, not pinned) until
+    /// `used <= target`; their slots are forgotten now and returned to be
+    /// punched out (without the index lock).
+    fn evict_to(&self, idx: &mut Index, target: u64) -> Vec<Victim> {
+        let mut skipped = Vec::new();
+        let mut victims = Vec::new();
+        while idx.used > target {
+            let Some((id, e)) = idx.lru.pop_lru() else {
+                break;
+            };
+            if e.pending || idx.pinned(&e) {
+                skipped.push((id, e));
+                continue;
+            }
+            idx.used -= e.bytes();
+            for l in e.locs {
+                idx.set_held(l, None);
+                if let Some(f) = idx.files.get(&l.file) {
+                    victims.push((f.file.clone(), l));
+                }
+            }
+            self.evictions.fetch_add(1, Relaxed);
+        }
+        for (id, e) in skipped {
+            idx.lru.put(id, e);
+        }
+        victims
+    }
+
+    /// Punch out slots that the index has forgotten: zero the table entry,
+    /// then free the bytes — unless the slot was stored again meanwhile.
+    fn punch(&self, victims: Vec<Victim>) {
+        for (file, loc) in victims {
+            let _io = file.io.write().unwrap();
+            if self.inner.lock().unwrap().held(loc).is_some() {
+                continue;
+            }
+            let slot = u64::from(loc.slot);
+            let _ = file.table.write_all_at(
+                &[0u8; table::ENTRY_LEN as usize],
+                Header::entry_offset(slot),
+            );
+            let (off, len) = (file.header.data_offset(slot), file.header.slot_len(slot));
+            if let Err(e) = rustix::fs::fallocate(
+                &file.data,
+                rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+                off,
+                len,
+            ) {
+                tracing::debug!("cannot punch a cache slot out ({e}); writing zeros");
+                let _ = file.data.write_all_at(&vec![0u8; len as usize], off);
+            }
+        }
+    }
+
+    /// Store a verified chunk in the slots of the most recently registered
+    /// image that lists it. Blocking file I/O. Never fails: a chunk that
+    /// cannot be written (or that no registered image lists) is simply not
+    /// cached.
+    pub fn put(&self, chunk: &VerifiedChunk) {
+        let id = chunk.id();
+        let len = chunk.len() as u64;
+        let (file, locs, victims) = {
+            let mut idx = self.inner.lock().unwrap();
+            if idx.lru.get(&id).is_some() {
+                return;
+            }
+            let Some(&first) = idx.homes.get(&id).and_then(|h| h.first()) else {
+                return;
+            };
+            let Some(file) = idx.files.get(&first.file).map(|f| f.file.clone()) else {
+                return;
+            };
+            let locs: Vec<Loc> = idx.homes[&id]
+                .iter()
+                .filter(|l| l.file == first.file)
+                .filter(|l| file.header.slot_len(u64::from(l.slot)) == len)
+                .copied()
+                .collect();
+            let total = len * locs.len() as u64;
+            if locs.is_empty() || total > self.max_size {
+                return;
+            }
+            let victims = self.evict_to(&mut idx, self.max_size - total);
+            if idx.used + total > self.max_size {
+                // Everything left is being written right now, or pinned.
+                drop_lock_then(idx, || self.punch(victims));
+                return;
+            }
+            idx.used += total;
+            idx.lru.put(
+                id,
+                Entry {
+                    len,
+                    locs: locs.clone(),
+                    pending: true,
+                },
+            );
+            (file, locs, victims)
+        };
+        self.punch(victims);
+        let written = {
+            let _io = file.io.read().unwrap();
+            locs.iter()
+                .try_for_each(|l| {
+                    let slot = u64::from(l.slot);
+                    file.data
+                        .write_all_at(chunk.bytes(), file.header.data_offset(slot))
+                })
+                .and_then(|()| {
+                    locs.iter().try_for_each(|l| {
+                        file.table.write_all_at(
+                            &encode_entry(&id),
+                            Header::entry_offset(u64::from(l.slot)),
+                        )
+                    })
+                })
+        };
+        let mut idx = self.inner.lock().unwrap();
+        match written {
+            Ok(()) => {
+                if let Some(e) = idx.lru.peek_mut(&id) {
+                    e.pending = false;
+                }
+                for &l in &locs {
+                    idx.set_held(l, Some(Held { id, verified: true }));
+                }
+            }
+            Err(e) => {
+                if let Some(entry) = idx.lru.pop(&id) {
+                    idx.used -= entry.bytes();
+                }
+                let victims: Vec<Victim> = locs.iter().map(|&l| (file.clone(), l)).collect();
+                drop_lock_then(idx, || self.punch(victims));
+                self.write_failed_once(&e);
+            }
+        }
+    }
+
+    /// Whether `image` can be read from its own file alone.
+    pub fn completeness(&self, image: &CachedImage) -> Completeness {
+        let idx = self.inner.lock().unwrap();
+        let Some(state) = idx.files.get(&image.no) else {
+            return Completeness::Missing;
+        };
+        let Some(layout) = &state.layout else {
+            return Completeness::Missing;
+        };
+        let mut all_verified = true;
+        for (c, held) in layout.chunks.iter().zip(&state.slots) {
+            match (c, held) {
+                (None, _) => {}
+                (Some(id), Some(h)) if h.id == *id => all_verified &= h.verified,
+                _ => return Completeness::Missing,
+            }
+        }
+        if all_verified {
+            Completeness::Complete
+        } else {
+            Completeness::Unverified
+        }
+    }
+
+    /// Hash every slot of `image`'s own file not hashed yet in this run
+    /// (dropping those that fail). Blocking file I/O.
+    pub fn verify_image(&self, image: &CachedImage) {
+        let count = image.header.slots;
+        let mut i = 0;
+        while i < count {
+            // A few MiB at a time.
+            let last = (i + 15).min(count - 1);
+            let _ = self.read_chunks(image, i, last);
+            i = last + 1;
+        }
+    }
+
+    /// `image`'s data file for the kernel to read directly, if it holds every
+    /// chunk of the image, verified; its chunks are not evicted while the
+    /// [`Backing`] lives.
+    pub fn backing(&self, image: &Arc<CachedImage>) -> Option<Backing> {
+        let file = File::open(&image.data_path).ok()?;
+        // Pin first, then check: an eviction after the check sees the pin.
+        image.pins.fetch_add(1, Relaxed);
+        let backing = Backing {
+            file,
+            image: image.clone(),
+        };
+        (self.completeness(image) == Completeness::Complete).then_some(backing)
+    }
+
+    pub fn usage(&self) -> CacheUsage {
+        let idx = self.inner.lock().unwrap();
+        CacheUsage {
+            dir: self
+                .images
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            used_bytes: idx.used,
+            max_bytes: self.max_size,
+            chunks: idx.lru.len(),
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            corrupt_dropped: self.corrupt.load(Relaxed),
+            evictions: self.evictions.load(Relaxed),
+        }
+    }
+}
+
+/// Release the index lock, then run `f` (which takes file locks).
+fn drop_lock_then<T>(guard: std::sync::MutexGuard<'_, T>, f: impl FnOnce()) {
+    drop(guard);
+    f();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    const CS: u64 = 4096;
+
+    fn chunk(seed: u8) -> VerifiedChunk {
+        VerifiedChunk::hashed(Bytes::from(vec![seed; CS as usize]))
+    }
+
+    /// An image of whole chunks; `None` is a zero chunk.
+    fn image(chunks: &[Option<&VerifiedChunk>]) -> Arc<Manifest> {
+        Arc::new(Manifest {
+            format: crate::core::manifest::FORMAT.into(),
+            version: crate::core::manifest::VERSION,
+            name: "img".parse().unwrap(),
+            size: chunks.len() as u64 * CS,
+            chunk_size: CS,
+            erasure: crate::core::manifest::Erasure { data: 2, parity: 1 },
+            stores: vec!["a".into()],
+            source_format: "raw".into(),
+            labels: Default::default(),
+            chunks: chunks.iter().map(|c| c.map(|c| c.id())).collect(),
+            packs: Vec::new(),
+        })
+    }
+
+    /// Bytes the data files take on disk (holes excluded).
+    fn disk_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir.join("images"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "data"))
+            .map(|e| e.metadata().unwrap().blocks() * 512)
+            .sum()
+    }
+
+    fn data_file(dir: &Path, m: &Manifest) -> PathBuf {
+        dir.join("images")
+            .join(format!("{}.data", LayoutKey::of(m).to_hex()))
+    }
+
+    fn expected(m: &Manifest, cs: &[VerifiedChunk]) -> Vec<u8> {
+        let by_id: HashMap<_, _> = cs.iter().map(|c| (c.id(), c)).collect();
+        m.chunks
+            .iter()
+            .flat_map(|c| match c {
+                Some(id) => by_id[id].bytes().to_vec(),
+                None => vec![0u8; CS as usize],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn get_put_and_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 10 * CS).unwrap();
+        let chunks: Vec<_> = (1..=30).map(chunk).collect();
+        let m = image(&chunks.iter().map(Some).collect::<Vec<_>>());
+        let img = cache.register(&m).unwrap();
+        for (i, c) in chunks.iter().enumerate() {
+            assert!(cache.get(&c.id()).is_none());
+            cache.put(c);
+            assert_eq!(cache.get(&c.id()).unwrap().bytes(), c.bytes());
+            let one = cache.read_chunks(&img, i as u64, i as u64).unwrap();
+            assert_eq!(&one[..], &c.bytes()[..]);
+            assert!(disk_bytes(dir.path()) <= 10 * CS);
+            assert!(cache.usage().used_bytes <= 10 * CS);
+        }
+        assert_eq!(cache.usage().chunks, 10);
+        assert_eq!(cache.usage().evictions, 20);
+        // A chunk no registered image lists is not cached.
+        let stray = chunk(99);
+        cache.put(&stray);
+        assert!(!cache.contains(&stray.id()));
+    }
+
+    #[test]
+    fn least_recently_used_goes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 3 * CS).unwrap();
+        let (a, b, c, d) = (chunk(1), chunk(2), chunk(3), chunk(4));
+        cache
+            .register(&image(&[Some(&a), Some(&b), Some(&c), Some(&d)]))
+            .unwrap();
+        cache.put(&a);
+        cache.put(&b);
+        cache.put(&c);
+        assert!(cache.get(&a.id()).is_some()); // a is now the most recent
+        assert_eq!(cache.usage().evictions, 0);
+        cache.put(&d); // evicts b
+        assert_eq!(cache.usage().evictions, 1);
+        assert!(cache.contains(&a.id()));
+        assert!(!cache.contains(&b.id()));
+        assert!(cache.contains(&c.id()));
+        assert!(cache.contains(&d.id()));
+    }
+
+    #[test]
+    fn one_large_read_returns_the_image_and_zero_chunks_cost_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        let cs: Vec<_> = (1..=3).map(chunk).collect();
+        let m = image(&[Some(&cs[0]), None, Some(&cs[1]), Some(&cs[2]), None]);
+        let img = cache.register(&m).unwrap();
+        assert!(cache.read_chunks(&img, 0, 4).is_none());
+        for c in &cs {
+            cache.put(c);
+        }
+        let all = cache.read_chunks(&img, 0, 4).unwrap();
+        assert_eq!(&all[..], &expected(&m, &cs)[..]);
+        assert_eq!(
+            &cache.read_chunks(&img, 1, 2).unwrap()[..],
+            &all[4096..12288]
+        );
+        assert_eq!(disk_bytes(dir.path()), 3 * CS);
+        assert_eq!(cache.usage().used_bytes, 3 * CS);
+    }
+
+    #[test]
+    fn versions_sharing_chunks_store_them_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        let cs: Vec<_> = (1..=21).map(chunk).collect();
+        // v2 shares 19 of its 20 chunks with v1.
+        let v1 = image(&cs[..20].iter().map(Some).collect::<Vec<_>>());
+        let mut v2_chunks: Vec<_> = cs[..20].iter().map(Some).collect();
+        v2_chunks[7] = Some(&cs[20]);
+        let v2 = image(&v2_chunks);
+        let i1 = cache.register(&v1).unwrap();
+        for c in &cs[..20] {
+            cache.put(c);
+        }
+        let i2 = cache.register(&v2).unwrap();
+        assert!(cache.read_chunks(&i2, 0, 19).is_none());
+        cache.put(&cs[20]);
+        assert_eq!(
+            &cache.read_chunks(&i2, 0, 19).unwrap()[..],
+            &expected(&v2, &cs)[..]
+        );
+        assert_eq!(
+            &cache.read_chunks(&i1, 0, 19).unwrap()[..],
+            &expected(&v1, &cs)[..]
+        );
+        assert_eq!(cache.usage().used_bytes, 21 * CS);
+        assert_eq!(disk_bytes(dir.path()), 21 * CS);
+        // v1's file holds all of v1; v2's only its own chunk.
+        assert_eq!(cache.completeness(&i1), Completeness::Complete);
+        assert_eq!(cache.completeness(&i2), Completeness::Missing);
+    }
+
+    #[test]
+    fn a_chunk_repeated_in_an_image_fills_each_of_its_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        let (a, b) = (chunk(1), chunk(2));
+        let m = image(&[Some(&a), Some(&b), Some(&a)]);
+        let img = cache.register(&m).unwrap();
+        cache.put(&a);
+        cache.put(&b);
+        assert_eq!(cache.usage().used_bytes, 3 * CS);
+        assert_eq!(cache.completeness(&img), Completeness::Complete);
+        let on_disk = std::fs::read(data_file(dir.path(), &m)).unwrap();
+        assert_eq!(on_disk, expected(&m, &[a, b]));
+    }
+
+    #[test]
+    fn backing_needs_every_chunk_verified_and_pins_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (chunk(1), chunk(2), chunk(3));
+        let m = image(&[Some(&a), None, Some(&b)]);
+        {
+            let cache = Cache::open(dir.path(), 2 * CS).unwrap();
+            let img = cache.register(&m).unwrap();
+            cache.put(&a);
+            assert!(cache.backing(&img).is_none());
+            assert_eq!(img.pins.load(Relaxed), 0);
+            cache.put(&b);
+            let backing = cache.backing(&img).unwrap();
+            let mut read = Vec::new();
+            (&backing.file).read_to_end(&mut read).unwrap();
+            assert_eq!(read, expected(&m, &[a.clone(), b.clone()]));
+            // Full and pinned: a new chunk is not cached, nothing evicted.
+            cache.register(&image(&[Some(&c)])).unwrap();
+            cache.put(&c);
+            assert!(!cache.contains(&c.id()));
+            assert_eq!(cache.usage().evictions, 0);
+            drop(backing);
+            cache.put(&c);
+            assert!(cache.contains(&c.id()));
+            assert_eq!(cache.usage().evictions, 1);
+        }
+        // After a restart nothing is verified yet: hash first.
+        let (a, b) = (chunk(1), chunk(2));
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        let img = cache.register(&m).unwrap();
+        cache.put(&a);
+        cache.put(&b);
+        drop(img);
+        drop(cache);
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        let img2 = cache.register(&m).unwrap();
+        assert_eq!(cache.completeness(&img2), Completeness::Unverified);
+        assert!(cache.backing(&img2).is_none());
+        cache.verify_image(&img2);
+        assert_eq!(cache.completeness(&img2), Completeness::Complete);
+        assert!(cache.backing(&img2).is_some());
+    }
+
+    #[test]
+    fn reused_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (chunk(1), chunk(2));
+        let m = image(&[Some(&a), Some(&b)]);
+        {
+            let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+            cache.register(&m).unwrap();
+            cache.put(&a);
+            cache.put(&b);
+        }
+        // Leftovers of an older cache and stray files are cleaned up.
+        std::fs::create_dir_all(dir.path().join("chunks/ab")).unwrap();
+        std::fs::write(dir.path().join("images/junk"), b"x").unwrap();
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(cache.usage().used_bytes, 2 * CS);
+        assert_eq!(cache.get(&b.id()).unwrap().bytes(), b.bytes());
+        assert!(!dir.path().join("chunks").exists());
+        assert!(!dir.path().join("images/junk").exists());
+        // Served before the reader registers its image again.
+        let img = cache.register(&m).unwrap();
+        assert_eq!(
+            &cache.read_chunks(&img, 0, 1).unwrap()[..],
+            &expected(&m, &[a, b])[..]
+        );
+        // A smaller cap at restart evicts down to it.
+        drop(cache);
+        let cache = Cache::open(dir.path(), CS).unwrap();
+        assert!(cache.usage().used_bytes <= CS);
+        assert!(disk_bytes(dir.path()) <= CS);
+    }
+
+    #[test]
+    fn torn_flipped_and_truncated_bytes_are_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let cs: Vec<_> = (1..=4).map(chunk).collect();
+        let m = image(&cs.iter().map(Some).collect::<Vec<_>>());
+        {
+            let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+            cache.register(&m).unwrap();
+            for c in &cs {
+                cache.put(c);
+            }
+        }
+        // Bit rot in chunk 0, a torn write (zeros) in chunk 2, chunk 3 cut off.
+        let path = data_file(dir.path(), &m);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[100] ^= 0x40;
+        bytes[2 * CS as usize + 7..3 * CS as usize].fill(0);
+        bytes.truncate(3 * CS as usize + 10);
+        std::fs::write(&path, bytes).unwrap();
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        // Chunk 3 does not fit the file any more: dropped at open.
+        assert_eq!(cache.usage().chunks, 3);
+        let img = cache.register(&m).unwrap();
+        assert!(cache.read_chunks(&img, 0, 3).is_none());
+        assert!(cache.get(&cs[0].id()).is_none());
+        assert_eq!(
+            &cache.read_chunks(&img, 1, 1).unwrap()[..],
+            &cs[1].bytes()[..]
+        );
+        assert!(cache.get(&cs[2].id()).is_none());
+        assert_eq!(cache.usage().corrupt_dropped, 2);
+        assert_eq!(cache.usage().chunks, 1);
+        assert_eq!(cache.usage().used_bytes, CS);
+        // They can be cached again.
+        for c in &cs {
+            cache.put(c);
+        }
+        assert_eq!(
+            &cache.read_chunks(&img, 0, 3).unwrap()[..],
+            &expected(&m, &cs)[..]
+        );
+    }
+
+    #[test]
+    fn private_modes_and_one_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("c");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::set_permissions(&root, Permissions::from_mode(0o755)).unwrap();
+        let cache = Cache::open(&root, 1 << 20).unwrap();
+        let c = chunk(1);
+        let m = image(&[Some(&c)]);
+        cache.register(&m).unwrap();
+        cache.put(&c);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("images")), 0o700);
+        assert_eq!(mode(&data_file(&root, &m)), 0o600);
+        assert_eq!(mode(&data_file(&root, &m).with_extension("slots")), 0o600);
+        let e = Cache::open(&root, 1 << 20).unwrap_err().to_string();
+        assert!(
+            e.contains("is in use by another vmifs")
+                && e.contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(cache);
+        Cache::open(&root, 1 << 20).unwrap();
+    }
+
+    #[test]
+    fn unwritable_cache_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        std::fs::remove_dir_all(dir.path().join("images")).unwrap();
+        let a = chunk(1);
+        assert!(cache.register(&image(&[Some(&a)])).is_none());
+        cache.put(&a);
+        assert!(cache.get(&a.id()).is_none());
+        assert_eq!(cache.usage().used_bytes, 0);
+    }
+}
