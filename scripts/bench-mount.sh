@@ -2,8 +2,11 @@
 # Reads through the mount, side by side in one run, same image, same stores:
 #  - cold sequential read through the mount vs curl of the same bytes (one plain
 #    file) from one of the same loopback servers;
-#  - warm sequential read (chunk cache full, page cache dropped) vs a local file;
-#  - 4 KiB random-read latency p50/p99 through the mount, cold and warm.
+#  - warm sequential read (chunk cache full, page cache dropped) vs a local file:
+#    through the daemon on the first read after a start (every chunk hashed
+#    once), through the daemon again (verified), and by FUSE passthrough;
+#  - 4 KiB random-read latency p50/p99 through the mount: cold, warm through
+#    the daemon, warm by passthrough.
 #   scripts/bench-mount.sh [MiB]
 #   BENCH_MOUNT_CONFIG=$'[mount]\nkernel_readahead = "128KiB"' scripts/bench-mount.sh 512
 set -euo pipefail
@@ -19,6 +22,12 @@ ACCESS_LOGS=1 start_stores 3 --no-fsync
   # Extra settings to compare, e.g. BENCH_MOUNT_CONFIG=$'[mount]\nthreads = 1'
   printf '%s\n' "${BENCH_MOUNT_CONFIG:-}"
 } >"$WORK/config.toml"
+# The same with passthrough off (into an existing [mount] table if there is one).
+if grep -q '^\[mount\]' "$WORK/config.toml"; then
+  sed '/^\[mount\]/a passthrough = false' "$WORK/config.toml" >"$WORK/config-fuse.toml"
+else
+  { cat "$WORK/config.toml"; printf '[mount]\npassthrough = false\n'; } >"$WORK/config-fuse.toml"
+fi
 export VMIFS_CONFIG="$WORK/config.toml"
 
 head -c "$((MIB << 20))" /dev/urandom >"$WORK/image.raw"
@@ -65,13 +74,37 @@ cold_s=$(seq_read "$MNT/bench/latest.raw")
 gets_after=($(all_store_gets))
 unmount_it
 
-mount_it
+passthrough_files() {
+  (exec 3<"$MNT/bench/latest.raw"
+   "$VMIFS" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["passthrough_files"])')
+}
+# Warm through the daemon: the first read after a start hashes every chunk.
+VMIFS_CONFIG="$WORK/config-fuse.toml" mount_it
+drop_caches
+first_s=$(seq_read "$MNT/bench/latest.raw")
 drop_caches
 warm_s=$(seq_read "$MNT/bench/latest.raw")
 drop_caches
 local_s=$(seq_read "$WORK/image.raw")
 drop_caches
 read -r warm_p50 warm_p99 < <(latency "$MNT/bench/latest.raw" 2000)
+unmount_it
+# Warm by passthrough: the first open after a start reads through the daemon
+# (and hashes); once the file is verified, opens are passthrough.
+mount_it
+seq_read "$MNT/bench/latest.raw" >/dev/null
+pt=$(passthrough_files)
+# Three alternated rounds: the local disk's own rate moves from run to run.
+pt_rounds=()
+for _ in 1 2 3; do
+  drop_caches
+  pt_s=$(seq_read "$MNT/bench/latest.raw")
+  drop_caches
+  local2_s=$(seq_read "$WORK/image.raw")
+  pt_rounds+=("$(printf '%.2f/%.2f' "$pt_s" "$local2_s")")
+done
+drop_caches
+read -r pt_p50 pt_p99 < <(latency "$MNT/bench/latest.raw" 2000)
 unmount_it
 
 rm -rf "$WORK/cache"
@@ -84,11 +117,18 @@ rate() { echo "$MIB * 1.048576 / $1" | bc -l; }
 printf 'image: %d MiB random data, k=4 m=2, 256 KiB chunks, 3 loopback stores\n' "$MIB"
 printf 'cold sequential, mount: %6.2f s %6.0f MB/s | curl same bytes: %6.2f s %6.0f MB/s | ratio %.2fx\n' \
   "$cold_s" "$(rate "$cold_s")" "$curl_s" "$(rate "$curl_s")" "$(echo "$curl_s / $cold_s" | bc -l)"
-printf 'warm sequential, mount: %6.2f s %6.0f MB/s | local file:      %6.2f s %6.0f MB/s | ratio %.2fx\n' \
+printf 'warm sequential, first read after a start: %6.2f s %6.0f MB/s | local file: %6.2f s %6.0f MB/s | ratio %.2fx\n' \
+  "$first_s" "$(rate "$first_s")" "$local_s" "$(rate "$local_s")" "$(echo "$local_s / $first_s" | bc -l)"
+printf 'warm sequential, through the daemon:       %6.2f s %6.0f MB/s | local file: %6.2f s %6.0f MB/s | ratio %.2fx\n' \
   "$warm_s" "$(rate "$warm_s")" "$local_s" "$(rate "$local_s")" "$(echo "$local_s / $warm_s" | bc -l)"
+printf 'warm sequential, passthrough (%s open):     %6.2f s %6.0f MB/s | local file: %6.2f s %6.0f MB/s | ratio %.2fx (rounds, passthrough/local s: %s)\n' \
+  "$pt" "$pt_s" "$(rate "$pt_s")" "$local2_s" "$(rate "$local2_s")" "$(echo "$local2_s / $pt_s" | bc -l)" "${pt_rounds[*]}"
 for i in 0 1 2; do
   printf 'store %d: %.0f GETs per GiB for the cold sequential read\n' "$i" \
     "$(echo "(${gets_after[$i]} - ${gets_before[$i]}) * 1024 / $MIB" | bc -l)"
 done
 printf '4 KiB random reads, cold: p50 %s ms, p99 %s ms (300 reads)\n' "$cold_p50" "$cold_p99"
-printf '4 KiB random reads, warm: p50 %s ms, p99 %s ms (2000 reads, page cache dropped)\n' "$warm_p50" "$warm_p99"
+printf '4 KiB random reads, warm through the daemon: p50 %s ms, p99 %s ms (2000 reads, page cache dropped)\n' "$warm_p50" "$warm_p99"
+printf '4 KiB random reads, warm by passthrough:     p50 %s ms, p99 %s ms (2000 reads, page cache dropped)\n' "$pt_p50" "$pt_p99"
+local_lat=$(drop_caches; latency "$WORK/image.raw" 2000)
+printf '4 KiB random reads, local file:              p50 %s ms, p99 %s ms\n' $local_lat

@@ -49,7 +49,7 @@
 //!   mount daemon opens the cache (`vmifs get` writes to its output file and
 //!   reads no cache), so there is no shared use to allow.
 //! - Counters ([`CacheUsage`]): a hit is a chunk handed out ([`Cache::get`],
-//!   or one chunk of [`Cache::read_chunks`]); a miss is a lookup for a chunk
+//!   or one chunk of [`Cache::read_range`]); a miss is a lookup for a chunk
 //!   that was not there intact ([`Cache::probe`] said no, or a read found it
 //!   gone or corrupt); an eviction is a chunk removed to make room.
 
@@ -313,17 +313,52 @@ pub struct CacheUsage {
     pub evictions: u64,
 }
 
-/// One piece of a [`Cache::read_chunks`] answer.
+/// One piece of a [`Cache::read_range`] answer: the part of one chunk.
 #[derive(Debug)]
 enum Part {
+    /// Bytes of a zero chunk.
     Zero(u64),
+    /// `len` bytes from `start` of the chunk `id` in slot `loc` of `file`.
     Slot {
         file: Arc<CachedImage>,
         loc: Loc,
         id: ChunkId,
+        chunk_len: u64,
+        start: u64,
         len: u64,
         verified: bool,
     },
+}
+
+impl Part {
+    /// Bytes of the answer.
+    fn len(&self) -> u64 {
+        match self {
+            Part::Zero(n) => *n,
+            Part::Slot { len, .. } => *len,
+        }
+    }
+
+    fn start(&self) -> u64 {
+        match self {
+            Part::Zero(_) => 0,
+            Part::Slot { start, .. } => *start,
+        }
+    }
+
+    fn chunk_len(&self) -> u64 {
+        match self {
+            Part::Zero(n) => *n,
+            Part::Slot { chunk_len, .. } => *chunk_len,
+        }
+    }
+
+    fn held(&self) -> Option<(Loc, ChunkId)> {
+        match self {
+            Part::Zero(_) => None,
+            Part::Slot { loc, id, .. } => Some((*loc, *id)),
+        }
+    }
 }
 
 impl Cache {
@@ -639,84 +674,81 @@ impl Cache {
         }
     }
 
-    /// The bytes of chunks `first..=last` of `image` (whole chunks, zero
-    /// chunks as zeros), if every non-zero one is cached: read with one
-    /// `pread` per run of adjacent slots in one file (the whole range, for an
-    /// image read from its own file), each chunk hashed if it was not yet in
-    /// this run. `None` if any is missing or fails its hash (dropped); the
-    /// caller then reads chunk by chunk. Blocking file I/O.
-    pub fn read_chunks(&self, image: &CachedImage, first: u64, last: u64) -> Option<Bytes> {
-        let parts = self.plan_read(image, first, last)?;
-        let total: u64 = parts
-            .iter()
-            .map(|p| match p {
-                Part::Zero(n) => *n,
-                Part::Slot { len, .. } => *len,
-            })
-            .sum();
+    /// Exactly the bytes `[offset, offset + len)` of `image` (clipped to its
+    /// size; zero chunks as zeros), if every non-zero chunk under them is
+    /// cached: one `pread` per run of adjacent slots of one file (the whole
+    /// range, for an image read from its own file), of only the bytes asked
+    /// for — except that a chunk not hashed yet in this run is read whole and
+    /// hashed before any of it is served. `None` if any is missing or fails
+    /// its hash (it is dropped); the caller then reads chunk by chunk.
+    /// Blocking file I/O.
+    pub fn read_range(&self, image: &CachedImage, offset: u64, len: u64) -> Option<Bytes> {
+        let parts = self.plan_read(image, offset, len)?;
+        let total: u64 = parts.iter().map(Part::len).sum();
         let mut out = BytesMut::zeroed(total as usize);
-        let mut at = 0usize;
-        let mut i = 0;
+        let (mut at, mut i, mut chunks) = (0usize, 0usize, 0u64);
         while i < parts.len() {
             let Part::Slot { file, loc, .. } = &parts[i] else {
-                if let Part::Zero(n) = parts[i] {
-                    at += n as usize;
-                }
+                at += parts[i].len() as usize;
                 i += 1;
                 continue;
             };
-            // A run of slots adjacent in one file: one read.
-            let mut j = i;
-            let mut run_len = 0u64;
-            while let Some(Part::Slot {
-                file: f,
-                loc: l,
-                len,
-                ..
-            }) = parts.get(j)
+            // A run of slots adjacent in one file, each but the first read
+            // from its start and each but the last to its end.
+            let mut j = i + 1;
+            while let (
+                Some(Part::Slot {
+                    file: f,
+                    loc: l,
+                    start: 0,
+                    ..
+                }),
+                Part::Slot {
+                    loc: p,
+                    chunk_len,
+                    start,
+                    len,
+                    ..
+                },
+            ) = (parts.get(j), &parts[j - 1])
             {
-                if f.no != file.no || l.slot != loc.slot + (j - i) as u32 {
+                if f.no != file.no || l.slot != p.slot + 1 || start + len != *chunk_len {
                     break;
                 }
-                run_len += len;
                 j += 1;
             }
-            let off = file.header.data_offset(u64::from(loc.slot));
-            let ok = {
-                let _io = file.io.read().unwrap();
-                let idx = self.inner.lock().unwrap();
-                let still = parts[i..j].iter().all(|p| match p {
-                    Part::Slot { loc, id, .. } => idx.held(*loc).map(|h| h.id) == Some(*id),
-                    Part::Zero(_) => true,
-                });
-                drop(idx);
-                still
-                    && file
-                        .data
-                        .read_exact_at(&mut out[at..at + run_len as usize], off)
-                        .is_ok()
-            };
-            if !ok {
-                self.misses.fetch_add(1, Relaxed);
-                return None;
-            }
-            at += run_len as usize;
-            i = j;
-        }
-        // Hash what this run has not hashed yet.
-        let mut at = 0usize;
-        let mut chunks = 0;
-        for p in &parts {
-            match p {
-                Part::Zero(n) => at += *n as usize,
-                Part::Slot {
-                    file,
-                    loc,
-                    id,
-                    len,
-                    verified,
-                } => {
-                    let bytes = &out[at..at + *len as usize];
+            let run = &parts[i..j];
+            let held: Vec<(Loc, ChunkId)> = run.iter().filter_map(Part::held).collect();
+            let wanted: usize = run.iter().map(|p| p.len() as usize).sum();
+            let base = file.header.data_offset(u64::from(loc.slot));
+            let all_verified = run
+                .iter()
+                .all(|p| matches!(p, Part::Slot { verified: true, .. }));
+            if all_verified {
+                let off = base + run[0].start();
+                if !self.pread_held(file, &held, &mut out[at..at + wanted], off) {
+                    return None;
+                }
+            } else {
+                // Whole chunks, each not verified yet hashed, then the part asked for.
+                let whole: u64 = run.iter().map(Part::chunk_len).sum();
+                let mut buf = vec![0u8; whole as usize];
+                if !self.pread_held(file, &held, &mut buf, base) {
+                    return None;
+                }
+                let mut c = 0usize;
+                for p in run {
+                    let Part::Slot {
+                        loc,
+                        id,
+                        chunk_len,
+                        verified,
+                        ..
+                    } = p
+                    else {
+                        unreachable!("a run holds slots only")
+                    };
+                    let bytes = &buf[c..c + *chunk_len as usize];
                     if !verified {
                         if ChunkId::of(bytes) != *id {
                             self.drop_corrupt(file, *loc, *id, "hash mismatch");
@@ -730,25 +762,59 @@ impl Cache {
                             }),
                         );
                     }
-                    at += *len as usize;
-                    chunks += 1;
+                    c += *chunk_len as usize;
                 }
+                let from = run[0].start() as usize;
+                out[at..at + wanted].copy_from_slice(&buf[from..from + wanted]);
             }
+            at += wanted;
+            chunks += held.len() as u64;
+            i = j;
         }
         self.hits.fetch_add(chunks, Relaxed);
         Some(out.freeze())
     }
 
-    /// Where each chunk of `first..=last` of `image` is to be read from;
-    /// `None` if one is not cached. Marks them recently used.
-    fn plan_read(&self, image: &CachedImage, first: u64, last: u64) -> Option<Vec<Part>> {
+    /// Read `buf` at `off` of `file`'s data under its I/O lock, if the slots
+    /// `held` still hold their chunks; a miss counted if not.
+    fn pread_held(
+        &self,
+        file: &CachedImage,
+        held: &[(Loc, ChunkId)],
+        buf: &mut [u8],
+        off: u64,
+    ) -> bool {
+        let _io = file.io.read().unwrap();
+        let still = {
+            let idx = self.inner.lock().unwrap();
+            held.iter()
+                .all(|(loc, id)| idx.held(*loc).map(|h| h.id) == Some(*id))
+        };
+        let ok = still && file.data.read_exact_at(buf, off).is_ok();
+        if !ok {
+            self.misses.fetch_add(1, Relaxed);
+        }
+        ok
+    }
+
+    /// Where each part of `[offset, offset + len)` of `image` is to be read
+    /// from; `None` if a chunk under it is not cached. Marks them recently
+    /// used.
+    fn plan_read(&self, image: &CachedImage, offset: u64, len: u64) -> Option<Vec<Part>> {
         let mut idx = self.inner.lock().unwrap();
         let layout = idx.files.get(&image.no)?.layout.clone()?;
-        let mut parts = Vec::with_capacity((last - first + 1) as usize);
-        for i in first..=last.min(layout.chunk_count().saturating_sub(1)) {
-            let len = layout.chunk_len(i) as u64;
+        let end = (offset.saturating_add(len)).min(layout.size);
+        if offset >= end {
+            return Some(Vec::new());
+        }
+        let cs = layout.chunk_size;
+        let mut parts = Vec::with_capacity(((end - offset) / cs + 2) as usize);
+        for i in offset / cs..=(end - 1) / cs {
+            let chunk_len = layout.chunk_len(i) as u64;
+            let start = offset.saturating_sub(i * cs);
+            let take = (end - i * cs).min(chunk_len) - start;
             let Some(id) = layout.chunks[i as usize] else {
-                parts.push(Part::Zero(len));
+                parts.push(Part::Zero(take));
                 continue;
             };
             let own = Loc {
@@ -769,7 +835,9 @@ impl Cache {
                 file,
                 loc,
                 id,
-                len,
+                chunk_len,
+                start,
+                len: take,
                 verified,
             });
         }
@@ -964,13 +1032,29 @@ impl Cache {
     /// Hash every slot of `image`'s own file not hashed yet in this run
     /// (dropping those that fail). Blocking file I/O.
     pub fn verify_image(&self, image: &CachedImage) {
+        // From the end backwards, a few MiB at a time, skipping what is
+        // verified already: a reader reading from the start meets it halfway
+        // instead of hashing the same chunks beside it.
         let count = image.header.slots;
-        let mut i = 0;
-        while i < count {
-            // A few MiB at a time.
-            let last = (i + 15).min(count - 1);
-            let _ = self.read_chunks(image, i, last);
-            i = last + 1;
+        let mut end = count;
+        while end > 0 {
+            let n = 16.min(end);
+            let i = end - n;
+            end = i;
+            let unverified = {
+                let idx = self.inner.lock().unwrap();
+                (i..i + n).any(|s| {
+                    let held = idx.held(Loc {
+                        file: image.no,
+                        slot: s as u32,
+                    });
+                    held.is_some_and(|h| !h.verified)
+                })
+            };
+            if unverified {
+                let cs = image.header.chunk_size;
+                let _ = self.read_range(image, i * cs, n * cs);
+            }
         }
     }
 
@@ -1041,6 +1125,11 @@ mod tests {
         })
     }
 
+    /// Chunks `first..=last` of `img`, whole, from the cache.
+    fn whole(cache: &Cache, img: &CachedImage, first: u64, last: u64) -> Option<Bytes> {
+        cache.read_range(img, first * CS, (last - first + 1) * CS)
+    }
+
     /// Bytes the data files take on disk (holes excluded).
     fn disk_bytes(dir: &Path) -> u64 {
         std::fs::read_dir(dir.join("images"))
@@ -1078,7 +1167,7 @@ mod tests {
             assert!(cache.get(&c.id()).is_none());
             cache.put(c);
             assert_eq!(cache.get(&c.id()).unwrap().bytes(), c.bytes());
-            let one = cache.read_chunks(&img, i as u64, i as u64).unwrap();
+            let one = whole(&cache, &img, i as u64, i as u64).unwrap();
             assert_eq!(&one[..], &c.bytes()[..]);
             assert!(disk_bytes(dir.path()) <= 10 * CS);
             assert!(cache.usage().used_bytes <= 10 * CS);
@@ -1119,18 +1208,59 @@ mod tests {
         let cs: Vec<_> = (1..=3).map(chunk).collect();
         let m = image(&[Some(&cs[0]), None, Some(&cs[1]), Some(&cs[2]), None]);
         let img = cache.register(&m).unwrap();
-        assert!(cache.read_chunks(&img, 0, 4).is_none());
+        assert!(whole(&cache, &img, 0, 4).is_none());
         for c in &cs {
             cache.put(c);
         }
-        let all = cache.read_chunks(&img, 0, 4).unwrap();
+        let all = whole(&cache, &img, 0, 4).unwrap();
         assert_eq!(&all[..], &expected(&m, &cs)[..]);
-        assert_eq!(
-            &cache.read_chunks(&img, 1, 2).unwrap()[..],
-            &all[4096..12288]
-        );
+        assert_eq!(&whole(&cache, &img, 1, 2).unwrap()[..], &all[4096..12288]);
         assert_eq!(disk_bytes(dir.path()), 3 * CS);
         assert_eq!(cache.usage().used_bytes, 3 * CS);
+    }
+
+    #[test]
+    fn any_range_reads_only_its_bytes_once_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cs: Vec<_> = (1..=3)
+            .map(|i| {
+                VerifiedChunk::hashed(Bytes::from(crate::core::sample::random(CS as usize, i)))
+            })
+            .collect();
+        let m = image(&[Some(&cs[0]), None, Some(&cs[1]), Some(&cs[2])]);
+        let want = expected(&m, &cs);
+        let ranges = [
+            (0, 1),
+            (100, 5000),
+            (4095, 2),
+            (4096, 4096),
+            (5000, 9000),
+            (0, 4 * CS),
+            (4 * CS - 1, 10),
+            (4 * CS, 10),
+        ];
+        {
+            let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+            let img = cache.register(&m).unwrap();
+            for c in &cs {
+                cache.put(c);
+            }
+            for (off, len) in ranges {
+                let end = (off + len).min(4 * CS) as usize;
+                let got = cache.read_range(&img, off, len).unwrap();
+                assert_eq!(&got[..], &want[(off as usize).min(end)..end], "{off} {len}");
+            }
+        }
+        // After a restart: a small read hashes the whole chunk first.
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        let img = cache.register(&m).unwrap();
+        assert_eq!(cache.completeness(&img), Completeness::Unverified);
+        for (off, len) in ranges {
+            let end = (off + len).min(4 * CS) as usize;
+            let got = cache.read_range(&img, off, len).unwrap();
+            assert_eq!(&got[..], &want[(off as usize).min(end)..end], "{off} {len}");
+        }
+        assert_eq!(cache.completeness(&img), Completeness::Complete);
     }
 
     #[test]
@@ -1148,14 +1278,14 @@ mod tests {
             cache.put(c);
         }
         let i2 = cache.register(&v2).unwrap();
-        assert!(cache.read_chunks(&i2, 0, 19).is_none());
+        assert!(whole(&cache, &i2, 0, 19).is_none());
         cache.put(&cs[20]);
         assert_eq!(
-            &cache.read_chunks(&i2, 0, 19).unwrap()[..],
+            &whole(&cache, &i2, 0, 19).unwrap()[..],
             &expected(&v2, &cs)[..]
         );
         assert_eq!(
-            &cache.read_chunks(&i1, 0, 19).unwrap()[..],
+            &whole(&cache, &i1, 0, 19).unwrap()[..],
             &expected(&v1, &cs)[..]
         );
         assert_eq!(cache.usage().used_bytes, 21 * CS);
@@ -1245,7 +1375,7 @@ mod tests {
         // Served before the reader registers its image again.
         let img = cache.register(&m).unwrap();
         assert_eq!(
-            &cache.read_chunks(&img, 0, 1).unwrap()[..],
+            &whole(&cache, &img, 0, 1).unwrap()[..],
             &expected(&m, &[a, b])[..]
         );
         // A smaller cap at restart evicts down to it.
@@ -1278,12 +1408,9 @@ mod tests {
         // Chunk 3 does not fit the file any more: dropped at open.
         assert_eq!(cache.usage().chunks, 3);
         let img = cache.register(&m).unwrap();
-        assert!(cache.read_chunks(&img, 0, 3).is_none());
+        assert!(whole(&cache, &img, 0, 3).is_none());
         assert!(cache.get(&cs[0].id()).is_none());
-        assert_eq!(
-            &cache.read_chunks(&img, 1, 1).unwrap()[..],
-            &cs[1].bytes()[..]
-        );
+        assert_eq!(&whole(&cache, &img, 1, 1).unwrap()[..], &cs[1].bytes()[..]);
         assert!(cache.get(&cs[2].id()).is_none());
         assert_eq!(cache.usage().corrupt_dropped, 2);
         assert_eq!(cache.usage().chunks, 1);
@@ -1293,7 +1420,7 @@ mod tests {
             cache.put(c);
         }
         assert_eq!(
-            &cache.read_chunks(&img, 0, 3).unwrap()[..],
+            &whole(&cache, &img, 0, 3).unwrap()[..],
             &expected(&m, &cs)[..]
         );
     }

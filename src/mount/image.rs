@@ -211,10 +211,10 @@ impl ImageReader {
             return None;
         }
         let (first, last) = (offset / cs, (offset + want - 1) / cs);
-        let whole = self
+        let data = self
             .chunks
             .cache()
-            .read_chunks(self.cached()?, first, last)?;
+            .read_range(self.cached()?, offset, want)?;
         self.counters.reads.fetch_add(1, Relaxed);
         let stored: u64 = (first..=last)
             .filter(|&i| m.chunks[i as usize].is_some())
@@ -223,8 +223,7 @@ impl ImageReader {
         self.counters.bytes_from_cache.fetch_add(stored, Relaxed);
         self.counters.bytes_read.fetch_add(want, Relaxed);
         self.begin_read(first, last);
-        let at = (offset - first * cs) as usize;
-        Some(whole.slice(at..at + want as usize))
+        Some(data)
     }
 
     /// Trace a read of chunks `first..=last` and, if it continues the
