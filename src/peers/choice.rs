@@ -11,19 +11,36 @@
 //!    host is the one that pulls `c` into the site;
 //! 3. then the stores.
 //!
-//! Every peer step has a deadline derived from measurements (the peer's
-//! smoothed time per chunk, and for the designated fetcher the time the stores
-//! take, since it may have to fetch first), never longer than what is left of
-//! the chunk's whole peer budget ([`Timing::budget`], 1 s by default): a peer
-//! that is killed, frozen or slow costs a read at most that much, and then
-//! the stores answer. The caller charges a peer that failed, missed its
-//! deadline or served wrong bytes in its [`PeerBook`]; the next step then
-//! skips it, and because a designated fetcher being avoided passes its role
-//! to the runner-up of the ranking, the hosts that noticed converge on one
-//! substitute rather than all going to the stores. Nothing here waits for a
-//! tracker: the ranking is computed locally from the membership list.
+//! Every peer step has two deadlines, both within what is left of the
+//! chunk's peer budget ([`Timing::budget`], 1 s by default):
+//!
+//! - `answer_within`: four times the peer's measured answer time (at least
+//!   [`Timing::floor`]). A peer answers at once, whether it sends, fetches
+//!   first, redirects or has nothing; one killed or frozen (SIGSTOP) does
+//!   not, and is charged [`Fault::TimedOut`](crate::peers::Fault) when this
+//!   runs out;
+//! - `wait_within`: for the chunk itself once the peer has said it is coming:
+//!   the rest of the budget, or four times the peer's measured time per chunk
+//!   if that is longer. A site whose hosts all read at once is busy: the
+//!   stores behind the designated fetchers and the peers' uplinks queue, and
+//!   a chunk through two or three peers can take longer than the budget.
+//!   Leaving such a peer for the stores would add load to the stores just
+//!   when they are the bottleneck, and the site's reads would collapse onto
+//!   them (the simulation shows it). A peer that is alive but slower than
+//!   that is left for the next step without a charge: slowness is not a
+//!   fault, or every host would shun every busy peer at once. A connection
+//!   that breaks is charged [`Fault::Failed`](crate::peers::Fault), wrong
+//!   bytes [`Fault::Corrupt`](crate::peers::Fault).
+//!
+//! So a killed or frozen peer costs a read at most the budget, a slow one
+//! at most four times its usual time, and then the stores answer. The next step skips a charged peer, and because a
+//! designated fetcher being avoided passes its role to the runner-up of the
+//! ranking, the hosts that noticed converge on one substitute rather than all
+//! going to the stores. Nothing here waits for a tracker: the ranking is
+//! computed locally from the membership list.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::id::ChunkId;
@@ -37,9 +54,7 @@ pub const MAX_HOLDERS: usize = 2;
 /// The clock inputs of a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
-    /// This host's expected time to fetch the chunk from the stores.
-    pub stores: Duration,
-    /// The shortest deadline given to a peer.
+    /// The shortest answer deadline given to a peer.
     pub floor: Duration,
     /// The longest a read waits for peers in all, before the stores.
     pub budget: Duration,
@@ -48,7 +63,6 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            stores: Duration::from_millis(100),
             floor: Duration::from_millis(50),
             budget: Duration::from_secs(1),
         }
@@ -67,11 +81,13 @@ pub enum Role {
 /// The next thing to do for the chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Ask `peer`; give up on it `deadline` after asking.
+    /// Ask `peer`; count it gone if it has not answered `answer_within`
+    /// after asking, and stop waiting for the chunk `wait_within` after.
     Ask {
         peer: HostId,
         role: Role,
-        deadline: Duration,
+        answer_within: Duration,
+        wait_within: Duration,
     },
     /// Fetch from the stores.
     Stores,
@@ -81,7 +97,7 @@ pub enum Step {
 #[derive(Clone, Debug)]
 pub struct Plan {
     me: HostId,
-    ranking: Vec<HostId>,
+    ranking: Arc<[HostId]>,
     holders: VecDeque<HostId>,
     asked: Vec<HostId>,
     started: Duration,
@@ -98,13 +114,15 @@ impl Plan {
         now: Duration,
         timing: Timing,
     ) -> Self {
-        let mut hosts = live.to_vec();
-        if !hosts.contains(&me) {
-            hosts.push(me);
-        }
+        Self::ranked(me, rendezvous::ranking(chunk, live).into(), now, timing)
+    }
+
+    /// A plan from a ranking of the live hosts for the chunk that the
+    /// caller keeps (it changes only when the membership does).
+    pub fn ranked(me: HostId, ranking: Arc<[HostId]>, now: Duration, timing: Timing) -> Self {
         Plan {
             me,
-            ranking: rendezvous::ranking(chunk, &hosts),
+            ranking,
             holders: VecDeque::new(),
             asked: Vec::new(),
             started: now,
@@ -122,13 +140,13 @@ impl Plan {
     }
 
     /// The designated fetcher at `now`: the first host of the ranking that
-    /// is `me` or not avoided.
+    /// is `me` or not avoided; `me` when there is none.
     pub fn designated(&self, book: &PeerBook, now: Duration) -> HostId {
-        *self
-            .ranking
+        self.ranking
             .iter()
-            .find(|h| **h == self.me || !book.avoided(h, now))
-            .expect("the ranking holds me")
+            .copied()
+            .find(|h| *h == self.me || !book.avoided(h, now))
+            .unwrap_or(self.me)
     }
 
     /// What to do next, at `now`.
@@ -142,22 +160,26 @@ impl Plan {
             if h == self.me || self.asked.contains(&h) || book.avoided(&h, now) {
                 continue;
             }
-            return self.ask(h, Role::Holder, book.expected(&h) * 4, left);
+            return self.ask(h, Role::Holder, book, left);
         }
         let d = self.designated(book, now);
         if d == self.me || self.asked.contains(&d) {
             return Step::Stores;
         }
-        let wait = book.expected(&d) * 4 + self.timing.stores * 2;
-        self.ask(d, Role::Designated, wait, left)
+        self.ask(d, Role::Designated, book, left)
     }
 
-    fn ask(&mut self, peer: HostId, role: Role, wait: Duration, left: Duration) -> Step {
+    /// Ask `peer`: see the module doc for the two deadlines.
+    fn ask(&mut self, peer: HostId, role: Role, book: &PeerBook, left: Duration) -> Step {
         self.asked.push(peer);
+        let usual = book.chunk_time(&peer).unwrap_or_default() * 4;
         Step::Ask {
             peer,
             role,
-            deadline: wait.max(self.timing.floor).min(left),
+            answer_within: (book.answer_time(&peer) * 4)
+                .max(self.timing.floor)
+                .min(left),
+            wait_within: left.max(usual),
         }
     }
 }
@@ -345,27 +367,26 @@ mod tests {
         assert_eq!(plan.next(&book, ms(8)), Step::Stores);
     }
 
-    /// Deadlines follow measurements and never exceed what is left of the
-    /// budget, so a hung peer costs a read at most the budget.
+    /// Answer deadlines follow measurements; both stay within what is left
+    /// of the budget, so a hung peer costs a read at most the budget.
     #[test]
     fn deadlines_are_measured_and_bounded() {
         let (c, r) = chunk_and_ranking(4);
         let timing = Timing {
-            stores: ms(40),
             floor: ms(50),
             budget: ms(1000),
         };
-        // (measured time of the designated, when asked, deadline wanted)
-        for (took, at, want) in [
-            (None, 0, ms(20 * 4 + 80)),
-            (Some(ms(5)), 0, ms(5 * 4 + 80)),
-            (Some(ms(300)), 0, ms(1000)),
-            (Some(ms(5)), 900, ms(100)),
-            (Some(ms(1)), 0, ms(84)),
+        // (measured answer time of the designated, asked at, answer, wait)
+        for (rtt, at, answer, wait) in [
+            (None, 0, 80, 1000),
+            (Some(5), 0, 50, 1000),
+            (Some(30), 0, 120, 1000),
+            (Some(300), 0, 1000, 1000),
+            (Some(30), 900, 100, 100),
         ] {
             let mut book = PeerBook::new();
-            if let Some(t) = took {
-                book.served(r[0], t);
+            if let Some(t) = rtt {
+                book.answered(r[0], ms(t));
             }
             let mut plan = Plan::new(&c, r[1], &hosts(4), ms(0), timing);
             assert_eq!(
@@ -373,34 +394,44 @@ mod tests {
                 Step::Ask {
                     peer: r[0],
                     role: Role::Designated,
-                    deadline: want
+                    answer_within: ms(answer),
+                    wait_within: ms(wait),
                 },
-                "{took:?} at {at}"
+                "{rtt:?} at {at}"
             );
         }
-        // Holders: four times their measured time, at least the floor.
+        // A peer slow as usual is waited for longer than the budget.
         let mut book = PeerBook::new();
-        book.served(r[3], ms(2));
+        book.served(r[0], ms(400));
         let mut plan = Plan::new(&c, r[1], &hosts(4), ms(0), timing);
-        plan.redirected(&[r[3]]);
         assert!(
-            matches!(plan.next(&book, ms(0)), Step::Ask { deadline, .. } if deadline == ms(50))
+            matches!(plan.next(&book, ms(10)), Step::Ask { wait_within, .. } if wait_within == ms(1600))
+        );
+        let mut book = PeerBook::new();
+        book.served(r[0], ms(100));
+        let mut plan = Plan::new(&c, r[1], &hosts(4), ms(0), timing);
+        assert!(
+            matches!(plan.next(&book, ms(10)), Step::Ask { wait_within, .. } if wait_within == ms(990))
         );
         // Budget spent: stores, whoever is left.
+        let book = PeerBook::new();
         let mut plan = Plan::new(&c, r[1], &hosts(4), ms(0), timing);
         assert_eq!(plan.next(&book, ms(960)), Step::Stores);
     }
 
     #[test]
-    fn total_wait_on_peers_is_within_the_budget() {
+    fn total_wait_on_unmeasured_peers_is_within_the_budget() {
         let (c, _) = chunk_and_ranking(50);
         let mut book = PeerBook::new();
         let me = hosts(50)[7];
         let mut plan = Plan::new(&c, me, &hosts(50), ms(0), Timing::default());
         plan.redirected(&hosts(50)[10..12]);
         let mut now = ms(0);
-        while let Step::Ask { peer, deadline, .. } = plan.next(&book, now) {
-            now += deadline; // every peer hangs until its deadline
+        while let Step::Ask {
+            peer, wait_within, ..
+        } = plan.next(&book, now)
+        {
+            now += wait_within; // every peer answers, then hangs
             book.charge(peer, Fault::TimedOut, now);
         }
         assert!(now <= Timing::default().budget, "{now:?}");

@@ -1,5 +1,5 @@
-//! What this host has learnt about each peer: how fast it answers, and whether
-//! it is being avoided after a fault. A peer is charged like a bad store
+//! What this host has learnt about each peer: how fast it answers a request
+//! and delivers a chunk, and whether it is being avoided after a fault. A peer is charged like a bad store
 //! ([`crate::fetch::stats`]): a failure or a missed deadline demotes it for
 //! [`PENALTY`], wrong bytes for [`CORRUPT_PENALTY`]; when the penalty runs out
 //! it is asked again (fail-back), never forgotten.
@@ -20,7 +20,7 @@ pub const PENALTY: Duration = Duration::from_secs(15);
 /// How long a peer that served bytes not matching the chunk id is avoided.
 pub const CORRUPT_PENALTY: Duration = Duration::from_secs(600);
 
-/// The time assumed for a chunk from a peer not measured yet.
+/// The answer time assumed of a peer not measured yet.
 pub const UNMEASURED: Duration = Duration::from_millis(20);
 
 /// What went wrong with a peer.
@@ -28,7 +28,7 @@ pub const UNMEASURED: Duration = Duration::from_millis(20);
 pub enum Fault {
     /// Refused, reset, or an error answer.
     Failed,
-    /// No verified chunk before the deadline (a hung or overloaded peer).
+    /// No answer before the answer deadline (a killed or frozen peer).
     TimedOut,
     /// Bytes that do not hash to the chunk id.
     Corrupt,
@@ -36,6 +36,8 @@ pub enum Fault {
 
 #[derive(Clone, Debug, Default)]
 struct Health {
+    /// Smoothed time from asking to the peer's answer.
+    answer: Option<Duration>,
     /// Smoothed time from asking to holding a verified chunk.
     took: Option<Duration>,
     avoided_until: Duration,
@@ -53,6 +55,7 @@ pub struct PeerSnapshot {
     pub failed: u64,
     pub timed_out: u64,
     pub corrupt: u64,
+    pub answer_ms: Option<f64>,
     pub took_ms: Option<f64>,
     pub avoided: bool,
 }
@@ -68,14 +71,17 @@ impl PeerBook {
         Self::default()
     }
 
+    /// `peer` answered `rtt` after it was asked.
+    pub fn answered(&mut self, peer: HostId, rtt: Duration) {
+        let h = self.peers.entry(peer).or_default();
+        h.answer = Some(smooth(h.answer, rtt));
+    }
+
     /// `peer` handed over a verified chunk `took` after it was asked.
     pub fn served(&mut self, peer: HostId, took: Duration) {
         let h = self.peers.entry(peer).or_default();
         h.served += 1;
-        h.took = Some(match h.took {
-            None => took,
-            Some(old) => (old * 7 + took) / 8,
-        });
+        h.took = Some(smooth(h.took, took));
     }
 
     /// Charge `peer` with `fault` at `now`.
@@ -103,13 +109,18 @@ impl PeerBook {
         self.peers.get(peer).is_some_and(|h| h.avoided_until > now)
     }
 
-    /// The expected time for one chunk from `peer` (measured, else
-    /// [`UNMEASURED`]).
-    pub fn expected(&self, peer: &HostId) -> Duration {
+    /// The time `peer` takes to answer (measured, else [`UNMEASURED`]).
+    pub fn answer_time(&self, peer: &HostId) -> Duration {
         self.peers
             .get(peer)
-            .and_then(|h| h.took)
+            .and_then(|h| h.answer)
             .unwrap_or(UNMEASURED)
+    }
+
+    /// The time `peer` takes from being asked to a verified chunk, if
+    /// measured.
+    pub fn chunk_time(&self, peer: &HostId) -> Option<Duration> {
+        self.peers.get(peer).and_then(|h| h.took)
     }
 
     /// Every peer asked so far, sorted by id.
@@ -123,12 +134,21 @@ impl PeerBook {
                 failed: h.failed,
                 timed_out: h.timed_out,
                 corrupt: h.corrupt,
+                answer_ms: h.answer.map(|d| d.as_secs_f64() * 1e3),
                 took_ms: h.took.map(|d| d.as_secs_f64() * 1e3),
                 avoided: h.avoided_until > now,
             })
             .collect();
         out.sort_by_key(|p| p.host);
         out
+    }
+}
+
+/// An exponentially weighted mean, weight 1/8 for the new sample.
+fn smooth(old: Option<Duration>, new: Duration) -> Duration {
+    match old {
+        None => new,
+        Some(old) => (old * 7 + new) / 8,
     }
 }
 
@@ -175,14 +195,21 @@ mod tests {
     }
 
     #[test]
-    fn expected_time_is_smoothed_from_measurements() {
+    fn times_are_smoothed_from_measurements() {
         let p = HostId([1; 32]);
         let mut b = PeerBook::new();
-        assert_eq!(b.expected(&p), UNMEASURED);
-        b.served(p, Duration::from_millis(8));
-        assert_eq!(b.expected(&p), Duration::from_millis(8));
-        b.served(p, Duration::from_millis(16));
-        assert_eq!(b.expected(&p), Duration::from_millis(9));
-        assert_eq!(b.snapshot(s(0))[0].served, 2);
+        assert_eq!(b.answer_time(&p), UNMEASURED);
+        assert_eq!(b.chunk_time(&p), None);
+        b.answered(p, Duration::from_millis(8));
+        assert_eq!(b.answer_time(&p), Duration::from_millis(8));
+        b.answered(p, Duration::from_millis(16));
+        assert_eq!(b.answer_time(&p), Duration::from_millis(9));
+        b.served(p, Duration::from_millis(40));
+        assert_eq!(b.chunk_time(&p), Some(Duration::from_millis(40)));
+        let snap = &b.snapshot(s(0))[0];
+        assert_eq!(
+            (snap.served, snap.took_ms, snap.answer_ms),
+            (1, Some(40.0), Some(9.0))
+        );
     }
 }

@@ -7,12 +7,12 @@
 //!   fetch from this host;
 //! - [`Answer::Send`]: this host has the chunk, or is fetching it, and sends
 //!   it when it is ready;
-//! - [`Answer::FetchThenSend`]: this host is the chunk's designated fetcher
-//!   and does not have it yet: it fetches it from the stores (one download
+//! - [`Answer::FetchThenSend`]: this host was asked as the chunk's designated
+//!   fetcher and does not have it yet: it fetches it from the stores (one download
 //!   however many ask) and sends it;
 //! - [`Answer::Redirect`]: this host is already sending the chunk to
-//!   `fanout` peers, and some hosts it sent the chunk to before can serve
-//!   it as well: the asker is pointed at up to two of them. So a chunk every
+//!   `fanout` peers, and some hosts it sent (or is sending) the chunk to can
+//!   serve it as well: the asker is pointed at up to two of them. So a chunk every
 //!   host wants at once spreads as a tree of degree `fanout` rooted at its
 //!   designated fetcher, instead of queueing `N - 1` copies on one uplink;
 //!   no tracker is involved, the designated fetcher knows whom it served;
@@ -64,11 +64,15 @@ pub struct Request<'a> {
     pub chunk: &'a ChunkId,
     pub asker: HostId,
     pub holding: Holding,
-    /// Whether this host is the chunk's designated fetcher.
-    pub designated_here: bool,
+    /// Whether the asker names this host the chunk's designated fetcher. The
+    /// asker's view of the membership decides: a host asked so fetches,
+    /// so when a designated fetcher is avoided its runner-up takes over at
+    /// once, before its own view has changed.
+    pub as_designated: bool,
     /// Copies of this chunk being sent now.
     pub sending: usize,
-    /// Hosts this host has sent the chunk to (they hold it, verified).
+    /// Hosts this host has sent, or is sending, the chunk to (the last few):
+    /// they hold it, verified, or soon will, and answer for it the same way.
     pub served: &'a [HostId],
 }
 
@@ -88,7 +92,7 @@ pub fn answer(access: &Access, fanout: usize, req: &Request<'_>) -> Answer {
         return Answer::Refused;
     }
     match req.holding {
-        Holding::Absent if req.designated_here => Answer::FetchThenSend,
+        Holding::Absent if req.as_designated => Answer::FetchThenSend,
         Holding::Absent => Answer::Missing,
         Holding::Have | Holding::Fetching => {
             if req.sending < fanout {
@@ -132,7 +136,7 @@ mod tests {
         let allow = Access::Allow([h(1), h(2)].into_iter().collect());
         let served = [h(3), h(4), h(5)];
         let only_asker = [h(3)];
-        // (what, access, asker, holding, designated here, sending, served, answer kind)
+        // (what, access, asker, holding, asked as designated, sending, served, answer kind)
         type Case<'a> = (
             &'a str,
             &'a Access,
@@ -236,12 +240,12 @@ mod tests {
                 "refused",
             ),
         ];
-        for (what, access, asker, holding, designated_here, sending, served, want) in cases {
+        for (what, access, asker, holding, as_designated, sending, served, want) in cases {
             let req = Request {
                 chunk: &c,
                 asker: h(asker),
                 holding,
-                designated_here,
+                as_designated,
                 sending,
                 served,
             };
