@@ -74,7 +74,7 @@ struct Args {
     #[arg(long, default_value_t = 0.05)]
     fail: f64,
     /// Copies of one chunk a host sends at once before redirecting.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = vmifs::peers::serve::FANOUT)]
     fanout: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,

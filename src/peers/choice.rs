@@ -2,7 +2,7 @@
 //! machine the daemon (and the simulation) drives.
 //!
 //! For a chunk `c` on host `me`, with the site's live hosts ranked for `c` by
-//! [`rendezvous`](crate::peers::rendezvous):
+//! [`rendezvous`]:
 //!
 //! 1. peers known to hold `c` (from a redirect, see [`crate::peers::serve`])
 //!    are asked first, each with a short deadline;

@@ -1,7 +1,7 @@
 //! Peer-to-peer chunk sharing among the hosts of a site: the pure core.
 //!
 //! Hosts of one site (`[peers] site = "dc1"`) find each other through the
-//! stores: each keeps a small leased [`HostRecord`](host::HostRecord) under
+//! stores: each keeps a small leased [`HostRecord`] under
 //! `sites/<site>/hosts/<host id>` and reads the others' to know who is live
 //! ([`membership`]); no extra server runs. For every chunk, one live host is
 //! its designated fetcher, chosen by rendezvous hashing of the chunk id over
