@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | L0 pure | [`core`], [`wire`], [`config`], [`error`] | ids, chunks, manifests, tag records, keys and signatures, the erasure code, placement, packs and their indexes, shard proofs, moved records, the key layout of a store, boot profiles, catalog terms, units, sample data for tests and benchmarks; the HTTP store protocol; the parsed configuration. No tokio, no disk, no network. |
 //! | L1 I/O adapters | [`store`], [`cache`], [`sys`] | the store trait, its backends (file, http, s3, memory), wrappers (retry, timeout, limit, fault), request priorities, and the conformance suite every one of them passes; the disk cache of verified chunks; the few system calls without a safe wrapper |
-//! | L2 orchestration | [`fetch`], [`repo`] | one chunk from any `k` of its shards (hedged, verified; the shard race a pure state machine), one data shard alone (a piece, proved), whole columns of a run of chunks by coalesced range reads, the pack table of a v2 image, store rankings, the chunk scheduler (hot set, single-flight, priorities); the repository seen as one: tags, manifests, locks, publish (v1 shard objects, v2 packs), download, migrate, gc, and opening stores from the config |
+//! | L2 orchestration | [`fetch`], [`repo`], [`peers`] | one chunk from any `k` of its shards (hedged, verified; the shard race a pure state machine), one data shard alone (a piece, proved), whole columns of a run of chunks by coalesced range reads, the pack table of a v2 image, store rankings, the chunk scheduler (hot set, single-flight, priorities); the repository seen as one: tags, manifests, locks, publish (v1 shard objects, v2 packs), download, migrate, gc, and opening stores from the config; peer-to-peer sharing within a site: host records and live membership, rendezvous choice of each chunk's fetcher, the per-chunk fetcher choice and serving decision, peer health (pure, not yet driven by the daemon) |
 //! | L3 images | [`mount`] (`image`, `span`, `readahead`, `namespace`) | an image version readable at any offset, the tree the mount shows; no FUSE |
 //! | L4 edges | [`mount`] (`fuse`, `daemon`, `control`, `mountinfo`), [`serve`], [`metrics`], and the command line (`src/cli/`, in the binary) | the FUSE adapter, the mount daemon and its control socket (typed requests and status document, server and client), `vmifs serve`, the Prometheus `/metrics` endpoints of both; anyhow only here |
 
@@ -21,6 +21,7 @@ pub mod error;
 pub mod fetch;
 pub mod metrics;
 pub mod mount;
+pub mod peers;
 pub mod repo;
 pub mod serve;
 pub mod store;
