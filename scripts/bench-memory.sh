@@ -5,6 +5,7 @@
 # read cold and again warm through the mount. Memory should stay flat as the
 # image grows.
 #   scripts/bench-memory.sh [MiB...]        (default: 1024 4096)
+#   BENCH_CACHE_MEMORY=16MiB scripts/bench-memory.sh 1024 4096   # the in-memory set
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -gt 0 ]; then SIZES=("$@"); else SIZES=(1024 4096); fi
@@ -14,7 +15,7 @@ start_stores 3 --no-fsync
 {
   printf '[erasure]\ndata = 4\nparity = 2\nchunk_size = "256KiB"\n'
   store_config s0 s1 s2
-  printf '[cache]\ndir = "%s"\nmax_size = "16GiB"\n' "$WORK/cache"
+  printf '[cache]\ndir = "%s"\nmax_size = "16GiB"\nmemory = "%s"\n' "$WORK/cache" "${BENCH_CACHE_MEMORY:-64MiB}"
 } >"$WORK/config.toml"
 export VMIFS_CONFIG="$WORK/config.toml"
 mkdir -p "$MNT"

@@ -295,8 +295,8 @@ pub struct CacheConfig {
     pub dir: PathBuf,
     #[serde(default = "d_cache_max", deserialize_with = "size")]
     pub max_size: u64,
-    /// Verified chunks kept in the mount daemon's memory (most recently
-    /// used), in front of the disk cache.
+    /// Verified chunks (three quarters) and pieces (one quarter) kept in the
+    /// mount daemon's memory, most recently used, beside the disk cache.
     #[serde(default = "d_cache_memory", deserialize_with = "size")]
     pub memory: u64,
 }

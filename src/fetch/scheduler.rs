@@ -75,7 +75,7 @@ pub struct Limits {
     pub profile: usize,
     /// Whole-image prefetch.
     pub prefetch: usize,
-    /// Bytes of verified chunks kept in memory (`[cache] memory`).
+    /// Bytes of verified chunks and pieces kept in memory (`[cache] memory`).
     pub memory: u64,
 }
 
@@ -90,8 +90,6 @@ impl Default for Limits {
     }
 }
 
-/// Memory budget for pieces (verified data shards served alone).
-const PIECES_CAP: u64 = 16 << 20;
 
 /// Where chunks come from: memory, disk cache, then stores, single-flight.
 /// Shared by all images.
@@ -112,8 +110,9 @@ pub struct Chunks {
 impl Chunks {
     pub fn new(fetcher: Fetcher, cache: Arc<Cache>, limits: Limits) -> Arc<Self> {
         Arc::new(Chunks {
-            hot: Mutex::new(Hot::new(limits.memory)),
-            pieces: Mutex::new(Hot::new(PIECES_CAP)),
+            // Pieces (verified data shards served alone) get a quarter.
+            hot: Mutex::new(Hot::new(limits.memory - limits.memory / 4)),
+            pieces: Mutex::new(Hot::new(limits.memory / 4)),
             fetcher,
             cache,
             inflight: Mutex::new(HashMap::new()),
