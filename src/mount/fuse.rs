@@ -5,7 +5,8 @@
 //! - read-only: files are mode 0444, directories 0555, owned by root; every call
 //!   that would modify anything answers `EROFS`, and so does an open for writing;
 //! - `open` pins the [`ImageReader`] of the version the inode shows in the file
-//!   handle, so a tag that moves later does not change what an open file reads;
+//!   handle (in a [`ViewReader`] for a format view), so a tag that moves later
+//!   does not change what an open file reads;
 //!   files are opened with `FOPEN_KEEP_CACHE`: versions are immutable, so re-reads
 //!   come from the kernel page cache;
 //! - `read` moves its reply into a tokio task: the FUSE thread never waits on the
@@ -29,6 +30,7 @@ use fuser::{
 use crate::core::id::ImageId;
 use crate::mount::image::ImageReader;
 use crate::mount::namespace::{Node, Tree};
+use crate::mount::view::{OpenFile, ViewReader};
 use crate::repo::Repo;
 
 /// How long the kernel may cache names and attributes. Short, so a moved tag
@@ -41,7 +43,7 @@ const BLOCK: u32 = 4096;
 pub struct Volume {
     tree: RwLock<Arc<Tree>>,
     readers: RwLock<HashMap<ImageId, Arc<ImageReader>>>,
-    handles: Mutex<HashMap<u64, Arc<ImageReader>>>,
+    handles: Mutex<HashMap<u64, OpenFile>>,
     next_fh: AtomicU64,
     on_open: OnOpen,
 }
@@ -207,8 +209,8 @@ impl Fs {
             return Err(Errno::EROFS);
         }
         let tree = self.vol.tree();
-        let image = match tree.get(ino).ok_or(Errno::ENOENT)? {
-            Node::File { image, .. } => *image,
+        let (image, view) = match tree.get(ino).ok_or(Errno::ENOENT)? {
+            Node::File { image, view, .. } => (*image, view.clone()),
             Node::Dir { .. } => return Err(Errno::EISDIR),
         };
         let reader = self
@@ -228,12 +230,16 @@ impl Fs {
                 reader.prefetch_all();
             }
         }
+        let file = match view {
+            None => OpenFile::Raw(reader),
+            Some(view) => OpenFile::View(Arc::new(ViewReader::new(reader, view))),
+        };
         let fh = self.vol.next_fh.fetch_add(1, Relaxed);
-        self.vol.handles.lock().unwrap().insert(fh, reader);
+        self.vol.handles.lock().unwrap().insert(fh, file);
         Ok(fh)
     }
 
-    fn handle(&self, fh: u64) -> Result<Arc<ImageReader>, Errno> {
+    fn handle(&self, fh: u64) -> Result<OpenFile, Errno> {
         self.vol
             .handles
             .lock()
@@ -312,12 +318,12 @@ impl Filesystem for Fs {
         reply: ReplyData,
     ) {
         match self.handle(fh.0) {
-            Ok(reader) => {
+            Ok(file) => {
                 self.rt.spawn(async move {
-                    match reader.read_at(offset, u64::from(size)).await {
+                    match file.read_at(offset, u64::from(size)).await {
                         Ok(data) => reply.data(&data),
                         Err(e) => {
-                            tracing::error!(image = %reader.id().short(), offset, size, "read failed: {e}");
+                            tracing::error!(image = %file.image().id().short(), offset, size, "read failed: {e}");
                             reply.error(Errno::EIO);
                         }
                     }

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::core::id::{ChunkId, ImageId};
+use crate::core::manifest::Manifest;
 use crate::core::profile::{Profile, Trace};
 use crate::error::Error;
 use crate::fetch::Plan;
@@ -105,6 +106,10 @@ impl ImageReader {
 
     pub fn size(&self) -> u64 {
         self.plan.manifest.size
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.plan.manifest
     }
 
     pub fn stats(&self) -> ImageStats {
