@@ -9,7 +9,7 @@
 //!   ([`crate::core::view`]); a `.vmdk` names the `.raw` file beside it.
 //!
 //! Inode numbers are stable for the life of the daemon and never reused: a tag
-//! file's inode is keyed by (name, tag, image id), so when a tag moves to a new
+//! file's inode is keyed by (name, tag, image id, view), so when a tag moves to a new
 //! version the file gets a new inode. The kernel therefore never mixes page-cache
 //! pages of two versions (files are opened with keep_cache), and a file opened
 //! before the move keeps reading the version it opened.

@@ -12,7 +12,8 @@
 //! | L2 tables | only for 512 MiB regions with data: one entry per cluster |
 //! | data | the allocated clusters, in image order |
 //!
-//! A guest cluster is allocated when any byte of it lies in a chunk that is
+//! The virtual size is the raw size rounded up to whole 512-byte sectors (as
+//! QEMU sizes any file). A guest cluster is allocated when any byte of it lies in a chunk that is
 //! not all zero; its L2 entry points at its data cluster (with the COPIED
 //! flag, as its refcount is 1). Clusters of all-zero chunks are unallocated
 //! (entry 0) and read as zeros, as in any qcow2 without a backing file. The
