@@ -1,11 +1,11 @@
 //! `vmifs get NAME[:TAG] OUT [--format raw|vhd|vmdk|qcow2]`: a full, verified
 //! download, raw or as one of the format views the mount shows.
 //!
-//! A view is made from the downloaded raw image beside OUT
-//! ([`vmifs::repo::export`]) and renamed to OUT once complete: a fixed VHD in
-//! place (footer appended), a qcow2 copied into its data clusters (the raw
-//! copy is removed after), a VMDK as a descriptor at OUT whose flat extent
-//! is the raw image beside it, `<stem>-flat.vmdk`.
+//! A VHD or qcow2 is downloaded straight into its layout beside OUT, each
+//! chunk where the view puts it ([`vmifs::repo::export`]), its metadata
+//! written around it, and renamed to OUT once complete. A VMDK is the raw
+//! image in `<stem>-flat.vmdk` and a descriptor at OUT naming it, written
+//! after the data.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -16,8 +16,8 @@ use anyhow::{Context, Result, anyhow};
 use vmifs::core::id::ImageRef;
 use vmifs::core::view::{Kind, Shape, View};
 use vmifs::fetch::Fetcher;
-use vmifs::repo::download::download;
-use vmifs::repo::export::{in_place, lay_out};
+use vmifs::repo::download::download_placed;
+use vmifs::repo::export::{placement, write_meta};
 
 use super::{bar, open_repo};
 
@@ -79,25 +79,31 @@ impl Args {
         let (cfg, repo) = open_repo(cfg_path)?;
         let (id, manifest) = repo.load(&r).await?;
         let shape = Shape::of(id, &manifest);
-        // Where the raw image goes.
-        let (raw, mut temp) = match kind {
-            None => (out.clone(), Temp(None)),
-            Some(Kind::Vmdk) => (flat_path(&out), Temp(None)),
-            Some(_) => {
-                let p = beside(&out, "raw");
-                (p.clone(), Temp(Some(p)))
+        let view = kind.map(|k| {
+            let flat = flat_path(&out);
+            let flat_name = flat.file_name().unwrap_or_default().to_string_lossy();
+            View::new(k, &shape, &flat_name)
+        });
+        // Where the download goes, laid out how.
+        let (target, place, mut temp) = match &view {
+            None => (out.clone(), None, Temp(None)),
+            Some(v) if v.kind() == Kind::Vmdk => (flat_path(&out), None, Temp(None)),
+            Some(v) => {
+                let p = beside(&out, "view");
+                (p.clone(), Some(placement(v)), Temp(Some(p)))
             }
         };
         let fetcher = Fetcher::new(repo.stores().to_vec(), cfg.fetch.hedge_after);
         let pb = bar(manifest.stored_bytes(), "get ");
         let p = pb.clone();
-        let result = download(
+        let result = download_placed(
             &fetcher,
             id,
             manifest,
-            &raw,
+            &target,
             cfg.fetch.parallel_chunks,
             Some(Arc::new(move |n| p.set_position(n))),
+            place,
         )
         .await;
         pb.finish_and_clear();
@@ -113,21 +119,19 @@ impl Args {
             }
         }
         result.with_context(|| format!("get {r}"))?;
-        if let Some(kind) = kind {
-            let raw_name = raw.file_name().unwrap_or_default().to_string_lossy();
-            let view = View::new(kind, &shape, &raw_name);
-            let (from, to) = (raw.clone(), out.clone());
-            let made = tokio::task::spawn_blocking(move || write_view(&view, &from, &to));
+        if let Some(view) = view {
+            let (from, to) = (target.clone(), out.clone());
+            let made = tokio::task::spawn_blocking(move || finish(&view, &from, &to));
             made.await?
-                .with_context(|| format!("cannot write {} as {kind}", out.display()))?;
-            temp.0 = None; // renamed to OUT, or removed
+                .with_context(|| format!("cannot write {} as {}", out.display(), self.format))?;
+            temp.0 = None; // renamed to OUT
         }
         match kind {
             Some(Kind::Vmdk) => eprintln!(
                 "{r} ({}) written to {} (data in {})",
                 id.short(),
                 out.display(),
-                raw.display()
+                target.display()
             ),
             _ => eprintln!("{r} ({}) written to {}", id.short(), out.display()),
         }
@@ -135,28 +139,24 @@ impl Args {
     }
 }
 
-/// Make `out` the view over the complete raw file `raw`: in place when the
-/// view allows (then `raw` becomes `out`), else in a new file (then `raw` is
-/// removed, unless a VMDK names it).
-fn write_view(view: &View, raw: &Path, out: &Path) -> Result<()> {
-    let rename = |from: &Path| {
-        std::fs::rename(from, out).with_context(|| format!("cannot move into {}", out.display()))
+/// Make `out` the view: write the metadata into `placed`, the complete
+/// download laid out for it, and rename it to `out`; for a VMDK (`placed` is
+/// its flat extent) write the descriptor to `out`.
+fn finish(view: &View, placed: &Path, out: &Path) -> Result<()> {
+    let file = if view.kind() == Kind::Vmdk {
+        beside(out, "view")
+    } else {
+        placed.to_path_buf()
     };
-    if view.kind() != Kind::Vmdk && in_place(view) {
-        let f = File::options().write(true).open(raw)?;
-        lay_out(view, None, &f)?;
-        f.sync_all()?;
-        return rename(raw);
-    }
-    let tmp = beside(out, "view");
-    let mut guard = Temp(Some(tmp.clone()));
-    let f = File::create(&tmp)?;
-    lay_out(view, Some(&File::open(raw)?), &f)?;
+    let mut guard = Temp(Some(file.clone()));
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&file)?;
+    write_meta(view, &f)?;
     f.sync_all()?;
-    rename(&tmp)?;
+    std::fs::rename(&file, out).with_context(|| format!("cannot move into {}", out.display()))?;
     guard.0 = None;
-    if view.kind() != Kind::Vmdk {
-        std::fs::remove_file(raw)?;
-    }
     Ok(())
 }
