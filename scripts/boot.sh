@@ -3,7 +3,8 @@
 #
 # Boots the guest root image RAW (for instance a file on a vmifs mount) the way
 # libvirt does: from a fresh local qcow2 overlay whose backing file is RAW
-# (backing_fmt=raw), which takes every write. QEMU runs under TCG with the kernel
+# (backing_fmt=raw, or BOOT_BACKING_FORMAT: vpc, vmdk or qcow2 for a format
+# view of the image), which takes every write. QEMU runs under TCG with the kernel
 # and initramfs of `scripts/guest.sh KIND` (default small), or of GUEST_KERNEL,
 # GUEST_INITRD and GUEST_APPEND when they are set.
 #
@@ -12,7 +13,7 @@
 # does not come within BOOT_TIMEOUT seconds (default 300).
 #
 # Environment: BOOT_TIMEOUT, BOOT_MEM (MiB, default 512), BOOT_LOG (keep the
-# serial console in this file).
+# serial console in this file), BOOT_BACKING_FORMAT (default raw).
 set -euo pipefail
 
 MARKER=VMIFS-BOOT-OK
@@ -28,6 +29,8 @@ case "$kind" in small | debian) ;; *) die "unknown guest '$kind' (expected small
 case "$raw" in /*) ;; *) raw="$PWD/$raw" ;; esac
 [ -f "$raw" ] && [ -r "$raw" ] || die "$raw: not a readable file"
 timeout_s="${BOOT_TIMEOUT:-300}"
+backing_fmt="${BOOT_BACKING_FORMAT:-raw}"
+case "$backing_fmt" in raw | vpc | vmdk | qcow2) ;; *) die "BOOT_BACKING_FORMAT must be raw, vpc, vmdk or qcow2" ;; esac
 [[ "$timeout_s" =~ ^[0-9]+$ ]] || die "BOOT_TIMEOUT must be whole seconds"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is missing: run scripts/install-qemu.sh"
 
@@ -46,7 +49,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-qemu-img create -q -f qcow2 -F raw -b "$raw" "$tmp/overlay.qcow2"
+qemu-img create -q -f qcow2 -F "$backing_fmt" -b "$raw" "$tmp/overlay.qcow2"
 log="${BOOT_LOG:-$tmp/console.log}"
 : >"$log"
 

@@ -39,7 +39,7 @@ if [ "${VMIFS_SKIP_GARAGE:-}" != 1 ] && ! command -v garage >/dev/null && [ ! -x
   echo "== installing garage (cargo install, once)"
   env -u CARGO_TARGET_DIR cargo install --locked --quiet garage@2.5.0
 fi
-# The small guest tests/it/boot.rs boots from the mount (cached in ~/.cache/vmifs/guest).
+# The small guest tests/it/boot.rs and tests/it/views.rs boot from the mount (cached in ~/.cache/vmifs/guest).
 if [ "${VMIFS_SKIP_BOOT:-}" != 1 ]; then scripts/guest.sh small >/dev/null; fi
 
 echo "== cargo fmt --check"

@@ -49,7 +49,7 @@ pub enum Cmd {
     Ls(catalog::LsArgs),
     /// Find images by name=, tag=, id=, format=, size=/size>/size<, or any label key=value.
     Search(catalog::SearchArgs),
-    /// Download an image, verified, to a local file.
+    /// Download an image, verified, to a local file (raw, vhd, vmdk or qcow2).
     Get(get::Args),
     /// Remove a tag (the data goes at the next gc).
     Rm(rm::Args),
@@ -60,7 +60,8 @@ pub enum Cmd {
     Gc(gc::Args),
     /// Rewrite a format-1 version as format 2 (packs) and move its tags to it.
     Migrate(migrate::Args),
-    /// Mount every tag as a read-only raw file (runs in the foreground).
+    /// Mount every tag as a read-only raw file with its vhd, vmdk and qcow2
+    /// views (runs in the foreground).
     Mount(mount::Args),
     /// Show what the running mount daemon is doing: images, stores, cache.
     Status(status::Args),

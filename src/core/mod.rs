@@ -26,3 +26,4 @@ pub mod shard_proof;
 pub mod sign;
 pub mod tag;
 pub mod units;
+pub mod view;

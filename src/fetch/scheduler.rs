@@ -90,7 +90,6 @@ impl Default for Limits {
     }
 }
 
-
 /// Where chunks come from: memory, disk cache, then stores, single-flight.
 /// Shared by all images.
 #[derive(Debug)]

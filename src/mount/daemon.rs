@@ -20,7 +20,7 @@
 //! address is bound before anything is mounted, so a bad or taken one is a
 //! start-up error.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +31,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cache::Cache;
 use crate::config::{Config, Prefetch};
 use crate::core::id::{ImageId, ImageRef};
+use crate::core::view::{Shape, Views};
 use crate::fetch::Fetcher;
 use crate::fetch::scheduler::{Chunks, Limits};
 use crate::metrics::endpoint;
@@ -51,6 +52,8 @@ struct Daemon {
     vol: Arc<Volume>,
     inodes: Mutex<Inodes>,
     tags: Mutex<Vec<TagEntry>>,
+    /// The format views of each version shown, built once.
+    views: Mutex<HashMap<ImageId, Arc<Views>>>,
 }
 
 impl Daemon {
@@ -98,16 +101,25 @@ impl Daemon {
                 },
             };
             live.insert(rec.image);
+            let views = self
+                .views
+                .lock()
+                .unwrap()
+                .entry(rec.image)
+                .or_insert_with(|| Arc::new(Views::new(Shape::of(rec.image, reader.manifest()))))
+                .clone();
             entries.push(TagEntry {
                 name,
                 tag,
                 image: rec.image,
                 size: reader.size(),
                 time_ms: rec.time_ms,
+                views,
             });
         }
         crate::repo::warn_skipped(&dangling, &unreadable);
         readers.retain(|id, _| live.contains(id));
+        self.views.lock().unwrap().retain(|id, _| live.contains(id));
         let tree = Tree::build(&entries, &mut self.inodes.lock().unwrap());
         if self.cfg.mount.prefetch == Prefetch::Mount {
             for r in readers.values() {
@@ -255,6 +267,7 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
         vol: vol.clone(),
         inodes: Mutex::default(),
         tags: Mutex::default(),
+        views: Mutex::default(),
     });
     if let Err(e) = daemon.refresh().await {
         // Mount anyway (empty): the stores may come back; refresh retries.

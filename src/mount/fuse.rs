@@ -5,7 +5,8 @@
 //! - read-only: files are mode 0444, directories 0555, owned by root; every call
 //!   that would modify anything answers `EROFS`, and so does an open for writing;
 //! - `open` pins the [`ImageReader`] of the version the inode shows in the file
-//!   handle, so a tag that moves later does not change what an open file reads;
+//!   handle (in a [`ViewReader`] for a format view), so a tag that moves later
+//!   does not change what an open file reads;
 //!   files are opened with `FOPEN_KEEP_CACHE`: versions are immutable, so re-reads
 //!   come from the kernel page cache;
 //! - passthrough: an open of an image whose every chunk is in its own file in
@@ -39,6 +40,7 @@ use crate::cache::Backing;
 use crate::core::id::ImageId;
 use crate::mount::image::ImageReader;
 use crate::mount::namespace::{Node, Tree};
+use crate::mount::view::{OpenFile, ViewReader};
 use crate::repo::Repo;
 
 /// How long the kernel may cache names and attributes. Short, so a moved tag
@@ -62,7 +64,7 @@ pub struct Volume {
 #[derive(Debug, Clone)]
 struct Handle {
     ino: u64,
-    reader: Arc<ImageReader>,
+    file: OpenFile,
     passthrough: bool,
 }
 
@@ -254,13 +256,13 @@ impl Fs {
         }
     }
 
-    fn do_open(&self, ino: u64, flags: OpenFlags) -> Result<(u64, Arc<ImageReader>), Errno> {
+    fn do_open(&self, ino: u64, flags: OpenFlags) -> Result<(u64, OpenFile), Errno> {
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return Err(Errno::EROFS);
         }
         let tree = self.vol.tree();
-        let image = match tree.get(ino).ok_or(Errno::ENOENT)? {
-            Node::File { image, .. } => *image,
+        let (image, view) = match tree.get(ino).ok_or(Errno::ENOENT)? {
+            Node::File { image, view, .. } => (*image, view.clone()),
             Node::Dir { .. } => return Err(Errno::EISDIR),
         };
         let reader = self
@@ -281,17 +283,27 @@ impl Fs {
                 reader.prefetch_all();
             }
         }
+        let file = match view {
+            None => OpenFile::Raw(reader),
+            Some(view) => OpenFile::View(Arc::new(ViewReader::new(reader, view))),
+        };
         let fh = self.vol.next_fh.fetch_add(1, Relaxed);
-        Ok((fh, reader))
+        Ok((fh, file))
     }
 
     /// Answer an open: with passthrough if the inode's opens are passthrough
     /// already, or if none is open and the image is fully cached; else as a
     /// cached open.
-    fn reply_open(&self, ino: u64, fh: u64, reader: Arc<ImageReader>, reply: ReplyOpen) {
+    fn reply_open(&self, ino: u64, fh: u64, file: OpenFile, reply: ReplyOpen) {
         let mut opens = self.vol.opens.lock().unwrap();
         let st = opens.entry(ino).or_default();
-        if st.through.is_none() && st.cached == 0 && self.passthrough {
+        let raw = match &file {
+            OpenFile::Raw(reader) => Some(reader),
+            OpenFile::View(_) => None,
+        };
+        if let Some(reader) =
+            raw.filter(|_| st.through.is_none() && st.cached == 0 && self.passthrough)
+        {
             let _guard = self.rt.enter();
             if let Some(backing) = reader.backing() {
                 match reply.open_backing(&backing.file) {
@@ -311,7 +323,7 @@ impl Fs {
             fh,
             Handle {
                 ino,
-                reader,
+                file,
                 passthrough,
             },
         );
@@ -349,13 +361,13 @@ impl Fs {
         }
     }
 
-    fn handle(&self, fh: u64) -> Result<Arc<ImageReader>, Errno> {
+    fn handle(&self, fh: u64) -> Result<OpenFile, Errno> {
         self.vol
             .handles
             .lock()
             .unwrap()
             .get(&fh)
-            .map(|h| h.reader.clone())
+            .map(|h| h.file.clone())
             .ok_or(Errno::EBADF)
     }
 }
@@ -441,20 +453,22 @@ impl Filesystem for Fs {
         reply: ReplyData,
     ) {
         match self.handle(fh.0) {
-            Ok(reader) => {
-                let cached = {
-                    let _guard = self.rt.enter();
-                    reader.read_cached(offset, u64::from(size))
-                };
-                if let Some(data) = cached {
-                    reply.data(&data);
-                    return;
+            Ok(file) => {
+                if let OpenFile::Raw(reader) = &file {
+                    let cached = {
+                        let _guard = self.rt.enter();
+                        reader.read_cached(offset, u64::from(size))
+                    };
+                    if let Some(data) = cached {
+                        reply.data(&data);
+                        return;
+                    }
                 }
                 self.rt.spawn(async move {
-                    match reader.read_at(offset, u64::from(size)).await {
+                    match file.read_at(offset, u64::from(size)).await {
                         Ok(data) => reply.data(&data),
                         Err(e) => {
-                            tracing::error!(image = %reader.id().short(), offset, size, "read failed: {e}");
+                            tracing::error!(image = %file.image().id().short(), offset, size, "read failed: {e}");
                             reply.error(Errno::EIO);
                         }
                     }

@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 
 use crate::cache::{Backing, CachedImage, Completeness};
 use crate::core::id::{ChunkId, ImageId};
+use crate::core::manifest::Manifest;
 use crate::core::profile::{Profile, Trace};
 use crate::error::Error;
 use crate::fetch::Plan;
@@ -122,6 +123,10 @@ impl ImageReader {
 
     pub fn size(&self) -> u64 {
         self.plan.manifest.size
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.plan.manifest
     }
 
     pub fn stats(&self) -> ImageStats {

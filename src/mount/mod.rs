@@ -1,5 +1,5 @@
-//! `vmifs mount`: image files readable at any offset, the tree the mount
-//! shows, the FUSE adapter and the daemon around them, and the daemon's control
+//! `vmifs mount`: image files readable at any offset, their format views,
+//! the tree the mount shows, the FUSE adapter and the daemon around them, and the daemon's control
 //! socket.
 
 pub mod control;
@@ -10,3 +10,4 @@ pub mod mountinfo;
 pub mod namespace;
 pub mod readahead;
 pub mod span;
+pub mod view;

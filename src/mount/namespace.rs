@@ -4,17 +4,21 @@
 //! Layout:
 //! - `/<name>/<tag>.raw` — the version a tag points at;
 //! - `/.by-id/<image-id>.raw` — one immutable file per version some tag points
-//!   at (an untagged version disappears from the listing; open files keep it).
+//!   at (an untagged version disappears from the listing; open files keep it);
+//! - beside each `.raw` file, its format views `.vhd`, `.vmdk` and `.qcow2`
+//!   ([`crate::core::view`]); a `.vmdk` names the `.raw` file beside it.
 //!
 //! Inode numbers are stable for the life of the daemon and never reused: a tag
-//! file's inode is keyed by (name, tag, image id), so when a tag moves to a new
+//! file's inode is keyed by (name, tag, image id, view), so when a tag moves to a new
 //! version the file gets a new inode. The kernel therefore never mixes page-cache
 //! pages of two versions (files are opened with keep_cache), and a file opened
 //! before the move keeps reading the version it opened.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::core::id::{ImageId, Name, Tag};
+use crate::core::view::{Kind, View, Views};
 
 pub const ROOT: u64 = 1;
 pub const BY_ID: u64 = 2;
@@ -28,6 +32,8 @@ pub struct TagEntry {
     pub image: ImageId,
     pub size: u64,
     pub time_ms: u64,
+    /// The version's format views.
+    pub views: Arc<Views>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,14 +47,16 @@ pub enum Node {
         image: ImageId,
         size: u64,
         time_ms: u64,
+        /// A format view of the image; `None`: the raw image.
+        view: Option<View>,
     },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
     NameDir(Name),
-    Tag(Name, Tag, ImageId),
-    ById(ImageId),
+    Tag(Name, Tag, ImageId, Option<Kind>),
+    ById(ImageId, Option<Kind>),
 }
 
 /// Allocates inode numbers that stay stable across rebuilds.
@@ -96,31 +104,31 @@ impl Tree {
             let dir_ino = inodes.get(Key::NameDir(t.name.clone()));
             let d = dirs.entry(&t.name).or_insert((dir_ino, BTreeMap::new(), 0));
             d.2 = d.2.max(t.time_ms);
-            let file = inodes.get(Key::Tag(t.name.clone(), t.tag.clone(), t.image));
-            d.1.insert(format!("{}.raw", t.tag), file);
-            nodes.insert(
-                file,
-                Node::File {
-                    image: t.image,
-                    size: t.size,
-                    time_ms: t.time_ms,
-                },
-            );
-            let id_file = inodes.get(Key::ById(t.image));
-            by_id.insert(format!("{}.raw", t.image), id_file);
             // A version's time is that of the oldest tag pointing at it.
-            let prev = nodes.get(&id_file).map(|n| match n {
-                Node::File { time_ms, .. } => *time_ms,
-                Node::Dir { .. } => u64::MAX,
-            });
-            nodes.insert(
-                id_file,
-                Node::File {
-                    image: t.image,
-                    size: t.size,
-                    time_ms: prev.unwrap_or(u64::MAX).min(t.time_ms),
-                },
-            );
+            let id_time = match nodes.get(&inodes.get(Key::ById(t.image, None))) {
+                Some(Node::File { time_ms, .. }) => (*time_ms).min(t.time_ms),
+                _ => t.time_ms,
+            };
+            let tag_raw = format!("{}.raw", t.tag);
+            let id_raw = format!("{}.raw", t.image);
+            for kind in std::iter::once(None).chain(Kind::ALL.map(Some)) {
+                let ext = kind.map_or("raw", Kind::extension);
+                let file = |raw: &str, time_ms| {
+                    let view = kind.map(|k| t.views.get(k, raw));
+                    Node::File {
+                        image: t.image,
+                        size: view.as_ref().map_or(t.size, View::size),
+                        time_ms,
+                        view,
+                    }
+                };
+                let ino = inodes.get(Key::Tag(t.name.clone(), t.tag.clone(), t.image, kind));
+                d.1.insert(format!("{}.{ext}", t.tag), ino);
+                nodes.insert(ino, file(&tag_raw, t.time_ms));
+                let ino = inodes.get(Key::ById(t.image, kind));
+                by_id.insert(format!("{}.{ext}", t.image), ino);
+                nodes.insert(ino, file(&id_raw, id_time));
+            }
         }
         for (name, (ino, entries, time_ms)) in dirs {
             root.insert(name.to_string(), ino);
@@ -163,7 +171,7 @@ impl Tree {
         }
     }
 
-    /// Sum of the sizes of all tagged files (for statfs).
+    /// Sum of the sizes of all tagged versions, raw (for statfs).
     pub fn total_size(&self) -> u64 {
         self.nodes
             .get(&BY_ID)
@@ -174,7 +182,9 @@ impl Tree {
             .unwrap_or_default()
             .into_iter()
             .filter_map(|i| match self.nodes.get(i) {
-                Some(Node::File { size, .. }) => Some(*size),
+                Some(Node::File {
+                    size, view: None, ..
+                }) => Some(*size),
                 _ => None,
             })
             .sum()
@@ -184,6 +194,8 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::view::{Piece, Shape};
+    use std::collections::HashSet;
 
     fn entry(name: &str, tag: &str, seed: &[u8], size: u64, time_ms: u64) -> TagEntry {
         TagEntry {
@@ -192,6 +204,11 @@ mod tests {
             image: ImageId::of(seed),
             size,
             time_ms,
+            views: Arc::new(Views::new(Shape {
+                id: ImageId::of(seed),
+                size,
+                data: vec![(0, size)],
+            })),
         }
     }
 
@@ -213,7 +230,8 @@ mod tests {
             Some(&Node::File {
                 image: ImageId::of(b"a"),
                 size: 100,
-                time_ms: 7
+                time_ms: 7,
+                view: None,
             })
         );
         let by_id = t.lookup(ROOT, ".by-id").unwrap();
@@ -247,5 +265,55 @@ mod tests {
         let t = Tree::build(&[], &mut Inodes::default());
         assert_eq!(t.lookup(ROOT, ".by-id"), Some(BY_ID));
         assert_eq!(t.total_size(), 0);
+    }
+
+    #[test]
+    fn views_sit_beside_each_raw_file_and_a_vmdk_names_it() {
+        let mut inodes = Inodes::default();
+        let size = 3 << 20;
+        let t = Tree::build(&[entry("deb", "12", b"a", size, 5)], &mut inodes);
+        let id = ImageId::of(b"a");
+        let deb = t.lookup(ROOT, "deb").unwrap();
+        let mut inos = HashSet::new();
+        for (dir, stem) in [(deb, "12".to_string()), (BY_ID, id.to_string())] {
+            let Some(Node::Dir { entries, .. }) = t.get(dir) else {
+                panic!("not a directory")
+            };
+            let names: Vec<&String> = entries.keys().collect();
+            let want: Vec<String> = ["qcow2", "raw", "vhd", "vmdk"]
+                .iter()
+                .map(|e| format!("{stem}.{e}"))
+                .collect();
+            assert_eq!(names, want.iter().collect::<Vec<_>>());
+            for (name, &ino) in entries {
+                assert!(inos.insert(ino), "{name}: inode shared");
+                let Some(Node::File {
+                    image,
+                    size: file_size,
+                    view,
+                    ..
+                }) = t.get(ino)
+                else {
+                    panic!("{name} is not a file")
+                };
+                assert_eq!(*image, id);
+                match view {
+                    None => assert_eq!(*file_size, size, "{name}"),
+                    Some(v) => {
+                        assert_eq!(*file_size, v.size(), "{name}");
+                        assert_eq!(name, &format!("{stem}.{}", v.kind()));
+                    }
+                }
+                if let Some(v @ View::Vmdk(_)) = view {
+                    let Piece::Meta(text) = &v.pieces(0, v.size())[0] else {
+                        panic!("a descriptor is metadata")
+                    };
+                    let text = String::from_utf8_lossy(text);
+                    assert!(text.contains(&format!("FLAT \"{stem}.raw\" 0")), "{text}");
+                }
+            }
+        }
+        // Statistics count each version once, raw.
+        assert_eq!(t.total_size(), size);
     }
 }

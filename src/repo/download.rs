@@ -43,6 +43,22 @@ pub const RUN_BYTES: u64 = 32 << 20;
 /// Runs read at once.
 pub const RUNS_IN_FLIGHT: usize = 3;
 
+/// Where a download writes the image's bytes: the file is `size` bytes, and
+/// `at(offset, len)` is where the raw bytes `[offset, offset + len)` of one
+/// chunk go (`None`: nowhere, an error). A format view's layout
+/// ([`crate::repo::export::placement`]) is one.
+#[derive(Clone)]
+pub struct Placement {
+    pub size: u64,
+    pub at: Arc<dyn Fn(u64, u64) -> Option<u64> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Placement {{ size: {} }}", self.size)
+    }
+}
+
 /// Download `manifest` (image `id`) to `out`.
 pub async fn download(
     fetcher: &Fetcher,
@@ -52,6 +68,24 @@ pub async fn download(
     parallel: usize,
     progress: Option<Progress>,
 ) -> Result<(), Error> {
+    download_placed(fetcher, id, manifest, out, parallel, progress, None).await
+}
+
+/// [`download`], each chunk written where `place` says (default: at its own
+/// offset in a file of the image's size).
+pub async fn download_placed(
+    fetcher: &Fetcher,
+    id: ImageId,
+    manifest: Manifest,
+    out: &Path,
+    parallel: usize,
+    progress: Option<Progress>,
+    place: Option<Placement>,
+) -> Result<(), Error> {
+    let place = place.unwrap_or_else(|| Placement {
+        size: manifest.size,
+        at: Arc::new(|offset, _| Some(offset)),
+    });
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -74,7 +108,7 @@ pub async fn download(
         path: tmp.clone(),
         done: false,
     };
-    file.set_len(manifest.size)
+    file.set_len(place.size)
         .map_err(|e| Error::io(format!("cannot size {}", tmp.display()), e))?;
     // One writer at a time: buffered writes to one file take its inode lock
     // exclusively, and writers waiting on it spin (measured: a sixth of
@@ -101,6 +135,7 @@ pub async fn download(
         .map(|run| {
             let plan = &plan;
             let file = file.clone();
+            let at = place.at.clone();
             async move {
                 let mut chunks = Vec::with_capacity(run.len());
                 if run.len() == 1 {
@@ -115,8 +150,12 @@ pub async fn download(
                     let mut len = 0u64;
                     let file = file.lock().unwrap_or_else(|e| e.into_inner());
                     for (i, chunk) in &chunks {
-                        file.write_all_at(chunk.bytes(), i * cs)?;
-                        len += chunk.len() as u64;
+                        let n = chunk.len() as u64;
+                        let to = at(i * cs, n).ok_or_else(|| {
+                            std::io::Error::other(format!("chunk {i} has no place in the output"))
+                        })?;
+                        file.write_all_at(chunk.bytes(), to)?;
+                        len += n;
                     }
                     Ok::<u64, std::io::Error>(len)
                 })

@@ -38,6 +38,7 @@
 
 mod catalog;
 pub mod download;
+pub mod export;
 pub mod gc;
 pub mod lock;
 mod locks;

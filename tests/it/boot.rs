@@ -24,7 +24,7 @@ use vmifs::mount::control::Status;
 
 const CHUNK: u64 = 256 * 1024;
 const MNT_ROOT: &str = "/tmp/vmifs-boot-tests";
-const MARKER: &str = "VMIFS-BOOT-OK";
+pub(crate) const MARKER: &str = "VMIFS-BOOT-OK";
 /// The limit `scripts/boot.sh` puts on one boot (a TCG boot here takes seconds,
 /// but the machine may be busy).
 const BOOT_TIMEOUT_S: u64 = 600;
@@ -35,7 +35,7 @@ fn scripts() -> PathBuf {
 
 /// The kernel, initramfs and root image of the `small` guest, built (or found in
 /// the cache) by `scripts/guest.sh`; `None` only when `VMIFS_SKIP_BOOT=1`.
-fn small_guest() -> Option<Vec<(String, String)>> {
+pub(crate) fn small_guest() -> Option<Vec<(String, String)>> {
     if std::env::var("VMIFS_SKIP_BOOT").as_deref() == Ok("1") {
         eprintln!("boot test skipped: VMIFS_SKIP_BOOT=1");
         return None;
@@ -91,7 +91,7 @@ fn mountpoint(test: &str) -> PathBuf {
 
 /// `scripts/boot.sh` with its QEMU, in a process group of their own; dropping it
 /// kills the group (through its [`ChildGuard`]).
-struct Boot {
+pub(crate) struct Boot {
     child: ChildGuard,
     stdout: PathBuf,
     stderr: PathBuf,
@@ -99,9 +99,21 @@ struct Boot {
 
 impl Boot {
     fn start(c: &Cluster, raw: &Path, guest: &[(String, String)], console: &Path) -> Boot {
+        Self::start_as(c, raw, "raw", guest, console)
+    }
+
+    /// Boot from `image`, in QEMU format `format` (raw, vpc, vmdk, qcow2).
+    pub(crate) fn start_as(
+        c: &Cluster,
+        image: &Path,
+        format: &str,
+        guest: &[(String, String)],
+        console: &Path,
+    ) -> Boot {
         let (stdout, stderr) = (c.path("boot.out"), c.path("boot.err"));
         let mut cmd = Command::new(scripts().join("boot.sh"));
-        cmd.arg(raw)
+        cmd.arg(image)
+            .env("BOOT_BACKING_FORMAT", format)
             .envs(guest.iter().map(|(k, v)| (k, v)))
             .env("BOOT_TIMEOUT", BOOT_TIMEOUT_S.to_string())
             .env("BOOT_MEM", "256")
@@ -125,7 +137,7 @@ impl Boot {
 
     /// Waits for boot.sh (which bounds the boot itself); its exit status,
     /// stdout and stderr.
-    fn wait(&mut self) -> (bool, String, String) {
+    pub(crate) fn wait(&mut self) -> (bool, String, String) {
         let status = self.child.wait_for_exit(BOOT_TIMEOUT_S + 120);
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         (status.success(), read(&self.stdout), read(&self.stderr))

@@ -27,3 +27,4 @@ mod serve;
 mod serve_hostile;
 mod store_conformance;
 mod trust;
+mod views;
