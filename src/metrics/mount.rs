@@ -24,12 +24,12 @@
 //! | `vmifs_image_cached_bytes` | gauge | `image` | bytes of the image in the cache now (hydration: divide by the size) |
 //! | `vmifs_image_profile_chunks` | gauge | `image` | chunks its boot profile asks to prefetch (0: none) |
 //! | `vmifs_image_prefetched_chunks_total` | counter | `image` | chunks background prefetch has fetched |
-//! | `vmifs_cache_size_bytes` | gauge | | bytes of the chunk files in the cache |
+//! | `vmifs_cache_size_bytes` | gauge | | bytes of the chunks in the cache (each slot they fill) |
 //! | `vmifs_cache_max_bytes` | gauge | | the cache's size cap |
-//! | `vmifs_cache_chunks` | gauge | | chunk files in the cache |
+//! | `vmifs_cache_chunks` | gauge | | chunks in the cache (distinct ids) |
 //! | `vmifs_cache_hits_total` | counter | | chunks read from the disk cache |
 //! | `vmifs_cache_misses_total` | counter | | lookups for a chunk the cache did not hold intact |
-//! | `vmifs_cache_evictions_total` | counter | | chunk files removed to make room |
+//! | `vmifs_cache_evictions_total` | counter | | chunks removed to make room |
 //! | `vmifs_cache_corrupt_dropped_total` | counter | | cached chunks dropped as corrupt |
 //! | `vmifs_open_files` | gauge | | files of the mount open now |
 //! | `vmifs_open_files_passthrough` | gauge | | of those, read by the kernel straight from the disk cache |
@@ -175,7 +175,7 @@ pub fn families(s: &MountSample) -> Families {
     let one = |v: u64| [(Labels::new(), v as f64)];
     f.gauge(
         "vmifs_cache_size_bytes",
-        "Bytes of the chunk files in the cache.",
+        "Bytes of the chunks in the disk cache, each slot they fill.",
         one(c.used_bytes),
     );
     f.gauge(
