@@ -27,7 +27,7 @@ use fuser::{
 };
 
 use crate::core::id::ImageId;
-use crate::mount::image::ImageReader;
+use crate::mount::image::{AutoProfile, ImageReader};
 use crate::mount::namespace::{Node, Tree};
 use crate::repo::Repo;
 
@@ -54,6 +54,11 @@ pub struct OnOpen {
     /// Load the image's boot profile from here and prefetch it
     /// (`mount.boot_profiles`).
     pub profiles: Option<Repo>,
+    /// Publish a profile for an image that has none (`mount.auto_profiles`).
+    pub auto_profile: Option<AutoProfile>,
+    /// Hydrate an image whose data takes at most this many bytes
+    /// (`mount.hydrate`, `mount.hydrate_share` of `cache.max_size`).
+    pub hydrate_max: Option<u64>,
 }
 
 impl Volume {
@@ -221,11 +226,15 @@ impl Fs {
             .ok_or(Errno::ENOENT)?;
         {
             let _guard = self.rt.enter();
-            if let Some(repo) = &self.vol.on_open.profiles {
-                reader.prefetch_profile(repo.clone());
+            let on_open = &self.vol.on_open;
+            if let Some(repo) = &on_open.profiles {
+                reader.prefetch_profile(repo.clone(), on_open.auto_profile.clone());
             }
-            if self.vol.on_open.prefetch_all {
+            if on_open.prefetch_all {
                 reader.prefetch_all();
+            }
+            if let Some(max) = on_open.hydrate_max {
+                reader.hydrate(max);
             }
         }
         let fh = self.vol.next_fh.fetch_add(1, Relaxed);
