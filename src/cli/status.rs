@@ -31,13 +31,13 @@ impl Args {
 fn print_status(st: &Status) {
     println!("mount {}", st.mountpoint.display());
     println!(
-        "{:<24} {:<12} {:<12} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "{:<24} {:<12} {:<12} {:>10} {:>10} {:>10} {:>8} {:>10}  HYDRATION",
         "NAME", "TAG", "ID", "SIZE", "FETCHED", "CACHED", "READS", "PREFETCHED"
     );
     for i in &st.images {
         let s = &i.stats;
         println!(
-            "{:<24} {:<12} {:<12} {:>10} {:>10} {:>10} {:>8} {:>10}",
+            "{:<24} {:<12} {:<12} {:>10} {:>10} {:>10} {:>8} {:>10}  {}",
             i.name,
             i.tag,
             s.id.short(),
@@ -45,17 +45,25 @@ fn print_status(st: &Status) {
             human(s.bytes_fetched),
             human(s.bytes_cached),
             s.reads,
-            s.prefetched_chunks
+            s.prefetched_chunks,
+            hydration(s)
         );
     }
     println!();
     println!(
-        "{:<16} {:>9} {:>8} {:>7} {:>8} {:>7} {:>10} {:<8}",
+        "{:<16} {:>9} {:>8} {:>7} {:>8} {:>7} {:>10} {:<8} PACE",
         "STORE", "LATENCY", "REQS", "ERRORS", "CORRUPT", "HEDGES", "BYTES", "STATE"
     );
     for s in &st.stores {
+        let pace = match &s.pace {
+            Some(p) => format!(
+                "window {}, base {:.1}ms, now {:.1}ms, {} halvings",
+                p.window, p.base_ms, p.current_ms, p.halvings
+            ),
+            None => "-".into(),
+        };
         println!(
-            "{:<16} {:>7.1}ms {:>8} {:>7} {:>8} {:>7} {:>10} {:<8}",
+            "{:<16} {:>7.1}ms {:>8} {:>7} {:>8} {:>7} {:>10} {:<8} {}",
             s.name,
             s.latency_ms,
             s.requests,
@@ -63,7 +71,8 @@ fn print_status(st: &Status) {
             s.corrupt_shards,
             s.hedges,
             human(s.bytes),
-            if s.demoted { "demoted" } else { "ok" }
+            if s.demoted { "demoted" } else { "ok" },
+            pace
         );
     }
     let c = &st.cache;
@@ -84,4 +93,25 @@ fn print_status(st: &Status) {
         st.open_files,
         st.passthrough_files
     );
+    if st.profiles_refused > 0 {
+        println!("boot profiles refused: {}", st.profiles_refused);
+    }
+}
+
+/// `done in 12.3 s`, `running 40%`, `too large`, `off`.
+fn hydration(s: &vmifs::mount::image::ImageStats) -> String {
+    use vmifs::mount::image::Hydration;
+    match s.hydration {
+        Hydration::Done => format!(
+            "done in {:.1} s",
+            s.hydrated_ms.unwrap_or(0) as f64 / 1000.0
+        ),
+        Hydration::Running => format!(
+            "running {}%",
+            (s.bytes_cached * 100)
+                .checked_div(s.data_bytes)
+                .unwrap_or(100)
+        ),
+        other => other.to_string(),
+    }
 }

@@ -153,10 +153,14 @@ fn d_manifest_size() -> u64 {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustConfig {
-    /// Public keys (`ed25519:<hex>`). When any is set, only tags signed by one
-    /// of them are used.
+    /// Public keys (`ed25519:<hex>`). When any is set, only tags and boot
+    /// profiles signed by one of them are used.
     #[serde(default)]
     pub keys: Vec<crate::core::key::PublicKey>,
+    /// Secret key file (`vmifs keygen`) the mount daemon signs the boot
+    /// profiles it publishes with (`mount.auto_profiles`).
+    #[serde(default)]
+    pub profile_key: Option<PathBuf>,
 }
 
 /// The locks that keep `push` and `gc` apart (see [`crate::repo`]).
@@ -370,6 +374,24 @@ pub struct MountConfig {
     /// the kernel does not offer it).
     #[serde(default = "d_true")]
     pub passthrough: bool,
+    /// On the first open of an image whose data fits in `hydrate_share` of
+    /// the cache, fetch all of it in the background, paced against each
+    /// store's latency so that reads are never slowed (see
+    /// [`crate::store::pace`]).
+    #[serde(default)]
+    pub hydrate: bool,
+    /// Largest share of `cache.max_size` an image's data (its non-zero
+    /// chunks) may take to be hydrated: above 0, at most 1.
+    #[serde(default = "d_hydrate_share")]
+    pub hydrate_share: f64,
+    /// When an image opened here has no boot profile, record its first
+    /// reads for `profile_window` and publish them as its profile (with
+    /// `[trust] keys`, signed by `[trust] profile_key`).
+    #[serde(default = "d_true")]
+    pub auto_profiles: bool,
+    /// How long after an image's first read automatic profiles record.
+    #[serde(default = "d_profile_window", deserialize_with = "duration")]
+    pub profile_window: Duration,
 }
 
 impl Default for MountConfig {
@@ -385,8 +407,19 @@ impl Default for MountConfig {
             group: None,
             boot_profiles: true,
             passthrough: true,
+            hydrate: false,
+            hydrate_share: d_hydrate_share(),
+            auto_profiles: true,
+            profile_window: d_profile_window(),
         }
     }
+}
+
+fn d_hydrate_share() -> f64 {
+    0.5
+}
+fn d_profile_window() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn d_refresh() -> Duration {
@@ -558,6 +591,17 @@ impl Config {
                 )));
             }
         }
+        let share = self.mount.hydrate_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(Error::Config(format!(
+                "mount.hydrate_share {share} must be above 0 and at most 1 (a share of cache.max_size)"
+            )));
+        }
+        if self.mount.profile_window < Duration::from_secs(1) {
+            return Err(Error::Config(
+                "mount.profile_window must be at least 1s".into(),
+            ));
+        }
         if self.locks.lease < Duration::from_secs(5) {
             return Err(Error::Config("locks.lease must be at least 5s".into()));
         }
@@ -681,6 +725,12 @@ mod tests {
             memory = "16MiB"
             [mount]
             prefetch = "open"
+            hydrate = true
+            hydrate_share = 0.25
+            auto_profiles = false
+            profile_window = "30s"
+            [trust]
+            profile_key = "/etc/vmifs/host.key"
             [locks]
             lease = "2m"
             [metrics]
@@ -694,6 +744,12 @@ mod tests {
         assert_eq!(c.cache.memory, 16 << 20);
         assert_eq!(Config::parse("").unwrap().cache.memory, 64 << 20);
         assert_eq!(c.mount.prefetch, Prefetch::Open);
+        assert!(c.mount.hydrate && !c.mount.auto_profiles);
+        assert_eq!(c.mount.hydrate_share, 0.25);
+        assert_eq!(c.mount.profile_window, Duration::from_secs(30));
+        assert!(c.trust.profile_key.is_some());
+        let d = Config::parse("").unwrap().mount;
+        assert!(!d.hydrate && d.auto_profiles && d.hydrate_share == 0.5);
         assert_eq!(c.locks.lease, Duration::from_secs(120));
         assert_eq!(c.metrics.listen, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(Config::parse("").unwrap().locks.lease, DEFAULT_LEASE);
@@ -734,6 +790,11 @@ mod tests {
             ("[cache]\nmax_size = \"lots\"", "lots"),
             ("[cache]\nmemory = \"1MiB\"", "cache.memory"),
             ("[locks]\nlease = \"1s\"", "locks.lease"),
+            ("[mount]\nhydrate_share = 0", "mount.hydrate_share"),
+            ("[mount]\nhydrate_share = 1.5", "mount.hydrate_share"),
+            ("[mount]\nhydrate_share = nan", "mount.hydrate_share"),
+            ("[mount]\nhydrate_share = \"half\"", "line 2"),
+            ("[mount]\nprofile_window = \"10ms\"", "mount.profile_window"),
             ("[metrics]\nlisten = \"localhost\"", "metrics.listen"),
             ("[metrics]\nlisten = \"[::1]:9100\"\nport = 1", "port"),
             ("not toml", "line 1"),

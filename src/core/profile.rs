@@ -41,6 +41,9 @@ pub struct Profile {
     pub image: ImageId,
     /// `[chunk index, ms since the image's first read]`, in first-touch order.
     pub chunks: Vec<(u64, u64)>,
+    /// Who vouches for it (see [`crate::core::sign`]); absent when unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::core::tag::TagSignature>,
 }
 
 impl Profile {
@@ -119,6 +122,7 @@ impl Trace {
                 .copied()
                 .take_while(|&(_, ms)| ms <= window_ms)
                 .collect(),
+            signature: None,
         }
     }
 }
@@ -180,6 +184,7 @@ mod tests {
                 (u64::MAX, 5),
                 (3, 6),
             ],
+            signature: None,
         };
         assert_eq!(p.prefetch_order(&id, &m), vec![2, 0, 3]);
         assert!(p.prefetch_order(&ImageId::of(b"other"), &m).is_empty());
@@ -191,6 +196,7 @@ mod tests {
             version: VERSION,
             image: ImageId::of(b"img"),
             chunks: vec![(3, 0), (4, 12)],
+            signature: None,
         };
         assert_eq!(Profile::from_bytes(&p.to_bytes()).unwrap(), p);
         for bad in [

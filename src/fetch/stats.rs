@@ -54,6 +54,10 @@ pub struct StoreSnapshot {
     pub bytes: u64,
     pub latency_ms: f64,
     pub demoted: bool,
+    /// The pacing of background requests to this store, when the mount
+    /// paces them (see [`crate::store::pace`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<crate::store::pace::PaceSnapshot>,
 }
 
 impl StoreStats {
@@ -139,6 +143,7 @@ impl StoreStats {
             bytes: self.bytes.load(Relaxed),
             latency_ms: self.latency_us.load(Relaxed) as f64 / 1000.0,
             demoted: self.demoted(),
+            pace: None,
         }
     }
 }

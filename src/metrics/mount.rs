@@ -13,6 +13,9 @@
 //! | `vmifs_store_hedges_total` | counter | `store` | hedge requests sent because this store was late |
 //! | `vmifs_store_corrupt_shards_total` | counter | `store` | shards that failed verification |
 //! | `vmifs_store_demoted` | gauge | `store` | 1 while the store ranks last after a recent failure |
+//! | `vmifs_store_pace_window` | gauge | `store` | background requests the store may have in flight now (paced mounts only) |
+//! | `vmifs_store_pace_base_latency_seconds` | gauge | `store` | the store's lowest latency of the last minute, the pacer's base |
+//! | `vmifs_store_pace_halvings_total` | counter | `store` | times the window halved because the store's latency rose |
 //! | `vmifs_chunks_fetched_total` | counter | | chunks rebuilt from store shards |
 //! | `vmifs_pieces_fetched_total` | counter | | data shards fetched and served alone |
 //! | `vmifs_degraded_reads_total` | counter | | chunks rebuilt with a parity shard |
@@ -24,6 +27,10 @@
 //! | `vmifs_image_cached_bytes` | gauge | `image` | bytes of the image in the cache now (hydration: divide by the size) |
 //! | `vmifs_image_profile_chunks` | gauge | `image` | chunks its boot profile asks to prefetch (0: none) |
 //! | `vmifs_image_prefetched_chunks_total` | counter | `image` | chunks background prefetch has fetched |
+//! | `vmifs_image_data_bytes` | gauge | `image` | bytes of the image's distinct data chunks (a hydrated image has all of them cached) |
+//! | `vmifs_image_hydrated` | gauge | `image` | 1 once every data chunk of the image is cached by hydration |
+//! | `vmifs_image_hydration_seconds` | gauge | `image` | time hydration took, from its start to the last chunk (absent until done) |
+//! | `vmifs_profiles_refused_total` | counter | | boot profiles read and refused (another image, unreadable, unsigned under trust) |
 //! | `vmifs_cache_size_bytes` | gauge | | bytes of the chunks in the cache (each slot they fill) |
 //! | `vmifs_cache_max_bytes` | gauge | | the cache's size cap |
 //! | `vmifs_cache_chunks` | gauge | | chunks in the cache (distinct ids) |
@@ -105,6 +112,32 @@ pub fn families(s: &MountSample) -> Families {
         "1 while the store ranks last after a recent failure.",
         per_store(&|x| if x.demoted { 1.0 } else { 0.0 }),
     );
+    let paced = |v: &dyn Fn(&crate::store::pace::PaceSnapshot) -> f64| {
+        st.stores
+            .iter()
+            .filter_map(|x| Some((store(&x.name), v(x.pace.as_ref()?))))
+            .collect::<Vec<_>>()
+    };
+    f.gauge(
+        "vmifs_store_pace_window",
+        "Background requests the store may have in flight now.",
+        paced(&|p| p.window as f64),
+    );
+    f.gauge(
+        "vmifs_store_pace_base_latency_seconds",
+        "Lowest latency of the store in the last minute (the pacer's base).",
+        paced(&|p| p.base_ms / 1000.0),
+    );
+    f.counter(
+        "vmifs_store_pace_halvings_total",
+        "Times the background window halved because the store's latency rose.",
+        paced(&|p| p.halvings as f64),
+    );
+    f.counter(
+        "vmifs_profiles_refused_total",
+        "Boot profiles read from the stores and refused.",
+        [(vec![], st.profiles_refused as f64)],
+    );
     f.counter(
         "vmifs_chunks_fetched_total",
         "Chunks rebuilt from store shards.",
@@ -169,6 +202,30 @@ pub fn families(s: &MountSample) -> Families {
         "vmifs_image_prefetched_chunks_total",
         "Chunks background prefetch has fetched for the image.",
         per_image(&|i| i.prefetched_chunks),
+    );
+    f.gauge(
+        "vmifs_image_data_bytes",
+        "Bytes of the image's distinct data chunks.",
+        per_image(&|i| i.data_bytes),
+    );
+    f.gauge(
+        "vmifs_image_hydrated",
+        "1 once hydration has cached every data chunk of the image.",
+        per_image(&|i| u64::from(i.hydration == crate::mount::image::Hydration::Done)),
+    );
+    f.gauge(
+        "vmifs_image_hydration_seconds",
+        "Time hydration of the image took, start to last chunk.",
+        st.images
+            .iter()
+            .filter_map(|i| {
+                let ms = i.stats.hydrated_ms?;
+                Some((
+                    vec![("image", format!("{}:{}", i.name, i.tag))],
+                    ms as f64 / 1000.0,
+                ))
+            })
+            .collect::<Vec<_>>(),
     );
 
     let c = &st.cache;
@@ -242,6 +299,12 @@ mod tests {
             bytes: 4096,
             latency_ms: 1.5,
             demoted: name == "b",
+            pace: (name == "a").then_some(crate::store::pace::PaceSnapshot {
+                window: 6,
+                base_ms: 40.0,
+                current_ms: 45.0,
+                halvings: 2,
+            }),
         };
         let h = Latency::default();
         h.observe(Duration::from_millis(2));
@@ -262,6 +325,10 @@ mod tests {
                         profile_chunks: 4,
                         traced_chunks: 1,
                         prefetched_chunks: 2,
+                        data_bytes: 1 << 19,
+                        hydration: crate::mount::image::Hydration::Done,
+                        hydrated_ms: Some(2500),
+                        profile_published: false,
                     },
                 }],
                 stores: vec![store("a", 10), store("b", 20)],
@@ -280,6 +347,7 @@ mod tests {
                 },
                 open_files: 1,
                 passthrough_files: 0,
+                profiles_refused: 3,
             },
             durations: vec![h.snapshot(), Latency::default().snapshot()],
         }
@@ -320,6 +388,27 @@ mod tests {
             0.0015
         );
         assert_eq!(value(&text, "vmifs_store_demoted{store=\"b\"}"), 1.0);
+        // Pacing: only for the paced store.
+        assert_eq!(value(&text, "vmifs_store_pace_window{store=\"a\"}"), 6.0);
+        assert_eq!(
+            value(&text, "vmifs_store_pace_base_latency_seconds{store=\"a\"}"),
+            0.04
+        );
+        assert_eq!(
+            value(&text, "vmifs_store_pace_halvings_total{store=\"a\"}"),
+            2.0
+        );
+        assert!(!text.contains("vmifs_store_pace_window{store=\"b\"}"));
+        assert_eq!(value(&text, "vmifs_profiles_refused_total"), 3.0);
+        assert_eq!(
+            value(&text, "vmifs_image_data_bytes{image=\"deb:12\"}"),
+            (1 << 19) as f64
+        );
+        assert_eq!(value(&text, "vmifs_image_hydrated{image=\"deb:12\"}"), 1.0);
+        assert_eq!(
+            value(&text, "vmifs_image_hydration_seconds{image=\"deb:12\"}"),
+            2.5
+        );
         assert_eq!(
             value(
                 &text,

@@ -56,7 +56,7 @@ pub enum Request {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Response {
     Status(Box<Status>),
-    Profile(Profile),
+    Profile(Box<Profile>),
     Error(String),
 }
 
@@ -78,6 +78,10 @@ pub struct Status {
     /// (FUSE passthrough).
     #[serde(default)]
     pub passthrough_files: usize,
+    /// Boot profiles read from the stores and refused: for another image,
+    /// unreadable, or (with `[trust] keys`) not signed by a trusted key.
+    #[serde(default)]
+    pub profiles_refused: u64,
 }
 
 /// One tag of the mount and the figures of the version it points at. In
@@ -252,7 +256,7 @@ pub fn profile(socket: &Path, image: &str, window: Duration) -> Result<Profile, 
         window_ms: window.as_millis().min(u64::MAX as u128) as u64,
     };
     match query(socket, &request)? {
-        Response::Profile(p) => Ok(p),
+        Response::Profile(p) => Ok(*p),
         other => Err(unexpected("profile", other)),
     }
 }
@@ -334,6 +338,10 @@ mod tests {
                     profile_chunks: 0,
                     traced_chunks: 20,
                     prefetched_chunks: 0,
+                    data_bytes: 600 << 20,
+                    hydration: crate::mount::image::Hydration::Running,
+                    hydrated_ms: None,
+                    profile_published: true,
                 },
             }],
             stores: vec![],
@@ -352,6 +360,7 @@ mod tests {
             },
             open_files: 1,
             passthrough_files: 0,
+            profiles_refused: 0,
         }
     }
 

@@ -31,6 +31,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cache::Cache;
 use crate::config::{Config, Prefetch};
 use crate::core::id::{ImageId, ImageRef};
+use crate::core::key::SecretKey;
 use crate::core::view::{Shape, Views};
 use crate::fetch::Fetcher;
 use crate::fetch::scheduler::{Chunks, Limits};
@@ -38,7 +39,7 @@ use crate::metrics::endpoint;
 use crate::metrics::mount::{MountSample, families};
 use crate::mount::control::{self, Handler, ImageStatus, Request, Response, Status};
 use crate::mount::fuse::{Fs, OnOpen, Owner, Volume};
-use crate::mount::image::ImageReader;
+use crate::mount::image::{AutoProfile, ImageReader};
 use crate::mount::mountinfo::mount_of;
 use crate::mount::namespace::{Inodes, TagEntry, Tree};
 use crate::repo::Repo;
@@ -187,10 +188,15 @@ impl Daemon {
             })
             .collect();
         let stats = self.chunks.fetcher().stats();
+        let mut stores = stats.snapshot();
+        for (s, slots) in stores.iter_mut().zip(self.repo.slots()) {
+            s.pace = slots.paced().then(|| slots.pace());
+        }
         Status {
             mountpoint: self.mountpoint.clone(),
             images,
-            stores: stats.snapshot(),
+            stores,
+            profiles_refused: self.repo.profiles_refused(),
             chunks_fetched: stats
                 .chunks_fetched
                 .load(std::sync::atomic::Ordering::Relaxed),
@@ -212,7 +218,7 @@ impl Handler for Daemon {
         match request {
             Request::Status => Response::Status(Box::new(self.status())),
             Request::Profile { image, window_ms } => match self.reader_of(&image) {
-                Ok(r) => Response::Profile(r.profile(Duration::from_millis(window_ms))),
+                Ok(r) => Response::Profile(Box::new(r.profile(Duration::from_millis(window_ms)))),
                 Err(e) => Response::Error(e),
             },
         }
@@ -247,10 +253,21 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
     let cache = Arc::new(Cache::open(&cfg.cache.dir, cfg.cache.max_size)?);
     let repo = Repo::open(&cfg)?;
     let fetcher = Fetcher::new(repo.stores().to_vec(), cfg.fetch.hedge_after);
+    // Whole-image fetches (hydration, prefetch) are paced per store, and
+    // hydration keeps as many chunks on their way as the stores' windows
+    // take: the slots, not this bound, hold it back.
+    let whole_image = cfg.mount.hydrate || cfg.mount.prefetch != Prefetch::Off;
+    for slots in repo.slots() {
+        slots.set_paced(whole_image);
+    }
     let limits = Limits {
         readahead: cfg.fetch.parallel_chunks.clamp(1, 64),
         profile: cfg.fetch.parallel_chunks.clamp(1, 64),
-        prefetch: (cfg.fetch.parallel_chunks / 4).clamp(1, 8),
+        prefetch: if cfg.mount.hydrate {
+            (cfg.fetch.parallel_chunks * 2).clamp(1, 64)
+        } else {
+            (cfg.fetch.parallel_chunks / 4).clamp(1, 8)
+        },
         memory: cfg.cache.memory,
     };
     let chunks = Chunks::new(fetcher, cache, limits);
@@ -258,6 +275,11 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
         prefetch_all: cfg.mount.prefetch == Prefetch::Open,
         profiles: cfg.mount.boot_profiles.then(|| repo.clone()),
         passthrough: cfg.mount.passthrough,
+        auto_profile: auto_profile(&cfg)?,
+        hydrate_max: cfg
+            .mount
+            .hydrate
+            .then_some((cfg.cache.max_size as f64 * cfg.mount.hydrate_share) as u64),
     });
     let daemon = Arc::new(Daemon {
         cfg: cfg.clone(),
@@ -359,6 +381,35 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `mount.auto_profiles` and `[trust]` make of publishing profiles:
+/// nothing when off, or when `[trust] keys` is set without a key to sign with
+/// (trusting hosts would ignore an unsigned profile; said in one line).
+fn auto_profile(cfg: &Config) -> Result<Option<AutoProfile>> {
+    if !cfg.mount.auto_profiles || !cfg.mount.boot_profiles {
+        return Ok(None);
+    }
+    let key = match &cfg.trust.profile_key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("trust.profile_key {}", path.display()))?;
+            let key = SecretKey::from_text(&text)
+                .map_err(|e| anyhow::anyhow!("trust.profile_key {}: {e}", path.display()))?;
+            Some(Arc::new(key))
+        }
+        None => None,
+    };
+    if key.is_none() && !cfg.trust.keys.is_empty() {
+        tracing::info!(
+            "not publishing boot profiles: [trust] keys is set but [trust] profile_key is not"
+        );
+        return Ok(None);
+    }
+    Ok(Some(AutoProfile {
+        window: cfg.mount.profile_window,
+        key,
+    }))
 }
 
 /// The id of group `name` (or a number).

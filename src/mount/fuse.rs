@@ -38,7 +38,7 @@ use fuser::{
 
 use crate::cache::Backing;
 use crate::core::id::ImageId;
-use crate::mount::image::ImageReader;
+use crate::mount::image::{AutoProfile, ImageReader};
 use crate::mount::namespace::{Node, Tree};
 use crate::mount::view::{OpenFile, ViewReader};
 use crate::repo::Repo;
@@ -94,6 +94,11 @@ pub struct OnOpen {
     pub profiles: Option<Repo>,
     /// Hand fully cached images to the kernel (`mount.passthrough`).
     pub passthrough: bool,
+    /// Publish a profile for an image that has none (`mount.auto_profiles`).
+    pub auto_profile: Option<AutoProfile>,
+    /// Hydrate an image whose data takes at most this many bytes
+    /// (`mount.hydrate`, `mount.hydrate_share` of `cache.max_size`).
+    pub hydrate_max: Option<u64>,
 }
 
 impl Volume {
@@ -276,11 +281,15 @@ impl Fs {
         {
             let _guard = self.rt.enter();
             reader.cached();
-            if let Some(repo) = &self.vol.on_open.profiles {
-                reader.prefetch_profile(repo.clone());
+            let on_open = &self.vol.on_open;
+            if let Some(repo) = &on_open.profiles {
+                reader.prefetch_profile(repo.clone(), on_open.auto_profile.clone());
             }
-            if self.vol.on_open.prefetch_all {
+            if on_open.prefetch_all {
                 reader.prefetch_all();
+            }
+            if let Some(max) = on_open.hydrate_max {
+                reader.hydrate(max);
             }
         }
         let file = match view {

@@ -15,7 +15,13 @@
 //! prefetch as background.
 //!
 //! Each reader also keeps a [`Trace`] of the chunks its reads touched first, in
-//! order, from which `vmifs profile record` makes a boot [`Profile`].
+//! order, from which `vmifs profile record` makes a boot [`Profile`]; with
+//! [`AutoProfile`], an image opened without a profile publishes its own once
+//! the window after its first read closes.
+//!
+//! Hydration ([`ImageReader::hydrate`]) is whole-image prefetch for an image
+//! whose data fits a share of the cache, at background class: the stores'
+//! request slots pace it ([`crate::store::pace`]) so it never slows reads.
 //!
 //! The offset arithmetic ([`spans`]) is pure and table-tested.
 
@@ -31,6 +37,7 @@ use tokio::sync::Semaphore;
 
 use crate::cache::{Backing, CachedImage, Completeness};
 use crate::core::id::{ChunkId, ImageId};
+use crate::core::key::SecretKey;
 use crate::core::manifest::Manifest;
 use crate::core::profile::{Profile, Trace};
 use crate::error::Error;
@@ -65,6 +72,63 @@ pub struct ImageStats {
     /// Chunks background prefetch (boot profile or `[mount] prefetch`) has
     /// fetched so far; chunks it found cached already are not counted.
     pub prefetched_chunks: u64,
+    /// Bytes of the image's distinct data chunks: what a full cache of it
+    /// holds (`bytes_cached` reaches it when the image is hydrated).
+    pub data_bytes: u64,
+    pub hydration: Hydration,
+    /// Milliseconds from the start of hydration until every data chunk was
+    /// cached.
+    #[serde(default)]
+    pub hydrated_ms: Option<u64>,
+    /// Whether this mount published the image's boot profile
+    /// (`mount.auto_profiles`).
+    #[serde(default)]
+    pub profile_published: bool,
+}
+
+/// Where whole-image hydration of an image stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hydration {
+    /// Not asked for (yet).
+    #[default]
+    Off,
+    /// The image's data is larger than `mount.hydrate_share` of the cache.
+    TooLarge,
+    Running,
+    /// Every data chunk is cached.
+    Done,
+    /// Finished with some chunks not fetched (stores failed); the next open
+    /// tries again.
+    Incomplete,
+}
+
+impl std::fmt::Display for Hydration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Hydration::Off => "off",
+            Hydration::TooLarge => "too large",
+            Hydration::Running => "running",
+            Hydration::Done => "done",
+            Hydration::Incomplete => "incomplete",
+        })
+    }
+}
+
+/// Publishing a boot profile of an image opened without one.
+#[derive(Debug, Clone)]
+pub struct AutoProfile {
+    /// Record the reads of this long after the first one.
+    pub window: Duration,
+    /// Sign the profile with this key.
+    pub key: Option<Arc<SecretKey>>,
+}
+
+#[derive(Debug, Default)]
+struct HydrationState {
+    state: Hydration,
+    started: Option<Instant>,
+    took_ms: Option<u64>,
 }
 
 /// One image version, readable at any offset.
@@ -87,11 +151,24 @@ pub struct ImageReader {
     cached: OnceLock<Option<Arc<CachedImage>>>,
     /// A background hash of the cached file is under way or done.
     verifying: AtomicBool,
+    /// Bytes of the distinct data chunks.
+    data_bytes: u64,
+    hydration: Mutex<HydrationState>,
+    published: AtomicBool,
 }
 
 impl ImageReader {
     pub fn new(id: ImageId, plan: Plan, chunks: Arc<Chunks>, readahead_chunks: usize) -> Arc<Self> {
+        let m = &plan.manifest;
+        let mut seen = HashSet::new();
+        let data_bytes = (0..m.chunk_count())
+            .filter(|&i| m.chunks[i as usize].is_some_and(|id| seen.insert(id)))
+            .map(|i| m.chunk_len(i) as u64)
+            .sum();
         Arc::new(ImageReader {
+            data_bytes,
+            hydration: Mutex::default(),
+            published: AtomicBool::new(false),
             id,
             plan,
             chunks,
@@ -139,6 +216,10 @@ impl ImageReader {
             })
             .map(|i| m.chunk_len(i) as u64)
             .sum();
+        let (hydration, hydrated_ms) = {
+            let h = self.hydration.lock().unwrap();
+            (h.state, h.took_ms)
+        };
         ImageStats {
             id: self.id,
             size: m.size,
@@ -150,7 +231,16 @@ impl ImageReader {
             profile_chunks: self.counters.profile_chunks.load(Relaxed),
             traced_chunks: self.trace.lock().unwrap().len() as u64,
             prefetched_chunks: self.counters.prefetched_chunks.load(Relaxed),
+            data_bytes: self.data_bytes,
+            hydration,
+            hydrated_ms,
+            profile_published: self.published.load(Relaxed),
         }
+    }
+
+    /// Bytes of the image's distinct data chunks.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
     }
 
     /// The bytes `[start, start + len)` of chunk `index`. A sequential
@@ -340,8 +430,9 @@ impl ImageReader {
 
     /// Load this version's boot profile from `repo` and prefetch its chunks,
     /// in order, up to `Limits::profile` at once. Idempotent; without a usable
-    /// profile it does nothing.
-    pub fn prefetch_profile(self: &Arc<Self>, repo: Repo) {
+    /// profile it does nothing, or, with `auto`, publishes one itself once
+    /// `auto.window` after the first read has passed.
+    pub fn prefetch_profile(self: &Arc<Self>, repo: Repo, auto: Option<AutoProfile>) {
         if self.profiling.swap(true, Relaxed) {
             return;
         }
@@ -349,9 +440,21 @@ impl ImageReader {
         let class = Class::new(Priority::Profile);
         tokio::spawn(priority::scope(class, async move {
             let loaded = tokio::time::timeout(Duration::from_secs(10), repo.profile(&me.id)).await;
-            let Ok(Some(p)) = loaded else {
-                tracing::debug!(image = %me.id.short(), "no boot profile");
-                return;
+            let p = match loaded {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    tracing::debug!(image = %me.id.short(), "no boot profile");
+                    if let Some(auto) = auto {
+                        let weak = Arc::downgrade(&me);
+                        drop(me);
+                        publish_after_window(weak, repo, auto).await;
+                    }
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(image = %me.id.short(), "no boot profile: the stores did not answer");
+                    return;
+                }
             };
             let order = p.prefetch_order(&me.id, &me.plan.manifest);
             tracing::info!(image = %me.id.short(), chunks = order.len(), "prefetching the boot profile");
@@ -361,6 +464,65 @@ impl ImageReader {
             let permits = me.chunks.profile.clone();
             me.prefetch_in_order(order, permits, Priority::Profile);
         }));
+    }
+
+    /// Fetch every data chunk of the image into the cache in the background,
+    /// at background class (paced by the stores' slots), if its data takes
+    /// at most `max_bytes`. Idempotent, unless the last run left chunks out;
+    /// nothing when [`ImageReader::prefetch_all`] runs already.
+    pub fn hydrate(self: &Arc<Self>, max_bytes: u64) {
+        if self.prefetching.load(Relaxed) {
+            return; // `[mount] prefetch` fetches it all already
+        }
+        {
+            let mut h = self.hydration.lock().unwrap();
+            match h.state {
+                Hydration::Off | Hydration::Incomplete => {}
+                _ => return,
+            }
+            if self.data_bytes > max_bytes {
+                h.state = Hydration::TooLarge;
+                tracing::info!(
+                    image = %self.id.short(),
+                    data_bytes = self.data_bytes,
+                    max_bytes,
+                    "not hydrating: the image's data is larger than mount.hydrate_share of the cache"
+                );
+                return;
+            }
+            h.state = Hydration::Running;
+            h.started = Some(Instant::now());
+        }
+        tracing::info!(image = %self.id.short(), data_bytes = self.data_bytes, "hydrating");
+        let permits = self.chunks.prefetch.clone();
+        let all = 0..self.plan.manifest.chunk_count();
+        let done = self.prefetch_in_order(all, permits, Priority::Background);
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let _ = done.await;
+            if let Some(me) = weak.upgrade() {
+                me.hydrated();
+            }
+        });
+    }
+
+    /// Hydration has gone through every chunk: done if all are cached.
+    fn hydrated(&self) {
+        let cached = self.stats().bytes_cached;
+        let mut h = self.hydration.lock().unwrap();
+        if cached >= self.data_bytes {
+            let ms = h.started.map_or(0, |t| t.elapsed().as_millis() as u64);
+            h.state = Hydration::Done;
+            h.took_ms = Some(ms);
+            tracing::info!(image = %self.id.short(), bytes = self.data_bytes, seconds = ms as f64 / 1000.0, "hydrated");
+        } else {
+            h.state = Hydration::Incomplete;
+            tracing::warn!(
+                image = %self.id.short(),
+                missing_bytes = self.data_bytes - cached,
+                "hydration left chunks out (stores failed); the next open tries again"
+            );
+        }
     }
 
     /// Fetch every chunk of the image into the cache in the background, a few at
@@ -376,13 +538,13 @@ impl ImageReader {
 
     /// Fetch the chunks `order` names, in that order, as `permits` allow, at
     /// class `priority`, in a background task that stops when the reader is
-    /// dropped.
+    /// dropped; the task ends when every fetch has.
     fn prefetch_in_order(
         self: &Arc<Self>,
         order: impl IntoIterator<Item = u64, IntoIter: Send> + Send + 'static,
         permits: Arc<Semaphore>,
         priority: Priority,
-    ) {
+    ) -> tokio::task::JoinHandle<()> {
         let what = match priority {
             Priority::Profile => "boot profile",
             _ => "prefetch",
@@ -419,7 +581,44 @@ impl ImageReader {
             }
             join_all(tasks).await;
             tracing::info!("{what} finished");
-        });
+        })
+    }
+}
+
+/// Wait until `auto.window` has passed since the reader's first read, then
+/// publish what it read meanwhile as its boot profile (signed when a key is
+/// given). A failure is one log line: a profile is only a hint.
+async fn publish_after_window(weak: Weak<ImageReader>, repo: Repo, auto: AutoProfile) {
+    let first = loop {
+        let Some(me) = weak.upgrade() else { return };
+        if let Some(&t) = me.first_read.get() {
+            break t;
+        }
+        drop(me);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep_until((first + auto.window).into()).await;
+    let Some(me) = weak.upgrade() else { return };
+    let p = me.profile(auto.window);
+    if p.chunks.is_empty() {
+        return;
+    }
+    let p = match &auto.key {
+        Some(k) => k.sign_profile(&p),
+        None => p,
+    };
+    match repo.put_profile(&p).await {
+        Ok((ok, failed)) => {
+            me.published.store(true, Relaxed);
+            tracing::info!(
+                image = %me.id.short(),
+                chunks = p.chunks.len(),
+                signed = p.signature.is_some(),
+                "published the boot profile to {ok} of {} stores",
+                ok + failed.len()
+            );
+        }
+        Err(e) => tracing::warn!(image = %me.id.short(), "cannot publish the boot profile: {e}"),
     }
 }
 
@@ -714,7 +913,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (reader, chunks, repo) = fresh_reader(&f, dir.path()).await;
         repo.put_profile(&p).await.unwrap();
-        reader.prefetch_profile(repo);
+        reader.prefetch_profile(repo, None);
         for _ in 0..500 {
             if reader.stats().bytes_cached == 3 * cs {
                 break;
@@ -742,11 +941,13 @@ mod tests {
             version: crate::core::profile::VERSION,
             image: ImageId::of(b"another version"),
             chunks: vec![(0, 0), (2, 1)],
+            signature: None,
         };
         let past_the_end = Profile {
             version: crate::core::profile::VERSION,
             image: f.reader.id,
             chunks: vec![(99, 0), (u64::MAX, 1)],
+            signature: None,
         };
         let cases: Vec<Option<Bytes>> = vec![
             None,
@@ -765,7 +966,7 @@ mod tests {
             }
             let dir = tempfile::tempdir().unwrap();
             let (reader, chunks, repo) = fresh_reader(&f, dir.path()).await;
-            reader.prefetch_profile(repo);
+            reader.prefetch_profile(repo, None);
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert_eq!(chunks.fetcher().stats().chunks_fetched.load(Relaxed), 0);
             let got = reader.read_at(0, size as u64).await.unwrap();

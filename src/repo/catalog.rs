@@ -244,25 +244,38 @@ impl Repo {
     }
 
     /// The boot profile of version `id` from the first store that has a
-    /// readable one for exactly that version; `None` if there is none. Never
-    /// an error: a profile only steers prefetch.
+    /// readable one for exactly that version (with trust: signed by a trusted
+    /// key); `None` if there is none. Never an error: a profile only steers
+    /// prefetch. A profile refused (for another image, unreadable, not signed
+    /// or badly signed under trust) is named in one warning and counted
+    /// ([`Repo::profiles_refused`]); the next store is asked.
     pub async fn profile(&self, id: &ImageId) -> Option<Profile> {
         let key = layout::profile_key(id);
         for s in &self.stores {
             // A profile is smaller than the manifest of its image.
-            match s.get_opt_bounded(&key, self.manifest_max).await {
+            let refused = match s.get_opt_bounded(&key, self.manifest_max).await {
                 Ok(Some(b)) => match Profile::from_bytes(&b) {
-                    Ok(p) if p.image == *id => return Some(p),
-                    Ok(_) => tracing::warn!(
-                        store = s.name(),
-                        "boot profile {} is for another image",
-                        id.short()
-                    ),
-                    Err(e) => tracing::warn!(store = s.name(), "{e}"),
+                    Ok(p) if p.image != *id => {
+                        format!("boot profile {} is for another image", id.short())
+                    }
+                    Ok(p) => match &self.trust {
+                        Some(t) => match t.check_profile(&p) {
+                            Ok(()) => return Some(p),
+                            Err(why) => why,
+                        },
+                        None => return Some(p),
+                    },
+                    Err(e) => e.to_string(),
                 },
-                Ok(None) => {}
-                Err(e) => tracing::debug!("boot profile {}: {e}", id.short()),
-            }
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!("boot profile {}: {e}", id.short());
+                    continue;
+                }
+            };
+            self.profiles_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(store = s.name(), "ignoring a boot profile: {refused}");
         }
         None
     }

@@ -53,6 +53,7 @@ pub mod publish;
 pub mod warnings;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -63,15 +64,21 @@ use crate::core::limits;
 use crate::core::sign::Trust;
 use crate::error::{Error, ErrorKind, StoreError};
 use crate::store::DynStore;
+use crate::store::limit::Slots;
 
 #[derive(Debug, Clone)]
 pub struct Repo {
     stores: Vec<DynStore>,
+    /// The request slots of each store, when the repository opened them
+    /// (empty for [`Repo::from_stores`]).
+    slots: Vec<Arc<Slots>>,
     /// When set, reads use only tag records signed by these keys.
     trust: Option<Arc<Trust>>,
     lease: Duration,
     /// Largest manifest read (`[limits] manifest_size`).
     manifest_max: u64,
+    /// Boot profiles read and refused ([`Repo::profile`]).
+    profiles_refused: Arc<AtomicU64>,
 }
 
 pub fn now_ms() -> u64 {
@@ -84,27 +91,33 @@ pub fn now_ms() -> u64 {
 impl Repo {
     pub fn open(cfg: &Config) -> Result<Self, Error> {
         cfg.require_stores()?;
-        let stores = cfg
+        let (stores, slots) = cfg
             .stores
             .iter()
-            .map(open::store)
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(open::store_with_slots)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
         let trust =
             (!cfg.trust.keys.is_empty()).then(|| Arc::new(Trust::new(cfg.trust.keys.clone())));
         Ok(Repo {
             stores,
+            slots,
             trust,
             lease: cfg.locks.lease,
             manifest_max: cfg.limits.manifest_size,
+            profiles_refused: Arc::default(),
         })
     }
 
     pub fn from_stores(stores: Vec<DynStore>) -> Self {
         Repo {
             stores,
+            slots: Vec::new(),
             trust: None,
             lease: DEFAULT_LEASE,
             manifest_max: limits::DEFAULT_MANIFEST_SIZE,
+            profiles_refused: Arc::default(),
         }
     }
 
@@ -137,6 +150,19 @@ impl Repo {
 
     pub fn stores(&self) -> &[DynStore] {
         &self.stores
+    }
+
+    /// Boot profiles read and refused so far: for another image, unreadable,
+    /// or (with trust) not signed by a trusted key.
+    pub fn profiles_refused(&self) -> u64 {
+        self.profiles_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The request slots of each store, in store order, when the repository
+    /// opened the stores itself ([`Repo::open`]); else empty.
+    pub fn slots(&self) -> &[Arc<Slots>] {
+        &self.slots
     }
 
     pub fn store_names(&self) -> Vec<String> {

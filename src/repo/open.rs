@@ -6,16 +6,22 @@ use std::sync::Arc;
 
 use crate::config::{Location, StoreConfig, scheme_of};
 use crate::core::secret::Secret;
+use crate::store::limit::Slots;
 use crate::store::{
-    DynStore, ErrorKind, StoreError, StoreOptions, azure, file, gcs, http, layer, s3,
+    DynStore, ErrorKind, StoreError, StoreOptions, azure, file, gcs, http, layer_with_slots, s3,
 };
 
 /// The store `cfg` names, with its retry, concurrency-limit and time-out
 /// layers: `Retry(Limit(Timeout(base)))`, so queueing for a slot does not
 /// count against the time-out and back-off sleeps hold no slot.
 pub fn store(cfg: &StoreConfig) -> Result<DynStore, StoreError> {
+    Ok(store_with_slots(cfg)?.0)
+}
+
+/// [`store`], and the request slots of its limit layer.
+pub fn store_with_slots(cfg: &StoreConfig) -> Result<(DynStore, Arc<Slots>), StoreError> {
     let base = base(cfg)?;
-    Ok(layer(
+    Ok(layer_with_slots(
         base,
         &StoreOptions {
             timeout: cfg.timeout,

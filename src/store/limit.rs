@@ -12,35 +12,50 @@
 //! that class is raised, so a raised download's queued requests move up
 //! without waiting for a slot to be released. The rule itself ([`pick`]) is
 //! pure and table-tested; [`Slots`] applies it under a lock.
+//!
+//! Background requests (whole-image hydration) have one more bound: the
+//! store's [`Pacer`] window, which grows while the store's latency stays at
+//! its base and halves as soon as it rises. Every small request the store
+//! answers (of any class) is a latency sample for it, timed from the moment
+//! it held a slot; a request answered with more than [`SAMPLE_MAX`] bytes
+//! is not (its time is transfer, not queueing).
 
+use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
+use super::pace::{PaceSnapshot, Pacer};
 use super::priority::{self, Class, Priority};
 use super::{DynStore, ObjectMeta, Store, StoreError};
+
+/// Largest answer whose duration is a latency sample for the pacer.
+pub const SAMPLE_MAX: usize = 256 * 1024;
 
 /// The store wrapper: every call holds one of the store's slots.
 #[derive(Debug)]
 pub struct Limit {
     inner: DynStore,
-    slots: Slots,
+    slots: Arc<Slots>,
 }
 
 impl Limit {
     /// `max_in_flight` slots (at least 1), of which `reserved` are kept for
     /// on-demand requests (at most `max_in_flight - 1`, so every class can run).
     pub fn new(inner: DynStore, max_in_flight: usize, reserved: usize) -> Self {
-        Limit {
-            inner,
-            slots: Slots::new(max_in_flight, reserved),
-        }
+        Self::with_slots(inner, Arc::new(Slots::new(max_in_flight, reserved)))
     }
 
-    pub fn slots(&self) -> &Slots {
+    /// Over `slots` made (and kept, to read their state) by the caller.
+    pub fn with_slots(inner: DynStore, slots: Arc<Slots>) -> Self {
+        Limit { inner, slots }
+    }
+
+    pub fn slots(&self) -> &Arc<Slots> {
         &self.slots
     }
 }
@@ -52,7 +67,14 @@ impl Store for Limit {
     }
     async fn get_range(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
         let _s = self.slots.acquire(&priority::current()).await;
-        self.inner.get_range(key, range).await
+        let start = Instant::now();
+        let got = self.inner.get_range(key, range).await;
+        if let Ok(b) = &got
+            && b.len() <= SAMPLE_MAX
+        {
+            self.slots.observe(start.elapsed());
+        }
+        got
     }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         let _s = self.slots.acquire(&priority::current()).await;
@@ -60,7 +82,12 @@ impl Store for Limit {
     }
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         let _s = self.slots.acquire(&priority::current()).await;
-        self.inner.head(key).await
+        let start = Instant::now();
+        let got = self.inner.head(key).await;
+        if got.is_ok() {
+            self.slots.observe(start.elapsed());
+        }
+        got
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let _s = self.slots.acquire(&priority::current()).await;
@@ -85,35 +112,48 @@ pub fn ceiling(p: Priority, cap: usize, reserved: usize) -> usize {
 }
 
 /// The waiter that gets the next slot, if any may: the highest class, the
-/// earliest arrival (`seq`) within it, if its class is below its ceiling.
-/// `waiting` yields `(class, seq)` per waiter; the result indexes it.
+/// earliest arrival (`seq`) within it, if its class is below its ceiling
+/// and, for a background request, `background_room` (the pacer's window is
+/// not full). `waiting` yields `(class, seq)` per waiter; the result
+/// indexes it.
 pub fn pick(
     in_use: usize,
     cap: usize,
     reserved: usize,
+    background_room: bool,
     waiting: impl IntoIterator<Item = (Priority, u64)>,
 ) -> Option<usize> {
     let (i, (p, _)) = waiting
         .into_iter()
         .enumerate()
         .max_by(|(_, (pa, sa)), (_, (pb, sb))| pa.cmp(pb).then(sb.cmp(sa)))?;
-    (in_use < ceiling(p, cap, reserved)).then_some(i)
+    let paced = p == Priority::Background && !background_room;
+    (in_use < ceiling(p, cap, reserved) && !paced).then_some(i)
 }
 
 /// A priority-ordered counting semaphore with slots reserved for on-demand
-/// requests; see the module documentation.
+/// requests and a paced share for background ones; see the module
+/// documentation.
 #[derive(Debug)]
 pub struct Slots {
     cap: usize,
     reserved: usize,
+    epoch: Instant,
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     in_use: usize,
     next_seq: u64,
     waiting: Vec<Waiter>,
+    /// Whether background requests are paced (else the window is ignored).
+    paced: bool,
+    /// Slots granted to background requests (by their `seq`), still held.
+    background: HashSet<u64>,
+    /// Most background requests ever in flight at once.
+    background_peak: usize,
+    pacer: Pacer,
 }
 
 #[derive(Debug)]
@@ -126,10 +166,60 @@ struct Waiter {
 impl Slots {
     pub fn new(cap: usize, reserved: usize) -> Self {
         let cap = cap.max(1);
+        let reserved = reserved.min(cap - 1);
         Slots {
             cap,
-            reserved: reserved.min(cap - 1),
-            state: Mutex::default(),
+            reserved,
+            epoch: Instant::now(),
+            state: Mutex::new(State {
+                in_use: 0,
+                next_seq: 0,
+                waiting: Vec::new(),
+                paced: false,
+                background: HashSet::new(),
+                background_peak: 0,
+                pacer: Pacer::new(1, ceiling(Priority::Background, cap, reserved)),
+            }),
+        }
+    }
+
+    /// Pace background requests from now on (off at first: background
+    /// requests are then bounded by the slots alone).
+    pub fn set_paced(&self, paced: bool) {
+        let mut st = self.state.lock().unwrap();
+        st.paced = paced;
+        self.dispatch(&mut st);
+    }
+
+    pub fn paced(&self) -> bool {
+        self.state.lock().unwrap().paced
+    }
+
+    /// Background requests in flight now.
+    pub fn background_in_use(&self) -> usize {
+        self.state.lock().unwrap().background.len()
+    }
+
+    /// The most background requests that were ever in flight at once.
+    pub fn background_peak(&self) -> usize {
+        self.state.lock().unwrap().background_peak
+    }
+
+    /// The pacer's state.
+    pub fn pace(&self) -> PaceSnapshot {
+        self.state.lock().unwrap().pacer.snapshot()
+    }
+
+    /// A request that held a slot was answered after `took`: a latency
+    /// sample for the pacer. A grown window lets waiting background
+    /// requests go.
+    pub fn observe(&self, took: std::time::Duration) {
+        let now = self.epoch.elapsed().as_micros() as u64;
+        let mut st = self.state.lock().unwrap();
+        let bg = st.background.len();
+        let step = st.pacer.observe(now, took.as_micros() as u64, bg);
+        if step == super::pace::Step::Grow {
+            self.dispatch(&mut st);
         }
     }
 
@@ -188,7 +278,7 @@ impl Slots {
             }
         }
         queued.done = true;
-        Slot { slots: self }
+        Slot { slots: self, seq }
     }
 
     /// Grant slots to waiters as long as [`pick`] allows.
@@ -197,18 +287,24 @@ impl Slots {
             st.in_use,
             self.cap,
             self.reserved,
+            !st.paced || st.background.len() < st.pacer.window(),
             st.waiting.iter().map(|w| (w.class.get(), w.seq)),
         ) {
             let w = st.waiting.swap_remove(i);
             st.in_use += 1;
+            if w.class.get() == Priority::Background {
+                st.background.insert(w.seq);
+                st.background_peak = st.background_peak.max(st.background.len());
+            }
             // A waiter that went away meanwhile gives the slot back in `Queued::drop`.
             let _ = w.wake.send(());
         }
     }
 
-    fn release(&self) {
+    fn release(&self, seq: u64) {
         let mut st = self.state.lock().unwrap();
         st.in_use -= 1;
+        st.background.remove(&seq);
         self.dispatch(&mut st);
     }
 }
@@ -217,11 +313,12 @@ impl Slots {
 #[derive(Debug)]
 pub struct Slot<'a> {
     slots: &'a Slots,
+    seq: u64,
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.slots.release();
+        self.slots.release(self.seq);
     }
 }
 
@@ -245,6 +342,7 @@ impl Drop for Queued<'_> {
             }
             None => {
                 st.in_use -= 1;
+                st.background.remove(&self.seq);
                 self.slots.dispatch(&mut st);
             }
         }
@@ -292,12 +390,62 @@ mod tests {
             (4, 4, 0, &[(Background, 0)], None),
         ];
         for &(in_use, cap, reserved, waiting, want) in cases {
-            let got = pick(in_use, cap, reserved, waiting.iter().copied());
+            let got = pick(in_use, cap, reserved, true, waiting.iter().copied());
             assert_eq!(
                 got, want,
                 "{in_use} of {cap} (reserve {reserved}) {waiting:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_full_pacer_window_holds_back_background_requests_only() {
+        // (waiting, picked) with the window full, 1 of 8 slots in use.
+        type Case<'a> = (&'a [(Priority, u64)], Option<usize>);
+        let cases: &[Case] = &[
+            (&[(Background, 0)], None),
+            (&[(Background, 0), (ReadAhead, 1)], Some(1)),
+            (&[(Profile, 3), (Background, 0)], Some(0)),
+            (&[(Background, 0), (OnDemand, 9)], Some(1)),
+        ];
+        for &(waiting, want) in cases {
+            assert_eq!(
+                pick(1, 8, 2, false, waiting.iter().copied()),
+                want,
+                "{waiting:?}"
+            );
+            // With room, the first waiter in service order goes.
+            assert!(pick(1, 8, 2, true, waiting.iter().copied()).is_some());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_requests_stay_within_the_window_and_samples_move_it() {
+        let slots = Slots::new(8, 2);
+        slots.set_paced(true);
+        let bg = Class::new(Background);
+        let first = slots.acquire(&bg).await;
+        // The window starts at one request.
+        let second = slots.acquire(&bg);
+        tokio::pin!(second);
+        assert!(futures::poll!(second.as_mut()).is_pending());
+        // Read-ahead is not paced.
+        let ra = slots.acquire(&Class::new(ReadAhead)).await;
+        assert_eq!((slots.in_use(), slots.background_in_use()), (2, 1));
+        // A sample at base latency with the window used grows it: the
+        // waiting request goes.
+        slots.observe(std::time::Duration::from_millis(50));
+        assert_eq!(slots.pace().window, 2);
+        let second = second.await;
+        assert_eq!(slots.background_in_use(), 2);
+        assert_eq!(slots.background_peak(), 2);
+        drop((first, second, ra));
+        assert_eq!((slots.in_use(), slots.background_in_use()), (0, 0));
+        // Unpaced, the window does not matter.
+        let unpaced = Slots::new(8, 2);
+        let held: Vec<_> = futures::future::join_all((0..6).map(|_| unpaced.acquire(&bg))).await;
+        assert_eq!(unpaced.background_in_use(), 6);
+        drop(held);
     }
 
     #[test]

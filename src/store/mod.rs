@@ -38,6 +38,7 @@ pub mod http;
 pub mod limit;
 pub mod memory;
 pub mod object;
+pub mod pace;
 pub mod priority;
 pub mod retry;
 pub mod s3;
@@ -207,9 +208,16 @@ impl Default for StoreOptions {
 
 /// Wrap a store in the standard layers.
 pub fn layer(base: DynStore, opts: &StoreOptions) -> DynStore {
+    layer_with_slots(base, opts).0
+}
+
+/// [`layer`], and the request slots of its limit, to pace background
+/// requests and read their state.
+pub fn layer_with_slots(base: DynStore, opts: &StoreOptions) -> (DynStore, Arc<limit::Slots>) {
+    let slots = Arc::new(limit::Slots::new(opts.concurrency, opts.reserved));
     let t: DynStore = Arc::new(timeout::Timeout::new(base, opts.timeout));
-    let l: DynStore = Arc::new(limit::Limit::new(t, opts.concurrency, opts.reserved));
-    Arc::new(retry::Retry::new(l, opts.retries))
+    let l: DynStore = Arc::new(limit::Limit::with_slots(t, slots.clone()));
+    (Arc::new(retry::Retry::new(l, opts.retries)), slots)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod federation;
 mod formats;
 mod hardening;
 mod hostile_store;
+mod hydrate;
 mod load;
 mod manifest_golden;
 mod metrics;

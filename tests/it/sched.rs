@@ -325,3 +325,69 @@ async fn a_late_store_is_hedged_after_the_computed_delay() {
         assert_eq!(charged, want_charged, "one hedge, against the late store");
     }
 }
+
+/// Hydration's pacing, in virtual time: background requests to a paced store
+/// grow their window while the store answers at its base latency, halve it
+/// as soon as the store slows down (here: a delay added to it, as a queue on
+/// its link would), and an on-demand request issued in the middle of it all
+/// is answered in one round trip, never queued behind them.
+#[tokio::test(start_paused = true)]
+async fn paced_background_work_backs_off_when_a_store_slows_and_never_delays_on_demand_reads() {
+    let f = Arc::new(Faulty::new(Arc::new(MemoryStore::new("s0"))));
+    let ctl = f.control();
+    let (store, slots) = vmifs::store::layer_with_slots(f, &options(32, 8));
+    slots.set_paced(true);
+    store.put("k", Bytes::from_static(b"v")).await.unwrap();
+    ctl.set(FaultMode::Delay(RTT));
+    // A queue of background work far larger than any window.
+    let background: Vec<_> = (0..2000)
+        .map(|_| {
+            let store = store.clone();
+            spawn_at(Priority::Background, async move { store.get("k").await })
+        })
+        .collect();
+    settle().await;
+    // The window starts at one request and grows by one a round trip while
+    // the latency stays at its base.
+    assert_eq!(ctl.in_flight(), 1);
+    for _ in 0..10 {
+        tokio::time::sleep(RTT).await;
+        settle().await;
+    }
+    let grown = slots.pace().window;
+    assert!((8..=12).contains(&grown), "window {grown}");
+    assert_eq!(slots.pace().halvings, 0);
+    assert_eq!(ctl.in_flight() as usize, slots.background_in_use());
+    assert!(slots.background_in_use() <= grown);
+
+    // An on-demand read meanwhile: one round trip, not behind the queue.
+    let t0 = Instant::now();
+    assert_eq!(&store.get("k").await.unwrap()[..], b"v");
+    assert_eq!(t0.elapsed(), RTT);
+
+    // The store slows down to three times its base latency: within a few
+    // rounds the window halves down to one request.
+    ctl.set(FaultMode::Delay(3 * RTT));
+    for _ in 0..20 {
+        tokio::time::sleep(RTT).await;
+        settle().await;
+    }
+    let p = slots.pace();
+    assert!(p.halvings >= 3, "{p:?}");
+    assert_eq!(p.window, 1, "{p:?}");
+    assert!(slots.background_in_use() <= 1);
+    // An on-demand read still goes at once: one (slow) round trip.
+    let t0 = Instant::now();
+    store.get("k").await.unwrap();
+    assert_eq!(t0.elapsed(), 3 * RTT);
+    // Background work never took the slots kept for on-demand reads, nor
+    // came near the other slots (the window stopped growing at the slowdown).
+    let peak = slots.background_peak();
+    assert!(
+        peak >= grown && peak <= grown + 4,
+        "peak {peak}, window {grown}"
+    );
+    for b in background {
+        b.abort();
+    }
+}
