@@ -7,7 +7,7 @@
 //!   [`LayoutKey`]) that a mount reads gets a sparse data file
 //!   `<dir>/images/<key>.data` as long as the image, chunk `i` at offset
 //!   `i × chunk size`, and a slot table `<key>.slots` naming the chunk each
-//!   slot holds ([`table`]). All-zero chunks are holes and never written. Only
+//!   slot holds (see the `table` module). All-zero chunks are holes and never written. Only
 //!   this module touches these files. Versions whose layouts are identical
 //!   share one file.
 //! - Dedup: a chunk is stored once, whichever images list it. It goes into the
