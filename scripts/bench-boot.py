@@ -14,7 +14,7 @@ store), and its raw file is also dropped into every store's root as a plain
 HTTP file (plain/guest.raw). Each boot goes through a fresh qcow2 overlay whose
 backing file (backing_fmt=raw) is the image under test, as libvirt does, and
 is timed from QEMU's start to VMIFS-BOOT-OK on the serial console. The page
-cache is dropped before every boot. The variants (e, a, g, b, c, d, c2, rclone,
+cache is dropped before every boot. The variants (e, a, g, b, c, h, d, c2, rclone,
 nbdkit, httpdirfs) are the table VARIANTS below; `--list` prints it.
 
 Before the timed boots, every lazy variant's data is checked on a cold
@@ -337,6 +337,8 @@ class Bench:
         self.has_profiles = subprocess.run([self.vmifs, "profile", "--help"], stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL).returncode == 0
         push = self.config(self.w_path("push.toml"), True)
+        self.cfg_hydrate = self.config(self.w_path("mount-hydrate.toml"), False, "boot_profiles = false",
+                                       "hydrate = true")
         if self.has_profiles:
             self.cfg_plain = self.config(self.w_path("mount-noprofile.toml"), False, "boot_profiles = false")
             self.cfg_profile = self.config(self.w_path("mount-profile.toml"), False, "boot_profiles = true")
@@ -642,11 +644,11 @@ class Bench:
     def fresh_cache(self):
         shutil.rmtree(self.w_path("cache"), ignore_errors=True)
 
-    def vmifs_up(self, log, profile):
+    def vmifs_up(self, log, profile, cfg=None):
         """Mounts the image's stores at MNT (through the links) and waits for the image."""
         os.makedirs(self.mnt, exist_ok=True)
         env = dict(os.environ, VMIFS_LOG=self.o.log)
-        cfg = self.cfg_profile if profile else self.cfg_plain
+        cfg = cfg or (self.cfg_profile if profile else self.cfg_plain)
         self.mount_proc = self.spawn([self.vmifs, "--config", cfg, "mount", self.mnt], stderr=log, env=env)
         self.mounts.append(self.mnt)
         path = os.path.join(self.mnt, "guest", "bench.raw")
@@ -657,6 +659,23 @@ class Bench:
 
     def vmifs_plain(self, v, rnd):
         return self.vmifs_up(self.o_path(f"mount-{v}-{rnd}.log"), profile=False)
+
+    def vmifs_hydrated(self, v, rnd):
+        return self.vmifs_up(self.o_path(f"mount-{v}-{rnd}.log"), profile=False, cfg=self.cfg_hydrate)
+
+    def status_hydrated(self, v, rnd):
+        """The status once hydration is done (or after 120 s), for time to fully cached."""
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            r = subprocess.run([self.vmifs, "--config", self.cfg_hydrate, "status", "--json"],
+                               capture_output=True, text=True)
+            try:
+                if all(i.get("hydration") != "running" for i in json.loads(r.stdout)["images"]):
+                    break
+            except (ValueError, KeyError):
+                pass
+            time.sleep(0.5)
+        self.status(self.cfg_hydrate, v, rnd)
 
     def vmifs_profiled(self, v, rnd):
         return self.vmifs_up(self.o_path(f"mount-{v}-{rnd}.log"), profile=True)
@@ -828,6 +847,8 @@ VARIANTS = [
     Variant("d", "vmifs mount, warm cache: a second boot on the mount of run c (without c: on a "
             "mount whose cache one boot filled)", Bench.vmifs_filled, timed_setup=False,
             reset=Bench.fresh_cache, teardown=Bench.vmifs_down, warm_of="c"),
+    Variant("h", "vmifs mount, empty cache, no boot profile, hydration on", Bench.vmifs_hydrated,
+            reset=Bench.fresh_cache, teardown=Bench.vmifs_down, after_boot=Bench.status_hydrated),
     Variant("c2", "vmifs mount, empty cache, with the image's boot profile (recorded once with "
             "`vmifs profile record` after a first boot); n/a when this vmifs has no boot profiles",
             Bench.vmifs_profiled, reset=Bench.fresh_cache, teardown=Bench.vmifs_down,

@@ -235,6 +235,20 @@ impl Index {
         }
     }
 
+    /// Record that the bytes read from `loc` hashed to `id` — if the slot
+    /// still holds `id`: it may have been evicted (and be punched out next)
+    /// since it was read, and must not come back.
+    fn mark_verified(&mut self, loc: Loc, id: ChunkId) {
+        if let Some(Some(h)) = self
+            .files
+            .get_mut(&loc.file)
+            .and_then(|f| f.slots.get_mut(loc.slot as usize))
+            && h.id == id
+        {
+            h.verified = true;
+        }
+    }
+
     fn pinned(&self, e: &Entry) -> bool {
         e.locs.iter().any(|l| {
             self.files
@@ -657,13 +671,7 @@ impl Cache {
             .and_then(|b| VerifiedChunk::verify(*id, Bytes::from(b)).map_err(|e| e.to_string()));
         match checked {
             Ok(c) => {
-                self.inner.lock().unwrap().set_held(
-                    loc,
-                    Some(Held {
-                        id: *id,
-                        verified: true,
-                    }),
-                );
+                self.inner.lock().unwrap().mark_verified(loc, *id);
                 self.hits.fetch_add(1, Relaxed);
                 Some(c)
             }
@@ -754,13 +762,7 @@ impl Cache {
                             self.drop_corrupt(file, *loc, *id, "hash mismatch");
                             return None;
                         }
-                        self.inner.lock().unwrap().set_held(
-                            *loc,
-                            Some(Held {
-                                id: *id,
-                                verified: true,
-                            }),
-                        );
+                        self.inner.lock().unwrap().mark_verified(*loc, *id);
                     }
                     c += *chunk_len as usize;
                 }
@@ -1178,6 +1180,21 @@ mod tests {
         let stray = chunk(99);
         cache.put(&stray);
         assert!(!cache.contains(&stray.id()));
+    }
+
+    #[test]
+    fn a_slot_evicted_while_it_was_read_is_not_brought_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), CS).unwrap();
+        let (a, b) = (chunk(1), chunk(2));
+        cache.register(&image(&[Some(&a), Some(&b)])).unwrap();
+        cache.put(&a);
+        let loc = cache.inner.lock().unwrap().lru.peek(&a.id()).unwrap().locs[0];
+        // A reader hashed `a`; before it says so, `a` is evicted for `b`.
+        cache.put(&b);
+        cache.inner.lock().unwrap().mark_verified(loc, a.id());
+        assert_eq!(cache.inner.lock().unwrap().held(loc), None);
+        assert_eq!(disk_bytes(dir.path()), CS);
     }
 
     #[test]
