@@ -29,6 +29,7 @@ LABELS = {
     "g": "g: vmifs get over all links, then boot",
     "b": "b: QEMU http driver",
     "c": "c: vmifs, cold, no profile",
+    "h": "h: vmifs, cold, no profile, hydration on",
     "c2": "c': vmifs, cold, boot profile",
     "d": "d: vmifs, warm cache",
     "e": "e: local file",

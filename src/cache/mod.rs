@@ -257,6 +257,27 @@ impl Index {
         })
     }
 
+    /// Number an opened pair of data file and slot table.
+    fn open_file(
+        &mut self,
+        header: Header,
+        data_path: PathBuf,
+        data: File,
+        table: File,
+    ) -> Arc<CachedImage> {
+        let no = self.next_file;
+        self.next_file += 1;
+        Arc::new(CachedImage {
+            no,
+            header,
+            data_path,
+            data,
+            table,
+            io: RwLock::new(()),
+            pins: AtomicUsize::new(0),
+        })
+    }
+
     /// Add the slots of a registered layout to `homes`, ahead of older ones.
     fn add_homes(&mut self, no: FileNo, m: &Manifest) {
         let mut mine: HashMap<ChunkId, Vec<Loc>> = HashMap::new();
@@ -484,17 +505,8 @@ impl Cache {
         let _ = std::fs::set_permissions(&data_path, Permissions::from_mode(FILE_MODE));
         let entries = decode_entries(&header, &bytes[table::HEADER_LEN as usize..]);
         let mut idx = self.inner.lock().unwrap();
-        let no = idx.next_file;
-        idx.next_file += 1;
-        let file = Arc::new(CachedImage {
-            no,
-            header,
-            data_path,
-            data,
-            table,
-            io: RwLock::new(()),
-            pins: AtomicUsize::new(0),
-        });
+        let file = idx.open_file(header, data_path, data, table);
+        let no = file.no;
         let mut slots = vec![None; header.slots as usize];
         let mut drop = Vec::new();
         for (slot, id) in entries {
@@ -588,17 +600,8 @@ impl Cache {
                 return None;
             }
         };
-        let no = idx.next_file;
-        idx.next_file += 1;
-        let file = Arc::new(CachedImage {
-            no,
-            header,
-            data_path,
-            data,
-            table,
-            io: RwLock::new(()),
-            pins: AtomicUsize::new(0),
-        });
+        let file = idx.open_file(header, data_path, data, table);
+        let no = file.no;
         idx.by_key.insert(header.key, no);
         idx.files.insert(
             no,
