@@ -1115,19 +1115,8 @@ mod tests {
 
     /// An image of whole chunks; `None` is a zero chunk.
     fn image(chunks: &[Option<&VerifiedChunk>]) -> Arc<Manifest> {
-        Arc::new(Manifest {
-            format: crate::core::manifest::FORMAT.into(),
-            version: crate::core::manifest::VERSION,
-            name: "img".parse().unwrap(),
-            size: chunks.len() as u64 * CS,
-            chunk_size: CS,
-            erasure: crate::core::manifest::Erasure { data: 2, parity: 1 },
-            stores: vec!["a".into()],
-            source_format: "raw".into(),
-            labels: Default::default(),
-            chunks: chunks.iter().map(|c| c.map(|c| c.id())).collect(),
-            packs: Vec::new(),
-        })
+        let ids = chunks.iter().map(|c| c.map(|c| c.id())).collect();
+        Arc::new(Manifest::of_chunks(CS, ids))
     }
 
     /// Chunks `first..=last` of `img`, whole, from the cache.

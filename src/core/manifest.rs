@@ -167,6 +167,25 @@ impl Manifest {
         self.chunks.len() as u64
     }
 
+    /// For unit tests: an image `img` of whole chunks of `chunk_size`
+    /// (`None`: all zero), code 2+1 on one store `a`, no packs.
+    #[cfg(test)]
+    pub(crate) fn of_chunks(chunk_size: u64, chunks: Vec<Option<ChunkId>>) -> Self {
+        Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            name: "img".parse().unwrap(),
+            size: chunks.len() as u64 * chunk_size,
+            chunk_size,
+            erasure: Erasure { data: 2, parity: 1 },
+            stores: vec!["a".into()],
+            source_format: "raw".into(),
+            labels: Default::default(),
+            chunks,
+            packs: Vec::new(),
+        }
+    }
+
     /// Length of chunk `index` (the last may be short).
     pub fn chunk_len(&self, index: u64) -> usize {
         let start = index * self.chunk_size;

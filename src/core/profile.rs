@@ -133,20 +133,7 @@ mod tests {
     use crate::core::id::ChunkId;
 
     fn manifest(chunks: Vec<Option<ChunkId>>) -> Manifest {
-        let cs = 1024;
-        Manifest {
-            format: crate::core::manifest::FORMAT.into(),
-            version: crate::core::manifest::VERSION,
-            name: "img".parse().unwrap(),
-            size: chunks.len() as u64 * cs,
-            chunk_size: cs,
-            erasure: crate::core::manifest::Erasure { data: 2, parity: 1 },
-            stores: vec!["a".into()],
-            source_format: "raw".into(),
-            labels: Default::default(),
-            chunks,
-            packs: Vec::new(),
-        }
+        Manifest::of_chunks(1024, chunks)
     }
 
     #[test]

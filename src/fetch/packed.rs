@@ -261,23 +261,14 @@ pub fn check_index(bytes: &[u8], p: &PackRef, manifest: &Manifest) -> Result<Ind
 mod tests {
     use super::*;
     use crate::core::erasure::Codec;
-    use crate::core::manifest::{Erasure, PackRef};
+    use crate::core::manifest::PackRef;
     use crate::core::pack::PackBuilder;
     use std::sync::Arc;
 
     fn manifest(chunks: Vec<Option<ChunkId>>, packs: Vec<PackRef>) -> Manifest {
         Manifest {
-            format: crate::core::manifest::FORMAT.into(),
-            version: 2,
-            name: "img".parse().unwrap(),
-            size: chunks.len() as u64 * 4096,
-            chunk_size: 4096,
-            erasure: Erasure { data: 2, parity: 1 },
-            stores: vec!["a".into()],
-            source_format: "raw".into(),
-            labels: Default::default(),
-            chunks,
             packs,
+            ..Manifest::of_chunks(4096, chunks)
         }
     }
 
