@@ -8,6 +8,7 @@
 //! | `tags/<name>/<tag>` | a [`TagRecord`](crate::core::tag::TagRecord), on every store |
 //! | `profiles/<image-id>.json` | a boot [`Profile`](crate::core::profile::Profile), on every store |
 //! | `locks/<kind>-<nonce>` | a push or gc in progress (see [`crate::repo`]: `kind` is `push` or `gc`) |
+//! | `sites/<site>/hosts/<host-id>` | a mount daemon of a site, its leased [`HostRecord`](crate::peers::HostRecord) (see [`crate::peers`]) |
 //!
 //! Keys are plain ASCII made only of validated names and hex, so they are safe
 //! as file paths, URLs and S3 keys.
