@@ -7,7 +7,9 @@
 //! - hosts reading one image at once pull it from the stores about once;
 //! - a peer sending wrong bytes, a frozen one and a killed one are charged
 //!   and avoided, and every read returns the image's bytes;
-//! - a host outside the site, or outside `[peers] allow`, gets nothing.
+//! - a host outside the site, or outside `[peers] allow`, gets nothing;
+//! - a host joining and one leaving during a read change who fetches what,
+//!   not the bytes read.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -228,6 +230,62 @@ fn frozen_and_killed_peers_are_avoided_and_the_stores_answer() {
     }
     let i = a.image();
     assert_eq!(n(&i["bytes_fetched"]), n(&i["data_bytes"]), "{i}");
+}
+
+/// Whether some store holds `host`'s record in the site.
+fn registered(c: &Cluster, host: &HostId) -> bool {
+    let key = format!("sites/{SITE}/hosts/{host}");
+    c.servers.iter().any(|s| s.root.join(&key).exists())
+}
+
+#[test]
+fn hosts_joining_and_leaving_mid_read_change_nothing_but_who_fetches() {
+    let c = cluster();
+    let img = c.publish(16);
+    let a = Host::new(&c, "ja", "").start();
+    let mut b = Host::new(&c, "jb", "").start();
+    a.wait_for_peers(1);
+    b.wait_for_peers(1);
+    let mut late = None;
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            // 1 MiB at a time with a pause, so the site changes mid-read.
+            use std::io::Read;
+            let mut f = std::fs::File::open(a.file()).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            while f.read(&mut buf).unwrap() > 0 {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        late = Some(Host::new(&c, "jc", "").start());
+        std::thread::sleep(Duration::from_millis(300));
+        b.daemon.as_mut().unwrap().stop();
+        assert!(
+            !reader.is_finished(),
+            "the read ended before the site changed"
+        );
+        reader.join().unwrap();
+    });
+    assert!(same_file(&img, &a.file()));
+    let late = late.unwrap();
+    // The host that left took its record with it; the one that joined is
+    // seen and served.
+    assert!(
+        !registered(&c, &b.id()),
+        "the leaving host's record is still there"
+    );
+    assert!(registered(&c, &late.id()));
+    late.wait_for_peers(1);
+    read_all(&late.file());
+    assert!(same_file(&img, &late.file()));
+    let i = late.image();
+    assert!(n(&i["bytes_from_peers"]) > 0, "{i}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.peer(&b.id())["state"] == "live" || a.peer(&late.id())["state"] != "live" {
+        assert!(Instant::now() < deadline, "{}", a.status()["site"]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A node of the site whose chunks are all wrong.
