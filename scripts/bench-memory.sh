@@ -6,6 +6,8 @@
 # image grows.
 #   scripts/bench-memory.sh [MiB...]        (default: 1024 4096)
 #   BENCH_CACHE_MEMORY=16MiB scripts/bench-memory.sh 1024 4096   # the in-memory set
+#   BENCH_BEFORE=path/to/older/vmifs scripts/bench-memory.sh   # its get and mount too,
+#                                      # on the same images, in the same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -gt 0 ]; then SIZES=("$@"); else SIZES=(1024 4096); fi
@@ -22,10 +24,11 @@ mkdir -p "$MNT"
 
 peak() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; } # KiB
 mib() { echo "$1 / 1024" | bc; }
-# read_through_mount NAME: start the daemon, read the whole image through it
-# (page cache dropped), compare it, stop the daemon; PEAK = its peak RSS (KiB).
+# read_through_mount NAME [BINARY]: start the daemon, read the whole image
+# through it (page cache dropped), compare it, stop the daemon; PEAK = its
+# peak RSS (KiB).
 read_through_mount() {
-  "$VMIFS" mount "$MNT" 2>"$WORK/mount.log" &
+  "${2:-$VMIFS}" mount "$MNT" 2>"$WORK/mount.log" &
   MOUNT_PID=$!
   PIDS+=("$MOUNT_PID")
   for _ in $(seq 200); do [ -e "$MNT/$1/latest.raw" ] && break; sleep 0.05; done
@@ -35,21 +38,30 @@ read_through_mount() {
   kill -TERM "$MOUNT_PID"
   wait "$MOUNT_PID" 2>/dev/null || true
 }
-printf '%8s %12s %12s %18s %18s\n' "image" "push RSS" "get RSS" "mount RSS, cold" "mount RSS, warm"
+# get_and_mount NAME [BINARY]: `get` the image, then read it cold and warm
+# through the mount; prints the three peaks in MiB.
+get_and_mount() {
+  local get_kib cold_kib
+  rm -f "$WORK/out.raw"
+  get_kib=$(peak "${2:-$VMIFS}" get "$1" "$WORK/out.raw")
+  cmp "$WORK/out.raw" "$WORK/image.raw"
+  rm -f "$WORK/out.raw"
+  rm -rf "$WORK/cache"
+  read_through_mount "$1" "${2:-}"
+  cold_kib=$PEAK
+  read_through_mount "$1" "${2:-}"
+  printf '%8d MiB %14d MiB %14d MiB' "$(mib "$get_kib")" "$(mib "$cold_kib")" "$(mib "$PEAK")"
+}
+printf '%8s %12s %12s %18s %18s' "image" "push RSS" "get RSS" "mount RSS, cold" "mount RSS, warm"
+if [ -n "${BENCH_BEFORE:-}" ]; then printf ' %12s %18s %18s' "before: get" "mount, cold" "mount, warm"; fi
+echo
 for size in "${SIZES[@]}"; do
   name="img$size"
   head -c "$((size << 20))" /dev/urandom >"$WORK/image.raw"
   push_kib=$(peak "$VMIFS" push "$WORK/image.raw" --name "$name")
-  rm -f "$WORK/out.raw"
-  get_kib=$(peak "$VMIFS" get "$name" "$WORK/out.raw")
-  cmp "$WORK/out.raw" "$WORK/image.raw"
-  rm -f "$WORK/out.raw"
-  rm -rf "$WORK/cache"
-  read_through_mount "$name"
-  cold_kib=$PEAK
-  read_through_mount "$name"
-  warm_kib=$PEAK
-  printf '%5d MiB %8d MiB %8d MiB %14d MiB %14d MiB\n' "$size" "$(mib "$push_kib")" "$(mib "$get_kib")" \
-    "$(mib "$cold_kib")" "$(mib "$warm_kib")"
+  printf '%5d MiB %8d MiB' "$size" "$(mib "$push_kib")"
+  get_and_mount "$name"
+  if [ -n "${BENCH_BEFORE:-}" ]; then get_and_mount "$name" "$BENCH_BEFORE"; fi
+  echo
   rm -f "$WORK/image.raw"
 done

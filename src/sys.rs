@@ -143,6 +143,36 @@ pub fn tune_allocator() {
     }
 }
 
+/// Give the pages of the allocator's free memory back to the kernel, in
+/// every arena (`malloc_trim(0)`). glibc only; elsewhere a no-op.
+pub fn trim_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes an integer and only releases free pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// A thread that calls [`trim_allocator`] every `every`, for the life of
+/// the process (the mount daemon). [`tune_allocator`] keeps freed buffers
+/// in the heap for speed, and glibc trims only the top of an arena, so the
+/// daemon's freed chunk and shard buffers, spread over one arena per busy
+/// thread, would stay resident between reads (BENCHMARKS.md, "Memory
+/// against image size").
+pub fn spawn_allocator_trim(every: std::time::Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("vmifs-trim".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                trim_allocator();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the allocator trim thread: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

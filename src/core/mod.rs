@@ -18,6 +18,7 @@ pub mod limits;
 pub mod manifest;
 pub mod moved;
 pub mod pack;
+pub mod pack_table;
 pub mod placement;
 pub mod profile;
 pub mod sample;

@@ -202,6 +202,12 @@ impl Fetcher {
             .collect();
         let packed = if manifest.packed() {
             let table = Packed::load(&self.stores, &manifest, codec.total_shards()).await;
+            tracing::debug!(
+                image = %manifest.name,
+                packs = table.packs.len(),
+                bytes = table.heap_bytes(),
+                "pack table loaded"
+            );
             Some(Arc::new(Reloadable {
                 table: std::sync::RwLock::new(Arc::new(table)),
                 reloaded: tokio::sync::Mutex::new(None),

@@ -9,13 +9,14 @@
 //! missing from the table and the chunk race reads the others (one warning
 //! names it).
 //!
-//! The table holds one cell per (chunk, shard): which pack, at what offset,
-//! how long, and the proof slot of a data shard that proves itself. Entries
-//! of chunks the image does not use (a pack reused from another version by
-//! dedup) are skipped.
+//! The table ([`ShardTable`]) is filled as each index arrives, and the
+//! index is dropped once folded in: loading holds at most
+//! [`PARALLEL_INDEX_READS`] indexes, and what stays is the compact table.
+//! Entries of chunks the image does not use (a pack reused from another
+//! version by dedup) are skipped. Packs rank by (store, id), so the table
+//! is the same whatever order the reads finished in.
 
-use std::collections::{HashMap, HashSet};
-use std::ops::Range;
+use std::collections::HashSet;
 
 use futures::StreamExt;
 
@@ -24,29 +25,14 @@ use crate::core::layout;
 use crate::core::manifest::{Manifest, PackRef};
 use crate::core::moved::{self, Moved};
 use crate::core::pack::Index;
+pub use crate::core::pack_table::Cell;
+use crate::core::pack_table::ShardTable;
 use crate::core::shard_proof::Proof;
 use crate::error::Error;
 use crate::store::DynStore;
 
 /// Index reads at once while a plan loads.
 const PARALLEL_INDEX_READS: usize = 16;
-
-/// One shard's place: in which pack, where.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cell {
-    /// Index into [`Packed::packs`].
-    pub pack: u32,
-    pub offset: u32,
-    pub len: u32,
-    /// Index into the proofs, for a data shard that proves itself.
-    proof: Option<u32>,
-}
-
-impl Cell {
-    pub fn range(&self) -> Range<u64> {
-        self.offset as u64..self.offset as u64 + self.len as u64
-    }
-}
 
 /// A pack the table points into.
 #[derive(Debug, Clone)]
@@ -60,64 +46,62 @@ pub struct PackAt {
 /// The shards of one image, by chunk and shard index.
 #[derive(Debug, Default)]
 pub struct Packed {
-    n: usize,
+    /// By the pack number of the table's cells.
     pub packs: Vec<PackAt>,
-    rows: HashMap<ChunkId, u32>,
-    cells: Vec<Option<Cell>>,
-    proofs: Vec<Proof>,
+    table: ShardTable,
     /// Packs named by the manifest whose index could not be loaded.
     pub unreadable: Vec<String>,
 }
 
 impl Packed {
+    /// An empty table for `manifest`'s chunks, `n` shards each.
+    pub fn new(manifest: &Manifest, n: usize) -> Packed {
+        Packed {
+            packs: Vec::new(),
+            table: ShardTable::new(&manifest.chunks, manifest.erasure.data, n),
+            unreadable: Vec::new(),
+        }
+    }
+
     /// Where shard `shard` of `chunk` lies, if any readable pack holds it.
     pub fn cell(&self, chunk: &ChunkId, shard: usize) -> Option<Cell> {
-        if shard >= self.n {
-            return None;
-        }
-        let row = *self.rows.get(chunk)? as usize;
-        self.cells.get(row * self.n + shard).copied().flatten()
+        self.table.cell(chunk, shard)
+    }
+
+    /// Whether the shard of `cell` came with a proof.
+    pub fn has_proof(&self, cell: &Cell) -> bool {
+        self.table.has_proof(cell)
     }
 
     /// The proof of a data shard, if its pack stored one.
-    pub fn proof(&self, cell: &Cell) -> Option<&Proof> {
-        cell.proof.map(|p| &self.proofs[p as usize])
+    pub fn proof(&self, cell: &Cell) -> Option<Proof> {
+        self.table.proof(cell)
+    }
+
+    /// Bytes the table holds on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.table.heap_bytes()
+            + self.packs.capacity() * size_of::<PackAt>()
+            + self.packs.iter().map(|p| p.key.capacity()).sum::<usize>()
+    }
+
+    /// Fold in one checked index (pure: the tests feed it directly).
+    pub fn add(&mut self, at: PackAt, index: &Index) {
+        // By store, then by the first 96 bits of the pack id.
+        let mut id = [0; 16];
+        id[4..].copy_from_slice(&at.id.0.0[..12]);
+        let rank = ((at.store as u128) << 96) | u128::from_be_bytes(id);
+        self.table.add(rank, index);
+        self.packs.push(at);
     }
 
     /// Build the table from loaded indexes (pure: the tests feed it directly).
     pub fn build(manifest: &Manifest, n: usize, loaded: Vec<(PackAt, Index)>) -> Packed {
-        let mut t = Packed {
-            n,
-            ..Packed::default()
-        };
-        for c in manifest.chunks.iter().flatten() {
-            let next = t.rows.len() as u32;
-            t.rows.entry(*c).or_insert(next);
-        }
-        t.cells = vec![None; t.rows.len() * n];
+        let mut t = Packed::new(manifest, n);
         for (at, index) in loaded {
-            let pack = t.packs.len() as u32;
-            t.packs.push(at);
-            for (i, e) in index.entries().iter().enumerate() {
-                let Some(&row) = t.rows.get(&e.chunk) else {
-                    continue;
-                };
-                let slot = &mut t.cells[row as usize * n + e.shard as usize];
-                if slot.is_some() {
-                    continue;
-                }
-                let proof = index.proof(i).map(|p| {
-                    t.proofs.push(p.clone());
-                    (t.proofs.len() - 1) as u32
-                });
-                *slot = Some(Cell {
-                    pack,
-                    offset: e.offset,
-                    len: e.len,
-                    proof,
-                });
-            }
+            t.add(at, &index);
         }
+        t.table.shrink();
         t
     }
 
@@ -133,10 +117,10 @@ impl Packed {
     ) -> futures::future::BoxFuture<'a, Packed> {
         // (Boxed, and its reads boxed: it runs inside spawned fetches.)
         Box::pin(async move {
+            let mut t = Packed::new(manifest, n);
             let mut todo: Vec<(PackRef, usize)> =
                 manifest.packs.iter().map(|p| (p.clone(), 0)).collect();
             let mut seen: HashSet<PackId> = manifest.packs.iter().map(|p| p.id).collect();
-            let mut loaded = Vec::new();
             let mut unreadable = Vec::new();
             while !todo.is_empty() {
                 let jobs: Vec<futures::future::BoxFuture<'a, Loaded>> = std::mem::take(&mut todo)
@@ -150,13 +134,11 @@ impl Packed {
                         Some(Box::pin(job) as futures::future::BoxFuture<'a, Loaded>)
                     })
                     .collect();
-                let results: Vec<_> = futures::stream::iter(jobs)
-                    .buffer_unordered(PARALLEL_INDEX_READS)
-                    .collect()
-                    .await;
-                for (p, depth, r) in results {
+                let mut results =
+                    futures::stream::iter(jobs).buffer_unordered(PARALLEL_INDEX_READS);
+                while let Some((p, depth, r)) = results.next().await {
                     match r {
-                        Ok(x) => loaded.push(x),
+                        Ok((at, index)) => t.add(at, &index),
                         Err(Error::Store(e)) if e.is_not_found() && depth < MAX_MOVES => {
                             match read_moved(stores, &p.id).await {
                                 Some(m) => todo.extend(
@@ -175,8 +157,7 @@ impl Packed {
                     }
                 }
             }
-            // Same table whatever order the reads finished in.
-            loaded.sort_by_key(|(at, _)| (at.store, at.id));
+            t.table.shrink();
             if !unreadable.is_empty() {
                 crate::repo::warnings::warn(
                     "pack-index",
@@ -187,7 +168,6 @@ impl Packed {
                     ),
                 );
             }
-            let mut t = Packed::build(manifest, n, loaded);
             t.unreadable = unreadable;
             t
         })

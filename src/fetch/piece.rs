@@ -35,7 +35,7 @@ impl Plan {
         }
         let shard = start / s;
         let cell = packed.cell(&id, shard)?;
-        packed.proof(&cell).map(|_| shard)
+        packed.has_proof(&cell).then_some(shard)
     }
 }
 
@@ -97,7 +97,7 @@ impl Fetcher {
         };
         let payload =
             shard_payload(&obj, id, shard, &plan.codec, len).map_err(|e| refused(e.to_string()))?;
-        let piece = VerifiedPiece::prove(id, len as u64, k, shard, payload, proof)
+        let piece = VerifiedPiece::prove(id, len as u64, k, shard, payload, &proof)
             .ok_or_else(|| refused("its proof does not rebuild the chunk id".into()))?;
         self.stats.pieces_fetched.fetch_add(1, Relaxed);
         Ok(piece)

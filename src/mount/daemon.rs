@@ -228,6 +228,10 @@ impl Handler for Daemon {
     }
 }
 
+/// How often the daemon hands its allocator's free pages back
+/// ([`sys::spawn_allocator_trim`]).
+const TRIM_EVERY: Duration = Duration::from_millis(50);
+
 /// Run the daemon until SIGTERM/SIGINT.
 pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
     // statfs always asks the daemon; a stat may still be answered from the
@@ -349,6 +353,7 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
         ));
     }
 
+    sys::spawn_allocator_trim(TRIM_EVERY);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
