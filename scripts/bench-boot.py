@@ -14,7 +14,7 @@ store), and its raw file is also dropped into every store's root as a plain
 HTTP file (plain/guest.raw). Each boot goes through a fresh qcow2 overlay whose
 backing file (backing_fmt=raw) is the image under test, as libvirt does, and
 is timed from QEMU's start to VMIFS-BOOT-OK on the serial console. The page
-cache is dropped before every boot. The variants (e, a, g, b, c, h, d, c2, rclone,
+cache is dropped before every boot. The variants (e, a, g, b, c, h, d, c2, ap, rclone,
 nbdkit, httpdirfs) are the table VARIANTS below; `--list` prints it.
 
 Before the timed boots, every lazy variant's data is checked on a cold
@@ -24,7 +24,7 @@ must equal the image. Wrong bytes are reported, not hidden.
 Options, each with the environment variable it overrides:
   --runs N          BENCH_RUNS       boots per variant (default 3)
   --variants LIST   BENCH_VARIANTS   subset, in the order run within each round
-                                     (default "e a g b c d c2 rclone nbdkit httpdirfs")
+                                     (default: all of them, in the order of --list)
   --rtts LIST       BENCH_RTTS       RTT per store in ms, nearest first (default "10 40 80")
   --rate RATE       BENCH_RATE       link rate per store and direction (default 100Mbit)
   --guest KIND      BENCH_GUEST      guest kind of scripts/guest.sh (default debian)
@@ -36,6 +36,8 @@ Options, each with the environment variable it overrides:
                                      or 2 (packs); default: vmifs's default (2)
   --mount-extra S   BENCH_MOUNT_EXTRA  more [mount] settings for the vmifs variants, e.g.
                                      $'readahead_chunks = 0\\nkernel_readahead = "128KiB"'
+  --profile-window S  BENCH_PROFILE_WINDOW  seconds the first host of variant ap records its
+                                     automatic profile for (default 45: the boot, under load)
   --timeout S       BOOT_TIMEOUT     seconds allowed per boot (default 300)
   --log FILTER      VMIFS_BENCH_LOG  log filter of the vmifs daemon (default info)
   --no-build        BENCH_NO_BUILD=1  use the vmifs already built at
@@ -341,7 +343,11 @@ class Bench:
                                        "hydrate = true")
         if self.has_profiles:
             self.cfg_plain = self.config(self.w_path("mount-noprofile.toml"), False, "boot_profiles = false")
-            self.cfg_profile = self.config(self.w_path("mount-profile.toml"), False, "boot_profiles = true")
+            # c2 boots with the hand-recorded profile alone: no host publishes one by itself.
+            self.cfg_profile = self.config(self.w_path("mount-profile.toml"), False, "boot_profiles = true",
+                                           "auto_profiles = false")
+            self.cfg_auto = self.config(self.w_path("mount-auto.toml"), False, "boot_profiles = true",
+                                        "auto_profiles = true", f'profile_window = "{self.o.profile_window}s"')
         else:
             self.cfg_plain = self.config(self.w_path("mount-noprofile.toml"), False)
         st = os.stat(self.image)
@@ -699,6 +705,58 @@ class Bench:
     def status_profiled(self, v, rnd):
         self.status(self.cfg_profile, v, rnd)
 
+    def status_auto(self, v, rnd):
+        self.status(self.cfg_auto, v, rnd)
+
+    def profile_files(self):
+        return [self.w_path(f"store-{i}/profiles/{self.image_id}.json") for i in range(len(self.stores))]
+
+    def no_profile(self):
+        """No boot profile on any store (a hand-recorded one is kept aside for c2), empty cache."""
+        for i, path in enumerate(self.profile_files()):
+            saved = self.w_path(f"saved-profile-{i}.json")
+            if os.path.exists(path):
+                if not os.path.exists(saved) and "c2" in self.prepared:
+                    shutil.move(path, saved)
+                else:
+                    os.unlink(path)
+        self.fresh_cache()
+
+    def vmifs_auto(self, v, rnd):
+        """Host 1, fresh, with automatic profiles and no profile on the stores, boots (not timed) and
+        publishes what it read within the window; host 2, fresh (empty cache), mounts: the timed boot."""
+        path = self.vmifs_up(self.o_path(f"mount-{v}-first-{rnd}.log"), profile=True, cfg=self.cfg_auto)
+        first = self.boot(f"{v}-first", rnd, path)
+        with open(self.o_path(f"auto-first-boot-{rnd}.json"), "w") as f:
+            f.write(json.dumps(first) + "\n")
+        if first.get("seconds") is None:
+            raise Fail(f"the first host's boot failed: {first.get('error')}")
+        say(f"   {v + '-first':<10} round {rnd}: {first['seconds']:7.2f} s to marker (host 1, publishes the profile)")
+
+        def published():
+            r = subprocess.run([self.vmifs, "--config", self.cfg_auto, "status", "--json"], capture_output=True,
+                               text=True)
+            try:
+                return any(i.get("profile_published") for i in json.loads(r.stdout)["images"])
+            except (ValueError, KeyError):
+                return False
+        if not wait_for(published, self.o.profile_window + 60, self.mount_proc):
+            raise Fail("the first host did not publish a boot profile")
+        self.status(self.cfg_auto, f"{v}-first", rnd)
+        self.vmifs_down()
+        if not all(os.path.exists(p) for p in self.profile_files()):
+            raise Fail("the published profile is not on every store")
+        self.fresh_cache()
+        return self.vmifs_up(self.o_path(f"mount-{v}-{rnd}.log"), profile=True, cfg=self.cfg_auto)
+
+    def auto_down(self):
+        """Unmounts; the hand-recorded profile (if any) goes back on the stores."""
+        self.vmifs_down()
+        for i, path in enumerate(self.profile_files()):
+            saved = self.w_path(f"saved-profile-{i}.json")
+            if os.path.exists(saved):
+                shutil.move(saved, path)
+
     def status(self, cfg, v, rnd):
         """What the daemon saw, for the report."""
         with open(self.o_path(f"status-{v}-{rnd}.json"), "w") as f:
@@ -853,6 +911,10 @@ VARIANTS = [
             "`vmifs profile record` after a first boot); n/a when this vmifs has no boot profiles",
             Bench.vmifs_profiled, reset=Bench.fresh_cache, teardown=Bench.vmifs_down,
             after_boot=Bench.status_profiled, prepare=Bench.record_profile, unavailable=Bench.no_profiles),
+    Variant("ap", "vmifs mount, empty cache, with the boot profile a first fresh host published by itself "
+            "(auto_profiles, profile_window of --profile-window): the second host's boot is timed",
+            Bench.vmifs_auto, timed_setup=False, reset=Bench.no_profile, teardown=Bench.auto_down,
+            after_boot=Bench.status_auto, unavailable=Bench.no_profiles),
     Variant("rclone", "rclone mount of the plain file (http remote, --vfs-cache-mode full)", Bench.rclone,
             reset=Bench.fresh_rclone, teardown=Bench.side_stop, check=Bench.check_file),
     Variant("nbdkit", "nbdkit's curl plugin on the plain file; QEMU's NBD client over a unix socket",
@@ -888,6 +950,8 @@ def options(argv):
                    help="manifest format of the push, 1 or 2 (BENCH_PUSH_FORMAT; default: vmifs's default)")
     p.add_argument("--mount-extra", default=env("BENCH_MOUNT_EXTRA", ""),
                    help="more [mount] settings for the vmifs variants (BENCH_MOUNT_EXTRA)")
+    p.add_argument("--profile-window", default=env("BENCH_PROFILE_WINDOW", "45"),
+                   help="seconds automatic profiles record for, variant ap (BENCH_PROFILE_WINDOW, default 45)")
     p.add_argument("--timeout", default=env("BOOT_TIMEOUT", "300"), help="seconds per boot (BOOT_TIMEOUT, default 300)")
     p.add_argument("--log", default=env("VMIFS_BENCH_LOG", "info"),
                    help="log filter of the vmifs daemon (VMIFS_BENCH_LOG, default info)")
@@ -905,6 +969,9 @@ def options(argv):
     if not re.fullmatch(r"[1-9][0-9]*", o.timeout):
         raise Fail(f"BOOT_TIMEOUT (--timeout) must be whole seconds, not '{o.timeout}'")
     o.timeout = int(o.timeout)
+    if not re.fullmatch(r"[1-9][0-9]*", o.profile_window):
+        raise Fail(f"BENCH_PROFILE_WINDOW (--profile-window) must be whole seconds, not '{o.profile_window}'")
+    o.profile_window = int(o.profile_window)
     names = o.variants.replace(",", " ").split()
     for n in names:
         if n not in BY_NAME:

@@ -14,8 +14,14 @@
 //! Once per round (the current latency, at least [`MIN_ROUND_US`]), the
 //! window moves: while the current latency stays within the target —
 //! `base + max(base × margin, FLOOR_US)` — and background work used the whole
-//! window, the window grows by one request; as soon as it rises above, the
-//! window halves (never below [`Pacer::min`]). An idle window does not grow.
+//! window, the window grows; as soon as it rises above, the window halves
+//! (never below [`Pacer::min`]). An idle window does not grow.
+//!
+//! Growth starts as a slow start (as in TCP and LEDBAT++): the window
+//! doubles each round until the latency first rises above the target, then
+//! grows by one request a round. Without it a far store (80 ms, whose link
+//! needs about 16 requests of 64 KiB in flight) took 15 rounds, over a
+//! second, to fill its link while the near ones waited for its shards.
 //!
 //! Pure: no clock, no I/O; the caller passes the time in microseconds since
 //! any fixed start. [`crate::store::limit::Slots`] feeds it and applies the
@@ -58,6 +64,8 @@ pub struct Pacer {
     base: VecDeque<(u64, u64)>,
     recent: VecDeque<u64>,
     last_step_us: Option<u64>,
+    /// Doubling each round, until the first halving.
+    slow_start: bool,
     grows: u64,
     halvings: u64,
 }
@@ -89,6 +97,7 @@ impl Pacer {
             base: VecDeque::new(),
             recent: VecDeque::new(),
             last_step_us: None,
+            slow_start: true,
             grows: 0,
             halvings: 0,
         }
@@ -152,6 +161,7 @@ impl Pacer {
             return Step::Hold;
         }
         let step = if current > target {
+            self.slow_start = false;
             if self.window > self.min {
                 self.window = (self.window / 2).max(self.min);
                 self.halvings += 1;
@@ -160,7 +170,11 @@ impl Pacer {
                 Step::Hold
             }
         } else if bg_in_flight >= self.window && self.window < self.max {
-            self.window += 1;
+            self.window = if self.slow_start {
+                (self.window * 2).min(self.max)
+            } else {
+                self.window + 1
+            };
             self.grows += 1;
             Step::Grow
         } else {
@@ -198,8 +212,8 @@ mod tests {
     }
 
     #[test]
-    fn grows_by_one_a_round_while_used_and_latency_stays_at_base() {
-        let mut p = Pacer::new(1, 8);
+    fn doubles_a_round_until_the_first_rise_then_grows_by_one() {
+        let mut p = Pacer::new(1, 64);
         let got = run(
             &mut p,
             &[
@@ -208,11 +222,21 @@ mod tests {
                 // Within the same round (50 ms): holds.
                 (10, 50, 2),
                 (49, 50, 2),
-                // A round later: grows again.
+                // A round later: doubles (slow start).
                 (50, 50, 2),
+                (100, 50, 4),
                 // Window not used: holds.
-                (200, 50, 1),
-                (300, 50, 3),
+                (200, 50, 3),
+                (300, 50, 8),
+                // The latency rises above the target (75 ms): once the
+                // least of the last four samples is above it, halves...
+                (400, 100, 0),
+                (401, 100, 0),
+                (402, 100, 0),
+                (403, 100, 16),
+                // ... and from then on grows by one a round.
+                (504, 50, 8),
+                (560, 50, 9),
             ],
         );
         assert_eq!(
@@ -221,16 +245,23 @@ mod tests {
                 (Grow, 2),
                 (Hold, 2),
                 (Hold, 2),
-                (Grow, 3),
-                (Hold, 3),
-                (Grow, 4)
+                (Grow, 4),
+                (Grow, 8),
+                (Hold, 8),
+                (Grow, 16),
+                (Hold, 16),
+                (Hold, 16),
+                (Hold, 16),
+                (Halve, 8),
+                (Grow, 9),
+                (Grow, 10),
             ]
         );
     }
 
     #[test]
     fn halves_once_a_round_as_soon_as_latency_rises_above_the_target() {
-        let mut p = Pacer::new(1, 64);
+        let mut p = Pacer::new(1, 21);
         for i in 0..20 {
             p.observe(i * 100_000, 40_000, 64);
         }
