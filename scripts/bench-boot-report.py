@@ -237,8 +237,26 @@ def hydration_lines(out, ok, rtts, rate):
                                + (f" (window {s['pace']['window']}, {s['pace']['halvings']} halvings)"
                                   if s.get("pace") else "")
                                for s in st.get("stores", []))
-            lines.append(f"h round {r['round']}: fully cached {took} after the first open{vs}; {stores}")
+            lines.append(f"h round {r['round']}: fully cached {took} after the first open{vs}; {stores}"
+                         + cpu_of(out, "h", r["round"]))
+    for r in ok("c"):
+        cpu = cpu_of(out, "c", r["round"])
+        if cpu:
+            lines.append(f"c round {r['round']}: hydration off" + cpu)
     return lines
+
+
+def cpu_of(out, v, rnd):
+    """'; the mount used N s of CPU ...' from cpu-V-RND.json (the mount daemon's user and system
+    time when its status was taken, the stores' and links' since the mount started), or ''."""
+    try:
+        c = json.load(open(os.path.join(out, f"cpu-{v}-{rnd}.json")))
+    except (OSError, ValueError):
+        return ""
+    return (f"; the mount used {c['user_s'] + c['system_s']:.1f} s of CPU ({c['user_s']:.1f} user, "
+            f"{c['system_s']:.1f} system), load {c['load']}; the stores "
+            + "/".join(f"{x:.1f}" for x in c.get("serve_s", [])) + " s, their links "
+            + "/".join(f"{x:.1f}" for x in c.get("link_s", [])) + " s meanwhile")
 
 
 def chunk_traces(out, by, ok):
@@ -258,7 +276,7 @@ def chunk_traces(out, by, ok):
     fetches.sort()
     e_wait = med([r["guest"]["rd_total_time_ns"] / 1e9 for r in ok("e") if r.get("guest")])
     lines = []
-    for v in ("c", "c2", "d"):
+    for v in ("c", "h", "c2", "ap", "d"):
         for r in ok(v):
             t0 = r["start_unix"]
             mark = t0 + r["seconds"]

@@ -37,7 +37,8 @@ Options, each with the environment variable it overrides:
   --mount-extra S   BENCH_MOUNT_EXTRA  more [mount] settings for the vmifs variants, e.g.
                                      $'readahead_chunks = 0\\nkernel_readahead = "128KiB"'
   --profile-window S  BENCH_PROFILE_WINDOW  seconds the first host of variant ap records its
-                                     automatic profile for (default 45: the boot, under load)
+                                     automatic profile for (default 60, vmifs's default: it must
+                                     cover that host's boot, which takes 20-50 s under TCG)
   --timeout S       BOOT_TIMEOUT     seconds allowed per boot (default 300)
   --log FILTER      VMIFS_BENCH_LOG  log filter of the vmifs daemon (default info)
   --no-build        BENCH_NO_BUILD=1  use the vmifs already built at
@@ -105,6 +106,17 @@ def say(msg):
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
+
+
+def cpu_seconds(pid):
+    """(user, system) CPU seconds process pid has used so far, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def drop_caches():
@@ -230,6 +242,8 @@ class Bench:
         self.mounts = []  # every mount point used, unmounted by close()
         self.side = []  # (process, mount point or None): helpers of one variant's run
         self.mount_proc = None  # the vmifs mount daemon
+        self.serve_pids, self.link_pids = [], []  # per store: its `vmifs serve`, its WAN link
+        self.at_up = ([], [])  # helpers_cpu() when the mount started
         self.stores = []
         self.prepared = set()
 
@@ -313,11 +327,13 @@ class Bench:
             p = self.spawn([self.vmifs, "serve", "--no-fsync", "--root", root, "--listen", "127.0.0.1:0",
                             "--access-log", self.w_path(f"access-{i}.log")], stderr=log)
             sport = int(re.search(r"127\.0\.0\.1:(\d+)", self.ready_line(log, "listening on", p)).group(1))
+            self.serve_pids.append(p.pid)
             ready = self.w_path(f"proxy-{i}.out")
             p = self.spawn([sys.executable, os.path.join(HERE, "wan-proxy.py"), "--listen", "127.0.0.1:0",
                             "--target", f"127.0.0.1:{sport}", "--rtt", f"{rtt}ms", "--rate", self.o.rate,
                             "--control", "0", "--ready"], stdout=ready, stderr=self.w_path(f"proxy-{i}.log"))
             _, pport, cport = self.ready_line(ready, "^ready", p).split()
+            self.link_pids.append(p.pid)
             self.stores.append(Store(f"rtt{rtt}ms-{i}", sport, int(pport), int(cport)))
         self.plain_url = f"http://127.0.0.1:{self.stores[0].pport}/plain/guest.raw"
 
@@ -655,6 +671,7 @@ class Bench:
         os.makedirs(self.mnt, exist_ok=True)
         env = dict(os.environ, VMIFS_LOG=self.o.log)
         cfg = cfg or (self.cfg_profile if profile else self.cfg_plain)
+        self.at_up = self.helpers_cpu()
         self.mount_proc = self.spawn([self.vmifs, "--config", cfg, "mount", self.mnt], stderr=log, env=env)
         self.mounts.append(self.mnt)
         path = os.path.join(self.mnt, "guest", "bench.raw")
@@ -757,10 +774,24 @@ class Bench:
             if os.path.exists(saved):
                 shutil.move(saved, path)
 
+    def helpers_cpu(self):
+        """CPU seconds used so far by each store's `vmifs serve` and by each WAN link."""
+        return ([sum(cpu_seconds(p) or (0, 0)) for p in self.serve_pids],
+                [sum(cpu_seconds(p) or (0, 0)) for p in self.link_pids])
+
     def status(self, cfg, v, rnd):
-        """What the daemon saw, for the report."""
+        """What the daemon saw, for the report, and the CPU its mount, the stores and the links used
+        since it started."""
         with open(self.o_path(f"status-{v}-{rnd}.json"), "w") as f:
             subprocess.run([self.vmifs, "--config", cfg, "status", "--json"], stdout=f, stderr=subprocess.DEVNULL)
+        if self.mount_proc is None or (mount := cpu_seconds(self.mount_proc.pid)) is None:
+            return
+        now = self.helpers_cpu()
+        cpu = {"user_s": mount[0], "system_s": mount[1], "load": loadavg(),
+               "serve_s": [a - b for a, b in zip(now[0], self.at_up[0])],
+               "link_s": [a - b for a, b in zip(now[1], self.at_up[1])]}
+        with open(self.o_path(f"cpu-{v}-{rnd}.json"), "w") as f:
+            f.write(json.dumps(cpu) + "\n")
 
     def no_profiles(self):
         return None if self.has_profiles else "n/a: this vmifs has no boot profiles"
@@ -950,8 +981,8 @@ def options(argv):
                    help="manifest format of the push, 1 or 2 (BENCH_PUSH_FORMAT; default: vmifs's default)")
     p.add_argument("--mount-extra", default=env("BENCH_MOUNT_EXTRA", ""),
                    help="more [mount] settings for the vmifs variants (BENCH_MOUNT_EXTRA)")
-    p.add_argument("--profile-window", default=env("BENCH_PROFILE_WINDOW", "45"),
-                   help="seconds automatic profiles record for, variant ap (BENCH_PROFILE_WINDOW, default 45)")
+    p.add_argument("--profile-window", default=env("BENCH_PROFILE_WINDOW", "60"),
+                   help="seconds automatic profiles record for, variant ap (BENCH_PROFILE_WINDOW, default 60, as vmifs)")
     p.add_argument("--timeout", default=env("BOOT_TIMEOUT", "300"), help="seconds per boot (BOOT_TIMEOUT, default 300)")
     p.add_argument("--log", default=env("VMIFS_BENCH_LOG", "info"),
                    help="log filter of the vmifs daemon (VMIFS_BENCH_LOG, default info)")
