@@ -345,7 +345,10 @@ class Bench:
             text += (f'\n[[store]]\nname = "{s.name}"\n'
                      f'url = "http://127.0.0.1:{s.sport if direct else s.pport}"\n')
         text += f'\n[cache]\ndir = {json.dumps(self.w_path("cache"))}\nmax_size = "4GiB"\n'
-        lines = list(settings) + ([self.o.mount_extra] if self.o.mount_extra else [])
+        # A key of --mount-extra overrides the variant's own setting of it.
+        extra = {l.split("=")[0].strip() for l in self.o.mount_extra.splitlines() if "=" in l}
+        lines = [s for s in settings if s.split("=")[0].strip() not in extra]
+        lines += [self.o.mount_extra] if self.o.mount_extra else []
         text += "\n[mount]\n" + ("\n".join(lines) + "\n" if lines else "\n")
         with open(path, "w") as f:
             f.write(text)
@@ -358,12 +361,15 @@ class Bench:
         self.cfg_hydrate = self.config(self.w_path("mount-hydrate.toml"), False, "boot_profiles = false",
                                        "hydrate = true")
         if self.has_profiles:
-            self.cfg_plain = self.config(self.w_path("mount-noprofile.toml"), False, "boot_profiles = false")
+            # Hydration (on by default) is off but for h: the others measure what a boot fetches.
+            self.cfg_plain = self.config(self.w_path("mount-noprofile.toml"), False, "boot_profiles = false",
+                                         "hydrate = false")
             # c2 boots with the hand-recorded profile alone: no host publishes one by itself.
             self.cfg_profile = self.config(self.w_path("mount-profile.toml"), False, "boot_profiles = true",
-                                           "auto_profiles = false")
+                                           "auto_profiles = false", "hydrate = false")
             self.cfg_auto = self.config(self.w_path("mount-auto.toml"), False, "boot_profiles = true",
-                                        "auto_profiles = true", f'profile_window = "{self.o.profile_window}s"')
+                                        "auto_profiles = true", f'profile_window = "{self.o.profile_window}s"',
+                                        "hydrate = false")
         else:
             self.cfg_plain = self.config(self.w_path("mount-noprofile.toml"), False)
         st = os.stat(self.image)
@@ -930,7 +936,8 @@ VARIANTS = [
             reset=Bench.fresh_get, teardown=Bench.no_get),
     Variant("b", "QEMU's http block driver on the nearest store's plain file", Bench.qemu_http,
             timed_setup=False, check=Bench.check_qemu_http, check_label="b (QEMU http)"),
-    Variant("c", "vmifs mount, empty cache, no boot profile", Bench.vmifs_plain,
+    Variant("c", "vmifs mount, empty cache, no boot profile, hydration off (as in every vmifs variant but h)",
+            Bench.vmifs_plain,
             reset=Bench.fresh_cache, teardown=Bench.vmifs_down, after_boot=Bench.status_plain,
             check=Bench.check_file, check_label="c (vmifs)"),
     Variant("d", "vmifs mount, warm cache: a second boot on the mount of run c (without c: on a "
