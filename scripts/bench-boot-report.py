@@ -31,6 +31,7 @@ LABELS = {
     "c": "c: vmifs, cold, no profile",
     "h": "h: vmifs, cold, no profile, hydration on",
     "c2": "c': vmifs, cold, boot profile",
+    "ap": "ap: vmifs, cold, automatic profile of a first host",
     "d": "d: vmifs, warm cache",
     "e": "e: local file",
     "rclone": "f: rclone mount (vfs full)",
@@ -171,6 +172,8 @@ def main(argv=None):
     goal("c/b", "c", "b", 0.8)
     goal("c'/e", "c2", "e", 1.3)
     goal("d/e", "d", "e", 1.1)
+    goal("ap/c'", "ap", "c2", 1.0)
+    goal("h/c", "h", "c", 1.05)
     if guest_read:
         for v in ("c", "c2"):
             rs = ok(v)
@@ -178,8 +181,8 @@ def main(argv=None):
                 goals.append(f"{v} pulled before marker / guest read: "
                              f"{med([r['pulled_marker'] for r in rs]) / guest_read:.2f} (goal <= 2)")
 
-    # Chunk traces of the vmifs runs.
-    trace_lines = chunk_traces(out, by, ok)
+    # Chunk traces of the vmifs runs, and hydration's time to fully cached.
+    trace_lines = hydration_lines(out, ok, a.rtts, a.rate) + chunk_traces(out, by, ok)
 
     checks = os.path.join(out, "checks.txt")
     check_lines = [l.rstrip("\n").replace("\t", "  ") for l in open(checks)] if os.path.exists(checks) else []
@@ -204,6 +207,58 @@ def main(argv=None):
                 f.write("\n```\n" + "\n".join(trace_lines) + "\n```\n")
 
 
+def rate_bytes(rate):
+    """Bytes per second of a rate such as 100Mbit or 12.5MB/s (as scripts/wan-proxy.py reads it)."""
+    import re
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgKMG]?)(bit|b|B|bps)?(/s)?\s*", rate)
+    if not m:
+        return None
+    n = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
+    return n / 8 if (m.group(3) or "bit") in ("bit", "b", "bps") else n
+
+
+def hydration_lines(out, ok, rtts, rate):
+    """Per h boot: when the image was fully cached after its first open, against the links' bound
+    (the image's data bytes over the links' aggregate rate), and how the stores shared the work."""
+    lines = []
+    per = rate_bytes(rate)
+    for r in ok("h"):
+        path = os.path.join(out, f"status-h-{r['round']}.json")
+        try:
+            st = json.load(open(path))
+        except (OSError, ValueError):
+            continue
+        for img in st.get("images", []):
+            ms, data = img.get("hydrated_ms"), img.get("data_bytes", 0)
+            bound = data / (per * len(rtts.split())) if per else None
+            took = f"{ms / 1000:.2f} s" if ms is not None else f"not done ({img.get('hydration')})"
+            vs = f", {ms / 1000 / bound:.2f}x the links' bound of {bound:.2f} s" if ms is not None and bound else ""
+            stores = ", ".join(f"{s['name']} {s['requests']} requests {s['bytes'] / MIB:.0f} MiB"
+                               + (f" (window {s['pace']['window']}, {s['pace']['halvings']} halvings)"
+                                  if s.get("pace") else "")
+                               for s in st.get("stores", []))
+            lines.append(f"h round {r['round']}: fully cached {took} after the first open{vs}; {stores}"
+                         + cpu_of(out, "h", r["round"]))
+    for r in ok("c"):
+        cpu = cpu_of(out, "c", r["round"])
+        if cpu:
+            lines.append(f"c round {r['round']}: hydration off" + cpu)
+    return lines
+
+
+def cpu_of(out, v, rnd):
+    """'; the mount used N s of CPU ...' from cpu-V-RND.json (the mount daemon's user and system
+    time when its status was taken, the stores' and links' since the mount started), or ''."""
+    try:
+        c = json.load(open(os.path.join(out, f"cpu-{v}-{rnd}.json")))
+    except (OSError, ValueError):
+        return ""
+    return (f"; the mount used {c['user_s'] + c['system_s']:.1f} s of CPU ({c['user_s']:.1f} user, "
+            f"{c['system_s']:.1f} system), load {c['load']}; the stores "
+            + "/".join(f"{x:.1f}" for x in c.get("serve_s", [])) + " s, their links "
+            + "/".join(f"{x:.1f}" for x in c.get("link_s", [])) + " s meanwhile")
+
+
 def chunk_traces(out, by, ok):
     man_path = os.path.join(out, "manifest.json")
     if not os.path.exists(man_path):
@@ -221,7 +276,7 @@ def chunk_traces(out, by, ok):
     fetches.sort()
     e_wait = med([r["guest"]["rd_total_time_ns"] / 1e9 for r in ok("e") if r.get("guest")])
     lines = []
-    for v in ("c", "c2", "d"):
+    for v in ("c", "h", "c2", "ap", "d"):
         for r in ok(v):
             t0 = r["start_unix"]
             mark = t0 + r["seconds"]

@@ -14,7 +14,7 @@ store), and its raw file is also dropped into every store's root as a plain
 HTTP file (plain/guest.raw). Each boot goes through a fresh qcow2 overlay whose
 backing file (backing_fmt=raw) is the image under test, as libvirt does, and
 is timed from QEMU's start to VMIFS-BOOT-OK on the serial console. The page
-cache is dropped before every boot. The variants (e, a, g, b, c, h, d, c2, rclone,
+cache is dropped before every boot. The variants (e, a, g, b, c, h, d, c2, ap, rclone,
 nbdkit, httpdirfs) are the table VARIANTS below; `--list` prints it.
 
 Before the timed boots, every lazy variant's data is checked on a cold
@@ -24,7 +24,7 @@ must equal the image. Wrong bytes are reported, not hidden.
 Options, each with the environment variable it overrides:
   --runs N          BENCH_RUNS       boots per variant (default 3)
   --variants LIST   BENCH_VARIANTS   subset, in the order run within each round
-                                     (default "e a g b c d c2 rclone nbdkit httpdirfs")
+                                     (default: all of them, in the order of --list)
   --rtts LIST       BENCH_RTTS       RTT per store in ms, nearest first (default "10 40 80")
   --rate RATE       BENCH_RATE       link rate per store and direction (default 100Mbit)
   --guest KIND      BENCH_GUEST      guest kind of scripts/guest.sh (default debian)
@@ -36,6 +36,9 @@ Options, each with the environment variable it overrides:
                                      or 2 (packs); default: vmifs's default (2)
   --mount-extra S   BENCH_MOUNT_EXTRA  more [mount] settings for the vmifs variants, e.g.
                                      $'readahead_chunks = 0\\nkernel_readahead = "128KiB"'
+  --profile-window S  BENCH_PROFILE_WINDOW  seconds the first host of variant ap records its
+                                     automatic profile for (default 60, vmifs's default: it must
+                                     cover that host's boot, which takes 20-50 s under TCG)
   --timeout S       BOOT_TIMEOUT     seconds allowed per boot (default 300)
   --log FILTER      VMIFS_BENCH_LOG  log filter of the vmifs daemon (default info)
   --no-build        BENCH_NO_BUILD=1  use the vmifs already built at
@@ -103,6 +106,17 @@ def say(msg):
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
+
+
+def cpu_seconds(pid):
+    """(user, system) CPU seconds process pid has used so far, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def drop_caches():
@@ -228,6 +242,8 @@ class Bench:
         self.mounts = []  # every mount point used, unmounted by close()
         self.side = []  # (process, mount point or None): helpers of one variant's run
         self.mount_proc = None  # the vmifs mount daemon
+        self.serve_pids, self.link_pids = [], []  # per store: its `vmifs serve`, its WAN link
+        self.at_up = ([], [])  # helpers_cpu() when the mount started
         self.stores = []
         self.prepared = set()
 
@@ -311,11 +327,13 @@ class Bench:
             p = self.spawn([self.vmifs, "serve", "--no-fsync", "--root", root, "--listen", "127.0.0.1:0",
                             "--access-log", self.w_path(f"access-{i}.log")], stderr=log)
             sport = int(re.search(r"127\.0\.0\.1:(\d+)", self.ready_line(log, "listening on", p)).group(1))
+            self.serve_pids.append(p.pid)
             ready = self.w_path(f"proxy-{i}.out")
             p = self.spawn([sys.executable, os.path.join(HERE, "wan-proxy.py"), "--listen", "127.0.0.1:0",
                             "--target", f"127.0.0.1:{sport}", "--rtt", f"{rtt}ms", "--rate", self.o.rate,
                             "--control", "0", "--ready"], stdout=ready, stderr=self.w_path(f"proxy-{i}.log"))
             _, pport, cport = self.ready_line(ready, "^ready", p).split()
+            self.link_pids.append(p.pid)
             self.stores.append(Store(f"rtt{rtt}ms-{i}", sport, int(pport), int(cport)))
         self.plain_url = f"http://127.0.0.1:{self.stores[0].pport}/plain/guest.raw"
 
@@ -327,7 +345,10 @@ class Bench:
             text += (f'\n[[store]]\nname = "{s.name}"\n'
                      f'url = "http://127.0.0.1:{s.sport if direct else s.pport}"\n')
         text += f'\n[cache]\ndir = {json.dumps(self.w_path("cache"))}\nmax_size = "4GiB"\n'
-        lines = list(settings) + ([self.o.mount_extra] if self.o.mount_extra else [])
+        # A key of --mount-extra overrides the variant's own setting of it.
+        extra = {l.split("=")[0].strip() for l in self.o.mount_extra.splitlines() if "=" in l}
+        lines = [s for s in settings if s.split("=")[0].strip() not in extra]
+        lines += [self.o.mount_extra] if self.o.mount_extra else []
         text += "\n[mount]\n" + ("\n".join(lines) + "\n" if lines else "\n")
         with open(path, "w") as f:
             f.write(text)
@@ -340,8 +361,15 @@ class Bench:
         self.cfg_hydrate = self.config(self.w_path("mount-hydrate.toml"), False, "boot_profiles = false",
                                        "hydrate = true")
         if self.has_profiles:
-            self.cfg_plain = self.config(self.w_path("mount-noprofile.toml"), False, "boot_profiles = false")
-            self.cfg_profile = self.config(self.w_path("mount-profile.toml"), False, "boot_profiles = true")
+            # Hydration (on by default) is off but for h: the others measure what a boot fetches.
+            self.cfg_plain = self.config(self.w_path("mount-noprofile.toml"), False, "boot_profiles = false",
+                                         "hydrate = false")
+            # c2 boots with the hand-recorded profile alone: no host publishes one by itself.
+            self.cfg_profile = self.config(self.w_path("mount-profile.toml"), False, "boot_profiles = true",
+                                           "auto_profiles = false", "hydrate = false")
+            self.cfg_auto = self.config(self.w_path("mount-auto.toml"), False, "boot_profiles = true",
+                                        "auto_profiles = true", f'profile_window = "{self.o.profile_window}s"',
+                                        "hydrate = false")
         else:
             self.cfg_plain = self.config(self.w_path("mount-noprofile.toml"), False)
         st = os.stat(self.image)
@@ -649,6 +677,7 @@ class Bench:
         os.makedirs(self.mnt, exist_ok=True)
         env = dict(os.environ, VMIFS_LOG=self.o.log)
         cfg = cfg or (self.cfg_profile if profile else self.cfg_plain)
+        self.at_up = self.helpers_cpu()
         self.mount_proc = self.spawn([self.vmifs, "--config", cfg, "mount", self.mnt], stderr=log, env=env)
         self.mounts.append(self.mnt)
         path = os.path.join(self.mnt, "guest", "bench.raw")
@@ -699,10 +728,76 @@ class Bench:
     def status_profiled(self, v, rnd):
         self.status(self.cfg_profile, v, rnd)
 
+    def status_auto(self, v, rnd):
+        self.status(self.cfg_auto, v, rnd)
+
+    def profile_files(self):
+        return [self.w_path(f"store-{i}/profiles/{self.image_id}.json") for i in range(len(self.stores))]
+
+    def no_profile(self):
+        """No boot profile on any store (a hand-recorded one is kept aside for c2), empty cache."""
+        for i, path in enumerate(self.profile_files()):
+            saved = self.w_path(f"saved-profile-{i}.json")
+            if os.path.exists(path):
+                if not os.path.exists(saved) and "c2" in self.prepared:
+                    shutil.move(path, saved)
+                else:
+                    os.unlink(path)
+        self.fresh_cache()
+
+    def vmifs_auto(self, v, rnd):
+        """Host 1, fresh, with automatic profiles and no profile on the stores, boots (not timed) and
+        publishes what it read within the window; host 2, fresh (empty cache), mounts: the timed boot."""
+        path = self.vmifs_up(self.o_path(f"mount-{v}-first-{rnd}.log"), profile=True, cfg=self.cfg_auto)
+        first = self.boot(f"{v}-first", rnd, path)
+        with open(self.o_path(f"auto-first-boot-{rnd}.json"), "w") as f:
+            f.write(json.dumps(first) + "\n")
+        if first.get("seconds") is None:
+            raise Fail(f"the first host's boot failed: {first.get('error')}")
+        say(f"   {v + '-first':<10} round {rnd}: {first['seconds']:7.2f} s to marker (host 1, publishes the profile)")
+
+        def published():
+            r = subprocess.run([self.vmifs, "--config", self.cfg_auto, "status", "--json"], capture_output=True,
+                               text=True)
+            try:
+                return any(i.get("profile_published") for i in json.loads(r.stdout)["images"])
+            except (ValueError, KeyError):
+                return False
+        if not wait_for(published, self.o.profile_window + 60, self.mount_proc):
+            raise Fail("the first host did not publish a boot profile")
+        self.status(self.cfg_auto, f"{v}-first", rnd)
+        self.vmifs_down()
+        if not all(os.path.exists(p) for p in self.profile_files()):
+            raise Fail("the published profile is not on every store")
+        self.fresh_cache()
+        return self.vmifs_up(self.o_path(f"mount-{v}-{rnd}.log"), profile=True, cfg=self.cfg_auto)
+
+    def auto_down(self):
+        """Unmounts; the hand-recorded profile (if any) goes back on the stores."""
+        self.vmifs_down()
+        for i, path in enumerate(self.profile_files()):
+            saved = self.w_path(f"saved-profile-{i}.json")
+            if os.path.exists(saved):
+                shutil.move(saved, path)
+
+    def helpers_cpu(self):
+        """CPU seconds used so far by each store's `vmifs serve` and by each WAN link."""
+        return ([sum(cpu_seconds(p) or (0, 0)) for p in self.serve_pids],
+                [sum(cpu_seconds(p) or (0, 0)) for p in self.link_pids])
+
     def status(self, cfg, v, rnd):
-        """What the daemon saw, for the report."""
+        """What the daemon saw, for the report, and the CPU its mount, the stores and the links used
+        since it started."""
         with open(self.o_path(f"status-{v}-{rnd}.json"), "w") as f:
             subprocess.run([self.vmifs, "--config", cfg, "status", "--json"], stdout=f, stderr=subprocess.DEVNULL)
+        if self.mount_proc is None or (mount := cpu_seconds(self.mount_proc.pid)) is None:
+            return
+        now = self.helpers_cpu()
+        cpu = {"user_s": mount[0], "system_s": mount[1], "load": loadavg(),
+               "serve_s": [a - b for a, b in zip(now[0], self.at_up[0])],
+               "link_s": [a - b for a, b in zip(now[1], self.at_up[1])]}
+        with open(self.o_path(f"cpu-{v}-{rnd}.json"), "w") as f:
+            f.write(json.dumps(cpu) + "\n")
 
     def no_profiles(self):
         return None if self.has_profiles else "n/a: this vmifs has no boot profiles"
@@ -841,7 +936,8 @@ VARIANTS = [
             reset=Bench.fresh_get, teardown=Bench.no_get),
     Variant("b", "QEMU's http block driver on the nearest store's plain file", Bench.qemu_http,
             timed_setup=False, check=Bench.check_qemu_http, check_label="b (QEMU http)"),
-    Variant("c", "vmifs mount, empty cache, no boot profile", Bench.vmifs_plain,
+    Variant("c", "vmifs mount, empty cache, no boot profile, hydration off (as in every vmifs variant but h)",
+            Bench.vmifs_plain,
             reset=Bench.fresh_cache, teardown=Bench.vmifs_down, after_boot=Bench.status_plain,
             check=Bench.check_file, check_label="c (vmifs)"),
     Variant("d", "vmifs mount, warm cache: a second boot on the mount of run c (without c: on a "
@@ -853,6 +949,10 @@ VARIANTS = [
             "`vmifs profile record` after a first boot); n/a when this vmifs has no boot profiles",
             Bench.vmifs_profiled, reset=Bench.fresh_cache, teardown=Bench.vmifs_down,
             after_boot=Bench.status_profiled, prepare=Bench.record_profile, unavailable=Bench.no_profiles),
+    Variant("ap", "vmifs mount, empty cache, with the boot profile a first fresh host published by itself "
+            "(auto_profiles, profile_window of --profile-window): the second host's boot is timed",
+            Bench.vmifs_auto, timed_setup=False, reset=Bench.no_profile, teardown=Bench.auto_down,
+            after_boot=Bench.status_auto, unavailable=Bench.no_profiles),
     Variant("rclone", "rclone mount of the plain file (http remote, --vfs-cache-mode full)", Bench.rclone,
             reset=Bench.fresh_rclone, teardown=Bench.side_stop, check=Bench.check_file),
     Variant("nbdkit", "nbdkit's curl plugin on the plain file; QEMU's NBD client over a unix socket",
@@ -888,6 +988,8 @@ def options(argv):
                    help="manifest format of the push, 1 or 2 (BENCH_PUSH_FORMAT; default: vmifs's default)")
     p.add_argument("--mount-extra", default=env("BENCH_MOUNT_EXTRA", ""),
                    help="more [mount] settings for the vmifs variants (BENCH_MOUNT_EXTRA)")
+    p.add_argument("--profile-window", default=env("BENCH_PROFILE_WINDOW", "60"),
+                   help="seconds automatic profiles record for, variant ap (BENCH_PROFILE_WINDOW, default 60, as vmifs)")
     p.add_argument("--timeout", default=env("BOOT_TIMEOUT", "300"), help="seconds per boot (BOOT_TIMEOUT, default 300)")
     p.add_argument("--log", default=env("VMIFS_BENCH_LOG", "info"),
                    help="log filter of the vmifs daemon (VMIFS_BENCH_LOG, default info)")
@@ -905,6 +1007,9 @@ def options(argv):
     if not re.fullmatch(r"[1-9][0-9]*", o.timeout):
         raise Fail(f"BOOT_TIMEOUT (--timeout) must be whole seconds, not '{o.timeout}'")
     o.timeout = int(o.timeout)
+    if not re.fullmatch(r"[1-9][0-9]*", o.profile_window):
+        raise Fail(f"BENCH_PROFILE_WINDOW (--profile-window) must be whole seconds, not '{o.profile_window}'")
+    o.profile_window = int(o.profile_window)
     names = o.variants.replace(",", " ").split()
     for n in names:
         if n not in BY_NAME:

@@ -18,6 +18,7 @@ start_stores 3 --no-fsync
   printf '[erasure]\ndata = 4\nparity = 2\nchunk_size = "256KiB"\n'
   store_config s0 s1 s2
   printf '[cache]\ndir = "%s"\nmax_size = "16GiB"\nmemory = "%s"\n' "$WORK/cache" "${BENCH_CACHE_MEMORY:-64MiB}"
+  printf '[mount]\nhydrate = false\n' # on by default; the reads below are the cold ones
 } >"$WORK/config.toml"
 export VMIFS_CONFIG="$WORK/config.toml"
 mkdir -p "$MNT"

@@ -22,6 +22,14 @@ ACCESS_LOGS=1 start_stores 3 --no-fsync
   # Extra settings to compare, e.g. BENCH_MOUNT_CONFIG=$'[mount]\nthreads = 1'
   printf '%s\n' "${BENCH_MOUNT_CONFIG:-}"
 } >"$WORK/config.toml"
+# Hydration (on by default) would race the cold read: off unless the extra settings say otherwise.
+if ! grep -q '^hydrate *=' "$WORK/config.toml"; then
+  if grep -q '^\[mount\]' "$WORK/config.toml"; then
+    sed -i '/^\[mount\]/a hydrate = false' "$WORK/config.toml"
+  else
+    printf '[mount]\nhydrate = false\n' >>"$WORK/config.toml"
+  fi
+fi
 # The same with passthrough off (into an existing [mount] table if there is one).
 if grep -q '^\[mount\]' "$WORK/config.toml"; then
   sed '/^\[mount\]/a passthrough = false' "$WORK/config.toml" >"$WORK/config-fuse.toml"

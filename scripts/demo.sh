@@ -24,6 +24,9 @@ $(STORE_TLS=1 store_config eu-west us-east ap-south)
 [cache]
 dir = "$WORK/cache"
 max_size = "1GiB"
+
+[mount]
+hydrate = false   # on by default; off here, so that status shows only the chunks read
 TOML
 export VMIFS_CONFIG="$WORK/config.toml"
 printf 'PUT without a token: HTTP %s\n' "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$WORK/pki/ca.pem" \

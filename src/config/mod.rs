@@ -466,8 +466,8 @@ pub struct MountConfig {
     /// On the first open of an image whose data fits in `hydrate_share` of
     /// the cache, fetch all of it in the background, paced against each
     /// store's latency so that reads are never slowed (see
-    /// [`crate::store::pace`]).
-    #[serde(default)]
+    /// [`crate::store::pace`]). On by default.
+    #[serde(default = "d_true")]
     pub hydrate: bool,
     /// Largest share of `cache.max_size` an image's data (its non-zero
     /// chunks) may take to be hydrated: above 0, at most 1.
@@ -496,7 +496,7 @@ impl Default for MountConfig {
             group: None,
             boot_profiles: true,
             passthrough: true,
-            hydrate: false,
+            hydrate: true,
             hydrate_share: d_hydrate_share(),
             auto_profiles: true,
             profile_window: d_profile_window(),
@@ -851,7 +851,13 @@ mod tests {
         assert_eq!(c.mount.profile_window, Duration::from_secs(30));
         assert!(c.trust.profile_key.is_some());
         let d = Config::parse("").unwrap().mount;
-        assert!(!d.hydrate && d.auto_profiles && d.hydrate_share == 0.5);
+        assert!(d.hydrate && d.auto_profiles && d.hydrate_share == 0.5);
+        assert!(
+            !Config::parse("[mount]\nhydrate = false")
+                .unwrap()
+                .mount
+                .hydrate
+        );
         assert_eq!(c.locks.lease, Duration::from_secs(120));
         assert_eq!(c.metrics.listen, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(Config::parse("").unwrap().locks.lease, DEFAULT_LEASE);

@@ -13,7 +13,10 @@
 //! For a chunk the fetcher:
 //! 1. computes where its shards live and orders them by the
 //!    current cost of their store ([`Stats`]), data shards first among equals (so a
-//!    healthy read needs no decoding);
+//!    healthy read needs no decoding); a background fetch (hydration) orders
+//!    them by the background bytes already queued on their store instead
+//!    ([`spread`]), so that it keeps every store busy, and hedges only
+//!    after [`race::MAX_HEDGE`];
 //! 2. requests the first `k` at once; whenever a request fails, or a shard fails
 //!    its header check (truncated, misplaced, not a shard), it requests the next
 //!    one and charges the store;
@@ -43,6 +46,7 @@ pub mod packed;
 pub mod piece;
 pub mod race;
 pub mod scheduler;
+pub mod spread;
 pub mod stats;
 
 use std::ops::Range;
@@ -65,6 +69,7 @@ use crate::error::Error;
 use crate::fetch::packed::Packed;
 use crate::fetch::race::{Action, Candidate, HedgeDelay, Outcome, Race};
 use crate::fetch::stats::Stats;
+use crate::store::priority::{self, Priority};
 use crate::store::{DynStore, StoreError};
 
 /// Fetches chunks for any image of one repository.
@@ -155,6 +160,25 @@ impl Plan {
                 range: None,
             }),
         }
+    }
+}
+
+/// Bytes counted in a store's background queue while a request lives.
+struct Queued<'a> {
+    counter: &'a std::sync::atomic::AtomicU64,
+    bytes: u64,
+}
+
+impl<'a> Queued<'a> {
+    fn new(counter: &'a std::sync::atomic::AtomicU64, bytes: u64) -> Self {
+        counter.fetch_add(bytes, Relaxed);
+        Queued { counter, bytes }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Relaxed);
     }
 }
 
@@ -283,9 +307,23 @@ impl Fetcher {
         let codec = &plan.codec;
         let (k, n) = (codec.data_shards(), codec.total_shards());
         let placed = plan.placed(&id);
-        let cost: Vec<u64> = self.stats.stores.iter().map(|s| s.cost()).collect();
-        let cands = race::order(&placed, &cost, k);
-        let mut race = Race::new(k, n, cands.clone(), self.hedge());
+        // A background fetch (hydration) goes to the stores with the least
+        // background work queued ([`spread`]), hedged only after the
+        // longest delay: it waits in its stores' pacer queues by design, and
+        // a hedge would only queue more. Others go to the cheapest stores.
+        let background = priority::current().get() == Priority::Background;
+        let shard_bytes = len.div_ceil(k) as u64;
+        let (cands, hedge) = if background {
+            let s = &self.stats.stores;
+            let queued: Vec<u64> = s.iter().map(|s| s.background.load(Relaxed)).collect();
+            let demoted: Vec<bool> = s.iter().map(|s| s.is_demoted()).collect();
+            let cands = spread::spread(&placed, &queued, &demoted, k, shard_bytes);
+            (cands, HedgeDelay::Fixed(race::MAX_HEDGE))
+        } else {
+            let cost: Vec<u64> = self.stats.stores.iter().map(|s| s.cost()).collect();
+            (race::order(&placed, &cost, k), self.hedge())
+        };
+        let mut race = Race::new(k, n, cands.clone(), hedge);
 
         let mut got: Vec<Option<Bytes>> = vec![None; n];
         // The stored objects behind `got`, re-checked in full if the chunk fails.
@@ -296,7 +334,11 @@ impl Fetcher {
         let launch = |shard: usize, s: usize| {
             let store = self.stores[s].clone();
             let at = plan.shard_at(&id, shard);
+            // Counted as queued on its store until answered or dropped.
+            let queued =
+                background.then(|| Queued::new(&self.stats.stores[s].background, shard_bytes));
             async move {
+                let _queued = queued;
                 let t = Instant::now();
                 let at = at.expect("a candidate's shard is located");
                 let r = read_shard(&store, &at, len, k).await;

@@ -36,6 +36,10 @@ pub struct StoreStats {
     throughput: AtomicU64,
     /// Bytes asked of the store by bulk reads and not yet answered.
     pub pending: AtomicU64,
+    /// Bytes asked of the store by background (hydration) shard requests
+    /// and not yet answered, those waiting for a slot included: how
+    /// background work is spread over the stores ([`crate::fetch::spread`]).
+    pub background: AtomicU64,
     /// Every answered request's duration (small and bulk reads alike), for
     /// the metrics endpoint; failed requests are not timed.
     pub durations: Latency,
@@ -102,6 +106,11 @@ impl StoreStats {
 
     pub fn latency(&self) -> Duration {
         Duration::from_micros(self.latency_us.load(Relaxed))
+    }
+
+    /// Whether the store failed within the last [`PENALTY`].
+    pub fn is_demoted(&self) -> bool {
+        self.demoted()
     }
 
     fn demoted(&self) -> bool {

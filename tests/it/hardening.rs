@@ -179,11 +179,8 @@ fn mount_access_follows_the_configured_group() {
         assert_eq!((d.mode() & 0o777, d.gid()), (0o550, 12345));
         assert!(same_file(&img, &mnt.join("a/1.raw")));
     }
-    std::fs::write(
-        &c.config,
-        format!("{text}\n[mount]\ngroup = \"no-such-group-here\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&c.config, text).unwrap();
+    c.add_config("[mount]\ngroup = \"no-such-group-here\"");
     let o = c.vmifs(&["mount", mnt.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());

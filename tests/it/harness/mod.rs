@@ -231,6 +231,38 @@ pub fn shards_in(f: &Path, b: &[u8]) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
+/// `old` with `text` appended, but for the keys of `text`'s `[mount]` table,
+/// which go into `old`'s (TOML allows a table once); a key both set is
+/// `text`'s.
+fn add_toml(old: &str, text: &str) -> String {
+    let key = |l: &str| l.split('=').next().unwrap().trim().to_string();
+    let block = |lines: &[&str]| {
+        let at = lines.iter().position(|l| l.trim() == "[mount]")?;
+        let len = lines[at + 1..]
+            .iter()
+            .position(|l| l.trim_start().starts_with('['))
+            .unwrap_or(lines.len() - at - 1);
+        Some((at, len))
+    };
+    let mut old: Vec<&str> = old.lines().collect();
+    let mut text: Vec<&str> = text.lines().collect();
+    if let (Some((o, o_len)), Some((t, t_len))) = (block(&old), block(&text)) {
+        let keys: Vec<&str> = text.drain(t..=t + t_len).skip(1).collect();
+        let set: Vec<String> = keys
+            .iter()
+            .filter(|l| l.contains('='))
+            .map(|l| key(l))
+            .collect();
+        let kept: Vec<&str> = old[o + 1..=o + o_len]
+            .iter()
+            .copied()
+            .filter(|l| !(l.contains('=') && set.contains(&key(l))))
+            .collect();
+        old.splice(o + 1..=o + o_len, keys.into_iter().chain(kept));
+    }
+    format!("{}\n{}\n", old.join("\n"), text.join("\n"))
+}
+
 /// Stores plus a config file; dropping it stops every process.
 #[derive(Debug)]
 pub struct Cluster {
@@ -321,6 +353,10 @@ impl Cluster {
                 )),
             }
         }
+        // Hydration (on by default) would fetch every image a test opens in
+        // the background: off, so that what a test counts is what it read.
+        // The tests of hydration turn it on (`add_config`).
+        toml.push_str("\n[mount]\nhydrate = false\n");
         let config = dir.path().join("config.toml");
         std::fs::write(&config, toml).unwrap();
         let mut c = Cluster {
@@ -361,10 +397,11 @@ impl Cluster {
         self.command(args).output().unwrap()
     }
 
-    /// Append TOML to the config file.
+    /// Append TOML to the config file; the keys of its `[mount]` table go
+    /// into the config's own (a key set again replaces the config's).
     pub fn add_config(&self, text: &str) {
         let old = std::fs::read_to_string(&self.config).unwrap();
-        std::fs::write(&self.config, format!("{old}\n{text}\n")).unwrap();
+        std::fs::write(&self.config, add_toml(&old, text)).unwrap();
     }
 
     /// Replace `from` by `to` in the config file (which must contain `from`).
@@ -386,4 +423,22 @@ impl Cluster {
     pub fn ok(&self, args: &[&str]) -> String {
         vmifs_ok(&self.config, args)
     }
+}
+
+#[test]
+fn added_mount_keys_join_the_configs_mount_table() {
+    let old =
+        "[cache]\nmax_size = \"1GiB\"\n\n[mount]\nhydrate = false\n\n[[store]]\nname = \"a\"\n";
+    let got = add_toml(
+        old,
+        "[mount]\nhydrate = true\nprofile_window = \"1s\"\n[trust]\nkeys = []",
+    );
+    let want = "[cache]\nmax_size = \"1GiB\"\n\n[mount]\nhydrate = true\nprofile_window = \"1s\"\n\n[[store]]\nname = \"a\"\n[trust]\nkeys = []\n";
+    assert_eq!(got, want);
+    let t: toml::Table = got.parse().unwrap();
+    assert_eq!(t["mount"]["hydrate"].as_bool(), Some(true));
+    assert_eq!(
+        add_toml("[cache]\n", "[trust]\nkeys = []"),
+        "[cache]\n[trust]\nkeys = []\n"
+    );
 }
