@@ -11,7 +11,7 @@
 //!
 //! The table ([`ShardTable`]) is filled as each index arrives, and the
 //! index is dropped once folded in: loading holds at most
-//! [`PARALLEL_INDEX_READS`] indexes, and what stays is the compact table.
+//! 16 indexes (`PARALLEL_INDEX_READS`), and what stays is the compact table.
 //! Entries of chunks the image does not use (a pack reused from another
 //! version by dedup) are skipped. Packs rank by (store, id), so the table
 //! is the same whatever order the reads finished in.
