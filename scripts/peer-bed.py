@@ -3,7 +3,8 @@
 own network namespace, reading one image from stores behind an emulated WAN.
 
     scripts/peer-bed.py                                  # 8 hosts, 1 GiB, unicast, baseline N=1 first
-    scripts/peer-bed.py --hosts 4 --size 128MiB --json bed.json
+    scripts/peer-bed.py --hosts 1,4,8 --json bed.json    # one round per host count
+    scripts/peer-bed.py --hosts 4 --size 128MiB --no-baseline
     scripts/peer-bed.py --peers on --mode trace --trace benches/traces/debian-boot.trace
     scripts/peer-bed.py --fault stop --fault-at 3 --stop-for 5
 
@@ -44,7 +45,7 @@ is the only good answer), read latency p50/p99/max and the stall (the longest
 gap between successive completed reads, counted from the common start); over
 the hosts: completion p50/p99 and origin egress, each also against one host
 alone (a round with N=1 run first in the same invocation; --no-baseline skips
-it). --json FILE writes it all; a short table goes to stderr.
+it). Rounds run in order of host count, each with fresh daemons and caches. --json FILE writes it all; a short table goes to stderr.
 
 Faults, on the last host, --fault-at seconds after the start: `kill` (kill -9
 its daemon), `stop` (SIGSTOP, SIGCONT after --stop-for seconds), `leave` (its
@@ -62,6 +63,7 @@ library only.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -124,6 +126,16 @@ def parse_ms(s):
     return float(m.group(1)) * (1000.0 if m.group(2) == "s" else 1.0)
 
 
+def parse_hosts(s):
+    try:
+        ns = [int(x) for x in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad host count {s!r} (e.g. 8 or 1,4,8)") from None
+    if not ns or any(not 1 <= n <= 200 for n in ns):
+        raise argparse.ArgumentTypeError(f"bad host count {s!r}: each 1..200")
+    return ns
+
+
 def parse_name(s):
     if not re.fullmatch(r"[a-z0-9]{1,6}", s):
         raise argparse.ArgumentTypeError(f"bad name {s!r} (1-6 of a-z0-9)")
@@ -134,7 +146,8 @@ def options(argv=None):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=["all", "trace"], default="all")
-    p.add_argument("--hosts", type=int, default=8, help="hosts of the site (default 8)")
+    p.add_argument("--hosts", type=parse_hosts, default=[8],
+                   help="hosts of the site; a list (1,4,8) runs one round per count (default 8)")
     p.add_argument("--size", type=parse_size, default=parse_size("1GiB"), help="image size (default 1GiB)")
     p.add_argument("--image", help="push this file instead of random bytes of --size")
     p.add_argument("--trace", help="read trace for --mode trace (default benches/traces/debian-boot.trace)")
@@ -162,13 +175,14 @@ def options(argv=None):
     p.add_argument("--log", default="info", help="VMIFS_LOG of the daemons (default info)")
     p.add_argument("--work", help="work directory (default: a new one under $TMPDIR, removed at the end)")
     o = p.parse_args(argv)
-    if not 1 <= o.hosts <= 200:
-        p.error("--hosts must be 1..200")
     if not 1 <= o.stores <= 20:
         p.error("--stores must be 1..20")
     if not re.fullmatch(r"10\.\d{1,3}\.\d{1,3}", o.subnet) or max(map(int, o.subnet.split("."))) > 255:
         p.error(f"--subnet {o.subnet!r}: want three octets of a 10.x.y.0/24")
-    if o.fault and o.hosts < 2:
+    # Rounds in order of host count; one host alone first as the baseline.
+    o.counts = sorted(set(o.hosts) | (set() if o.no_baseline else {1}))
+    o.most = max(o.counts)
+    if o.fault and o.most < 2:
         p.error("--fault needs at least 2 hosts")
     if o.image and not os.path.isfile(o.image):
         p.error(f"--image {o.image}: no such file")
@@ -421,7 +435,7 @@ class Bed:
         if run(["ip", "-4", "addr", "show", "dev", self.bridge]).stdout.count("inet "):
             raise Fail(f"{self.bridge} has an address")
         ports = sorted(os.listdir(f"/sys/class/net/{self.bridge}/brif"))
-        ours = {self.origin_veth()} | {self.host_veth(i) for i in range(1, self.o.hosts + 1)}
+        ours = {self.origin_veth()} | {self.host_veth(i) for i in range(1, self.o.most + 1)}
         if set(ports) - ours:
             raise Fail(f"{self.bridge} has ports that are not the bed's: {set(ports) - ours}")
         return {"namespaces": len(names), "default_routes": 0, "bridge_ports": ports}
@@ -676,6 +690,7 @@ class Reader:
         self.t0 = None
         self.done = []  # (completed at, seconds the read took)
         self.bytes = 0
+        self.sha = hashlib.sha256()
         self.first_diff = None
         self.error = None
         self.expect_failure = False
@@ -723,15 +738,19 @@ class Reader:
                 want = os.pread(src, n, off)
                 self.done.append((now, now - t))
                 self.bytes += len(got)
+                self.sha.update(got)
                 if got != want and self.first_diff is None:
                     k = next((j for j, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
                     self.first_diff = off + k
         except OSError as e:
             self.error = f"read: {e}"
         finally:
-            os.close(fd)
-            os.close(src)
             self.finished = time.monotonic()
+            for f in (fd, src):
+                try:
+                    os.close(f)
+                except OSError:
+                    pass  # a killed daemon's mount answers ENOTCONN to close too
 
     def result(self):
         t0 = self.t0
@@ -747,6 +766,7 @@ class Reader:
             "bytes_read": self.bytes,
             "bytes_wanted": want,
             "first_difference": self.first_diff,
+            "sha256": self.sha.hexdigest(),
             "error": self.error,
             "reads": len(self.done),
             "started_s": round(start - t0, 3),
@@ -824,12 +844,12 @@ def main(argv=None):
             say(f"== trace {os.path.basename(o.trace)}: {len(bed.trace)} reads, "
                 f"{sum(n for _, n in bed.trace) / MIB:.1f} MiB" + (f", {cut} past the image dropped" if cut else ""))
         # The isolation of every namespace, checked once with all of them made.
-        for i in range(1, o.hosts + 1):
+        for i in range(1, o.most + 1):
             bed.add_host(i)
-        iso = bed.isolation([bed.origin] + [bed.host_ns(i) for i in range(1, o.hosts + 1)])
-        for i in range(1, o.hosts + 1):
+        iso = bed.isolation([bed.origin] + [bed.host_ns(i) for i in range(1, o.most + 1)])
+        for i in range(1, o.most + 1):
             bed.remove_host(i)
-        plan = ([] if o.no_baseline or o.hosts == 1 else [(1, None)]) + [(o.hosts, o.fault)]
+        plan = [(n, o.fault if n > 1 else None) for n in o.counts]
         base = None
         for rnd, (n, fault) in enumerate(plan):
             say(f"== round {rnd}: {n} host{'s' if n > 1 else ''} read at once ({o.mode}, peers {o.peers}"
@@ -851,7 +871,7 @@ def main(argv=None):
     left = [w.split()[0] for w in run(["ip", "netns", "list"], check=False).stdout.splitlines()
             if w.startswith(bed.ns_prefix)]
     result = {
-        "bed": {"hosts": o.hosts, "size": bed.size, "image_id": bed.image_id, "stores": o.stores,
+        "bed": {"hosts": o.counts, "size": bed.size, "image_id": bed.image_id, "stores": o.stores,
                 "wan_rate_bit": o.wan_rate, "wan_rtt_ms": o.wan_rtt, "lan_rate_bit": o.lan_rate,
                 "peers": o.peers, "mode": o.mode, "block": o.block, "name": o.name,
                 "trace": os.path.basename(o.trace) if o.mode == "trace" else None,
@@ -866,8 +886,8 @@ def main(argv=None):
             json.dump(result, f, indent=1)
             f.write("\n")
     table(rounds, bed.size)
-    if probes < o.hosts:
-        raise Fail(f"the capture on the bridge saw {probes} of {o.hosts} probes: it does not see the bed")
+    if probes < o.most:
+        raise Fail(f"the capture on the bridge saw {probes} of {o.most} probes: it does not see the bed")
     if outside:
         raise Fail(f"{outside} packets with an address outside the bed crossed the bridge")
     bad = [(r["hosts"], h["host"]) for r in rounds for h in r["per_host"]
