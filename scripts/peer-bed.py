@@ -263,6 +263,16 @@ def counter(dev, name):
         return int(f.read())
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            w = f.read().rsplit(")", 1)[1].split()
+        return (int(w[11]) + int(w[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def burst(rate_bits):
     """tbf's bucket: a few ms of the rate, at least 64 KiB (GSO packets reach 64 KiB)."""
     return max(128 * 1024, rate_bits // 8 // 250)
@@ -619,6 +629,7 @@ class Bed:
                 if i != late:
                     hosts[i] = self.start_daemon(rnd, i)
             wan_before = counter(self.origin_veth(), "rx_bytes")
+            origin_cpu = sum(cpu_seconds(p.pid) for p, what in self.procs if what.startswith(("store", "WAN")))
             lan_before = {i: counter(self.host_veth(i), "rx_bytes") for i in range(1, n + 1)}
             readers = {i: Reader(self, i) for i in range(1, n + 1)}
             start = threading.Barrier(n + 1)
@@ -637,6 +648,8 @@ class Bed:
             if slow:
                 raise Fail(f"round {rnd}: hosts {slow} did not finish within --timeout {self.o.timeout:.0f} s")
             wan = counter(self.origin_veth(), "rx_bytes") - wan_before
+            origin_cpu = sum(cpu_seconds(p.pid) for p, what in self.procs
+                             if what.startswith(("store", "WAN"))) - origin_cpu
             lan_up = {i: counter(self.host_veth(i), "rx_bytes") - lan_before[i] for i in range(1, n + 1)}
             per = []
             for i, r in readers.items():
@@ -647,9 +660,12 @@ class Bed:
                     res["fault"] = fault
                 if i in hosts and hosts[i]["proc"].poll() is None:
                     res["status"] = self.status(hosts[i])
+                if i in hosts:
+                    res["daemon_cpu_s"] = round(cpu_seconds(hosts[i]["proc"].pid), 2)
                 per.append(res)
             return {"hosts": n, "peers": self.o.peers, "mode": self.o.mode, "fault": fault,
-                    "origin_egress_bytes": wan, "per_host": per}
+                    "origin_egress_bytes": wan, "origin_cpu_s": round(origin_cpu, 2),
+                    "loadavg": open("/proc/loadavg").read().split()[:3], "per_host": per}
         finally:
             for h in hosts.values():
                 self.stop_daemon(h)
