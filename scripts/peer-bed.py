@@ -45,7 +45,10 @@ is the only good answer), read latency p50/p99/max and the stall (the longest
 gap between successive completed reads, counted from the common start); over
 the hosts: completion p50/p99 and origin egress, each also against one host
 alone (a round with N=1 run first in the same invocation; --no-baseline skips
-it). Rounds run in order of host count, each with fresh daemons and caches. --json FILE writes it all; a short table goes to stderr.
+it). Rounds run in order of host count, each with fresh daemons and caches;
+--repeat R runs that sequence R times, each round compared with the latest
+round of one host alone, so that on a busy machine A and B alternate. --json
+FILE writes it all; a short table goes to stderr.
 
 Faults, on the last host, --fault-at seconds after the start: `kill` (kill -9
 its daemon), `stop` (SIGSTOP, SIGCONT after --stop-for seconds), `leave` (its
@@ -162,6 +165,8 @@ def options(argv=None):
     p.add_argument("--stores", type=int, default=3, help="stores at the origin (default 3)")
     p.add_argument("--block", type=parse_size, default=parse_size("1MiB"), help="read size of --mode all")
     p.add_argument("--no-baseline", action="store_true", help="skip the round with one host alone")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run the rounds of all host counts this many times, alternating (default 1)")
     p.add_argument("--fault", choices=["kill", "stop", "leave", "join"], help="applied to the last host")
     p.add_argument("--fault-at", type=float, default=3.0, help="seconds after the start (default 3)")
     p.add_argument("--stop-for", type=float, default=5.0, help="seconds a stopped daemon stays stopped")
@@ -182,6 +187,8 @@ def options(argv=None):
     # Rounds in order of host count; one host alone first as the baseline.
     o.counts = sorted(set(o.hosts) | (set() if o.no_baseline else {1}))
     o.most = max(o.counts)
+    if not 1 <= o.repeat <= 20:
+        p.error("--repeat must be 1..20")
     if o.fault and o.most < 2:
         p.error("--fault needs at least 2 hosts")
     if o.image and not os.path.isfile(o.image):
@@ -611,7 +618,8 @@ class Bed:
         except ValueError:
             return None
         out = {"chunks_fetched": st.get("chunks_fetched"),
-               "bytes_fetched": sum(i.get("stats", {}).get("bytes_fetched", 0) for i in st.get("images", []))}
+               "bytes_fetched": sum(i.get("bytes_fetched", 0) for i in st.get("images", [])),
+               "store_bytes": sum(s.get("bytes", 0) for s in st.get("stores", []))}
         if "peers" in st:
             out["peers"] = st["peers"]
         return out
@@ -865,14 +873,16 @@ def main(argv=None):
         iso = bed.isolation([bed.origin] + [bed.host_ns(i) for i in range(1, o.most + 1)])
         for i in range(1, o.most + 1):
             bed.remove_host(i)
-        plan = [(n, o.fault if n > 1 else None) for n in o.counts]
+        plan = [(n, o.fault if n > 1 else None) for _ in range(o.repeat) for n in o.counts]
         base = None
         for rnd, (n, fault) in enumerate(plan):
             say(f"== round {rnd}: {n} host{'s' if n > 1 else ''} read at once ({o.mode}, peers {o.peers}"
                 + (f", fault {fault}" if fault else "") + ")")
             r = bed.round(rnd, n, fault)
             summarise(r, base)
-            if n == 1 and base is None:
+            if n == 1:
+                # Later rounds are compared with the latest host alone: with
+                # --repeat, A/B alternate and load drifts cancel out.
                 base = r
                 summarise(r, base)
             rounds.append(r)
