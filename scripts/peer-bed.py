@@ -447,8 +447,11 @@ class Bed:
         for ns in names:
             if run(["ip", "-n", ns, "route", "show", "default"]).stdout.strip():
                 raise Fail(f"{ns} has a default route")
-            if run(["ip", "-n", ns, "route", "get", "192.0.2.1"], check=False).returncode == 0:
-                raise Fail(f"{ns} can route to 192.0.2.1")
+            if run(["ip", "-n", ns, "-6", "route", "show", "default"]).stdout.strip():
+                raise Fail(f"{ns} has an IPv6 default route")
+            for outside in ("192.0.2.1", "2001:db8::1"):
+                if run(["ip", "-n", ns, "route", "get", outside], check=False).returncode == 0:
+                    raise Fail(f"{ns} can route to {outside}")
         if run(["ip", "-4", "addr", "show", "dev", self.bridge]).stdout.count("inet "):
             raise Fail(f"{self.bridge} has an address")
         ports = sorted(os.listdir(f"/sys/class/net/{self.bridge}/brif"))
