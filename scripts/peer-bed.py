@@ -389,8 +389,16 @@ class Bed:
         for link in os.listdir("/sys/class/net"):
             if link == self.bridge or link.startswith(self.veth_prefix + "h") or link == self.origin_veth():
                 run(["ip", "link", "delete", link], check=False)
-        if stale or pids:
-            say(f"== removed leftovers of an earlier run: {len(stale)} namespaces, {len(pids)} processes")
+        # Work directories of runs that never reached their cleanup (caches of a GiB each).
+        tmp = tempfile.gettempdir()
+        dirs = [os.path.join(tmp, d) for d in os.listdir(tmp) if d.startswith(f"vmifs-{self.o.name}.")]
+        dirs = [d for d in dirs if os.path.realpath(d) != self.work
+                and not any(m.startswith(os.path.realpath(d) + "/") for m in mounts())]
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        if stale or pids or dirs:
+            say(f"== removed leftovers of an earlier run: {len(stale)} namespaces, {len(pids)} processes, "
+                f"{len(dirs)} work directories")
 
     def close(self):
         """Stops everything this run started and removes what it made, also
