@@ -32,7 +32,8 @@ One image (random non-zero bytes of --size, or --image FILE) is pushed once
 with `nsenter --net=/run/netns/...` (not `ip netns exec`, which would also
 unshare the mount namespace and hide the FUSE mount), each with its own cache
 and config (`[peers]` with --peers on: listen = the host's address, site =
-"bed"), and the readers run in this process, in the root namespace, through
+"bed-r<round>", a new site per round so that no host of an earlier round
+counts as live), and the readers run in this process, in the root namespace, through
 each host's mount, all released at once:
 
 - --mode all: every host reads the whole image in --block pieces, in order,
@@ -601,7 +602,9 @@ class Bed:
         extra = ("\n[mount]\nboot_profiles = false\nauto_profiles = false\nhydrate = false\n"
                  + (self.o.mount_extra.replace("\\n", "\n") + "\n" if self.o.mount_extra else ""))
         if self.o.peers == "on":
-            extra += f'\n[peers]\nlisten = "{self.host_ip(i)}:{PEER_PORT}"\nsite = "bed"\n'
+            # A site per round: the leased records of an earlier round's hosts
+            # (gone, but their leases still running) must not count as live.
+            extra += f'\n[peers]\nlisten = "{self.host_ip(i)}:{PEER_PORT}"\nsite = "bed-r{rnd}"\n'
         cfg = self.config(os.path.join(d, "config.toml"), False, cache=os.path.join(d, "cache"), extra=extra)
         mnt = os.path.join(d, "mnt")
         log = os.path.join(d, "daemon.log")
