@@ -96,6 +96,34 @@ fn print_status(st: &Status) {
     if st.profiles_refused > 0 {
         println!("boot profiles refused: {}", st.profiles_refused);
     }
+    if let Some(site) = &st.site {
+        let from_peers: u64 = st.images.iter().map(|i| i.stats.bytes_from_peers).sum();
+        println!();
+        println!(
+            "site {}: node {} on {}, {} from peers",
+            site.site,
+            site.node,
+            site.listen,
+            human(from_peers)
+        );
+        println!(
+            "{:<14} {:<22} {:>9} {:>10} {:>10} {:>7}  STATE",
+            "PEER", "ADDRESS", "RTT", "IN", "OUT", "ERRORS"
+        );
+        for p in &site.peers {
+            let rtt = p.rtt_ms.map_or("-".into(), |r| format!("{r:.1}ms"));
+            println!(
+                "{:<14} {:<22} {:>9} {:>10} {:>10} {:>7}  {}",
+                p.node.short(),
+                p.addr,
+                rtt,
+                human(p.bytes_in),
+                human(p.bytes_out),
+                p.errors,
+                p.state
+            );
+        }
+    }
 }
 
 /// `done in 12.3 s`, `running 40%`, `too large`, `off`.

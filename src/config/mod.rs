@@ -51,6 +51,95 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub peers: PeersConfig,
+}
+
+/// Chunk sharing among the hosts of a site (see [`crate::peers`]). Off
+/// unless `listen` is set.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeersConfig {
+    /// The UDP address (QUIC) this host answers its peers on, e.g.
+    /// `"10.77.0.11:7070"`: an address the other hosts of the site reach.
+    #[serde(default, deserialize_with = "peers_listen")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// The site: hosts of one site find each other through records in the
+    /// stores (`sites/<site>/hosts/`).
+    #[serde(default)]
+    pub site: Option<crate::core::id::Name>,
+    /// Peers named here (`"<node id>@IP:PORT"`), live whatever the stores say.
+    #[serde(default)]
+    pub hosts: Vec<PeerAddr>,
+    /// Only these node ids may fetch chunks from this host (default: every
+    /// live host of the site).
+    #[serde(default)]
+    pub allow: Vec<crate::peers::HostId>,
+    /// A host's record in the stores lives this long unless renewed (it is
+    /// renewed every third of it).
+    #[serde(default = "d_peer_lease", deserialize_with = "duration")]
+    pub lease: Duration,
+    /// The longest a read waits for peers before it asks the stores.
+    #[serde(default = "d_peer_budget", deserialize_with = "duration")]
+    pub budget: Duration,
+    /// The node's secret key (made on first start; default `peer.key` in
+    /// the cache directory). Its public half is the host's node id.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+impl Default for PeersConfig {
+    fn default() -> Self {
+        PeersConfig {
+            listen: None,
+            site: None,
+            hosts: Vec::new(),
+            allow: Vec::new(),
+            lease: d_peer_lease(),
+            budget: d_peer_budget(),
+            key: None,
+        }
+    }
+}
+
+fn d_peer_lease() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn d_peer_budget() -> Duration {
+    crate::peers::Timing::default().budget
+}
+
+/// A peer named in the config: its node id and address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr {
+    pub host: crate::peers::HostId,
+    pub addr: std::net::SocketAddr,
+}
+
+impl<'de> Deserialize<'de> for PeerAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "peers.hosts: {s:?} is not NODE_ID@IP:PORT (64 hex digits, then an address)"
+            ))
+        };
+        let (id, addr) = s.split_once('@').ok_or_else(bad)?;
+        Ok(PeerAddr {
+            host: id.parse().map_err(|_| bad())?,
+            addr: addr.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+fn peers_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "peers.listen: {s:?} is not an address (IP:PORT, e.g. \"10.77.0.11:7070\")"
+        ))
+    })
 }
 
 /// The Prometheus endpoint of the mount daemon (see [`crate::metrics`]).
@@ -527,6 +616,19 @@ impl Config {
                 self.gc.repack_below
             )));
         }
+        let peers = &self.peers;
+        if peers.listen.is_some() != peers.site.is_some() {
+            return Err(Error::Config(
+                "peers.listen and peers.site go together: set both to share chunks with a site, or neither"
+                    .into(),
+            ));
+        }
+        if peers.lease < Duration::from_secs(1) || peers.budget > Duration::from_secs(60) {
+            return Err(Error::Config(format!(
+                "peers.lease {:?} must be at least 1s and peers.budget {:?} at most 60s",
+                peers.lease, peers.budget
+            )));
+        }
         if self.limits.manifest_size < 4096 {
             return Err(Error::Config(format!(
                 "limits.manifest_size {} must be at least 4KiB",
@@ -757,6 +859,24 @@ mod tests {
     }
 
     #[test]
+    fn a_site_is_joined_with_listen_and_site() {
+        let id = "ab".repeat(32);
+        let c = Config::parse(&format!(
+            "[peers]\nlisten = \"10.77.0.11:7070\"\nsite = \"dc1\"\nhosts = [\"{id}@10.77.0.12:7070\"]\nallow = [\"{id}\"]\nbudget = \"500ms\""
+        ))
+        .unwrap();
+        assert_eq!(c.peers.listen, Some("10.77.0.11:7070".parse().unwrap()));
+        assert_eq!(c.peers.site.as_ref().unwrap().as_str(), "dc1");
+        assert_eq!(c.peers.hosts[0].addr, "10.77.0.12:7070".parse().unwrap());
+        assert_eq!(c.peers.hosts[0].host.to_string(), id);
+        assert_eq!(c.peers.allow, vec![c.peers.hosts[0].host]);
+        assert_eq!(c.peers.budget, Duration::from_millis(500));
+        assert_eq!(c.peers.lease, Duration::from_secs(30));
+        // Off by default.
+        assert_eq!(Config::parse("").unwrap().peers.listen, None);
+    }
+
+    #[test]
     fn bad_configs_say_why() {
         let cases = [
             ("[erasure]\ndata = 0", "erasure"),
@@ -797,6 +917,16 @@ mod tests {
             ("[mount]\nprofile_window = \"10ms\"", "mount.profile_window"),
             ("[metrics]\nlisten = \"localhost\"", "metrics.listen"),
             ("[metrics]\nlisten = \"[::1]:9100\"\nport = 1", "port"),
+            ("[peers]\nsite = \"dc1\"", "go together"),
+            (
+                "[peers]\nlisten = \"10.0.0.1\"\nsite = \"dc1\"",
+                "peers.listen",
+            ),
+            ("[peers]\nhosts = [\"10.0.0.2:7070\"]", "peers.hosts"),
+            ("[peers]\nhosts = [\"ab@10.0.0.2:7070\"]", "NODE_ID@IP:PORT"),
+            ("[peers]\nallow = [\"nope\"]", "line 2"),
+            ("[peers]\nlease = \"100ms\"", "peers.lease"),
+            ("[peers]\nbudget = \"2m\"", "peers.budget"),
             ("not toml", "line 1"),
             // A quoted key with a newline is named escaped, on one line.
             ("\"a\\nb\" = 1", "line 1: unknown field `a\\nb`"),

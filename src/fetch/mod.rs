@@ -57,7 +57,7 @@ use tokio::time::Instant;
 
 use crate::core::chunk::VerifiedChunk;
 use crate::core::erasure::{Codec, open_shard, shard_payload};
-use crate::core::id::ChunkId;
+use crate::core::id::{ChunkId, ImageId};
 use crate::core::layout;
 use crate::core::manifest::Manifest;
 use crate::core::placement;
@@ -79,6 +79,9 @@ pub struct Fetcher {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub manifest: Arc<Manifest>,
+    /// The image's id, when the caller knows it (a mount does): peers are
+    /// asked for chunks by image and index.
+    pub image: Option<ImageId>,
     codec: Codec,
     /// Manifest store position → configured store index (None: not configured here).
     store_map: Vec<Option<usize>>,
@@ -208,6 +211,7 @@ impl Fetcher {
         };
         Ok(Plan {
             manifest: Arc::new(manifest),
+            image: None,
             codec,
             store_map,
             packed,

@@ -27,13 +27,19 @@
 //! chunk of the run registered single-flight as usual, so an on-demand read
 //! of one of them waits for the run instead of fetching the chunk again.
 //!
+//! With peers ([`Neighbours`], the hosts of a site sharing chunks), a chunk
+//! this host is not the designated fetcher of is asked of the peers before
+//! the stores, inside the same single-flight download: nothing else changes
+//! for the callers. Such chunks are fetched whole (no pieces, no column
+//! runs): a peer sends whole verified chunks.
+//!
 //! On-demand reads never wait for a permit here; read-ahead, boot-profile
 //! prefetch and whole-image prefetch run in background tasks, each bounded by
 //! its own semaphore ([`Limits`]), in chunks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -42,7 +48,7 @@ use tokio::sync::Semaphore;
 
 use crate::cache::Cache;
 use crate::core::chunk::VerifiedChunk;
-use crate::core::id::ChunkId;
+use crate::core::id::{ChunkId, ImageId};
 use crate::error::Error;
 use crate::fetch::hot::Hot;
 use crate::fetch::{Fetcher, Plan};
@@ -52,6 +58,23 @@ use crate::store::priority::{self, Class, Priority};
 type RunResults = Arc<HashMap<ChunkId, Result<Bytes, Arc<Error>>>>;
 
 type SharedFetch = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
+
+/// Other hosts that may have a chunk: the site's peers
+/// ([`crate::peers::node`]).
+pub trait Neighbours: Send + Sync + std::fmt::Debug {
+    /// Whether this host fetches `id` from the stores itself rather than
+    /// asking the peers first.
+    fn fetches_itself(&self, id: &ChunkId) -> bool;
+    /// Chunk `index` (`id`, at most `max` bytes) of `image` from a peer,
+    /// verified; `None`: ask the stores.
+    fn get(
+        &self,
+        image: ImageId,
+        index: u64,
+        id: ChunkId,
+        max: u64,
+    ) -> BoxFuture<'_, Option<VerifiedChunk>>;
+}
 
 /// What a download brings: a whole chunk, or one data shard of it alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,6 +127,7 @@ pub struct Chunks {
     readahead_permits: usize,
     pub profile: Arc<Semaphore>,
     pub prefetch: Arc<Semaphore>,
+    neighbours: OnceLock<Arc<dyn Neighbours>>,
 }
 
 impl Chunks {
@@ -119,7 +143,67 @@ impl Chunks {
             readahead_permits: limits.readahead.max(1),
             profile: Arc::new(Semaphore::new(limits.profile.max(1))),
             prefetch: Arc::new(Semaphore::new(limits.prefetch.max(1))),
+            neighbours: OnceLock::new(),
         })
+    }
+
+    /// Ask `n` for chunks before the stores from now on (set once).
+    pub fn set_neighbours(&self, n: Arc<dyn Neighbours>) {
+        let _ = self.neighbours.set(n);
+    }
+
+    /// The peers to ask for `id` of `plan`'s image first, if any are.
+    fn asks_peers(&self, plan: &Plan, id: &ChunkId) -> Option<&Arc<dyn Neighbours>> {
+        let n = self.neighbours.get()?;
+        (plan.image.is_some() && !n.fetches_itself(id)).then_some(n)
+    }
+
+    /// This host's hold on `id`, as a peer asking for it sees it.
+    pub fn holding(&self, id: &ChunkId) -> crate::peers::Holding {
+        use crate::peers::Holding;
+        if self.hot.lock().unwrap().contains(id) || self.cache.contains(id) {
+            Holding::Have
+        } else if self
+            .inflight
+            .lock()
+            .unwrap()
+            .contains_key(&Want::Chunk(*id))
+        {
+            Holding::Fetching
+        } else {
+            Holding::Absent
+        }
+    }
+
+    /// Chunk `index` (`id`) of `plan` for a peer: from memory or the cache,
+    /// from its download under way, or (with `fetch`: this host was asked as
+    /// its designated fetcher) downloaded from the stores, never from other
+    /// peers. `None` if it is none of these, or the download failed.
+    pub async fn for_peer(
+        self: &Arc<Self>,
+        plan: &Plan,
+        index: u64,
+        id: ChunkId,
+        fetch: bool,
+        counters: &Arc<Counters>,
+    ) -> Option<Bytes> {
+        if let Ok(Some(b)) = self.lookup(id, counters).await {
+            return Some(b);
+        }
+        let under_way = self.inflight.lock().unwrap().contains_key(&Want::Chunk(id));
+        if !(fetch || under_way) {
+            return None;
+        }
+        self.download_via(
+            plan,
+            index,
+            Want::Chunk(id),
+            counters,
+            Priority::OnDemand,
+            false,
+        )
+        .await
+        .ok()
     }
 
     pub fn fetcher(&self) -> &Fetcher {
@@ -193,7 +277,7 @@ impl Chunks {
         }
         let chunk = || self.download(plan, index, Want::Chunk(id), counters, priority);
         let shard = match plan.piece_of(index, start, len) {
-            Some(s) if priority == Priority::OnDemand => s,
+            Some(s) if priority == Priority::OnDemand && self.asks_peers(plan, &id).is_none() => s,
             _ => return chunk().await.map(whole),
         };
         let at = start - shard * (plan.manifest.chunk_len(index) / plan.codec().data_shards());
@@ -240,6 +324,21 @@ impl Chunks {
         counters: &Arc<Counters>,
         priority: Priority,
     ) -> Result<Bytes, Error> {
+        self.download_via(plan, index, want, counters, priority, true)
+            .await
+    }
+
+    /// [`Chunks::download`], asking peers first only if `via_peers` (a
+    /// download this host does for a peer goes to the stores).
+    async fn download_via(
+        self: &Arc<Self>,
+        plan: &Plan,
+        index: u64,
+        want: Want,
+        counters: &Arc<Counters>,
+        priority: Priority,
+        via_peers: bool,
+    ) -> Result<Bytes, Error> {
         let fut = {
             let mut map = self.inflight.lock().unwrap();
             match map.get(&want) {
@@ -255,7 +354,7 @@ impl Chunks {
                     let counters = counters.clone();
                     let class = Class::new(priority);
                     let task = tokio::spawn(priority::scope(class.clone(), async move {
-                        let r = me.fetch(&plan, index, want, &counters).await;
+                        let r = me.fetch(&plan, index, want, &counters, via_peers).await;
                         me.inflight.lock().unwrap().remove(&want);
                         r.map_err(Arc::new)
                     }));
@@ -299,10 +398,31 @@ impl Chunks {
         priority: Priority,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let mut waits = Vec::new();
+        // Chunks the peers are asked for first are fetched one by one.
+        let (run, singles): (Vec<_>, Vec<_>) = run
+            .iter()
+            .copied()
+            .partition(|(_, id)| self.asks_peers(plan, id).is_none());
+        for (index, id) in singles {
+            let me = self.clone();
+            let (plan, counters) = (plan.clone(), counters.clone());
+            let task = tokio::spawn(async move {
+                me.get(&plan, index, id, &counters, priority)
+                    .await
+                    .map_err(Arc::new)
+            });
+            let one: SharedFetch = async move {
+                task.await
+                    .unwrap_or_else(|e| Err(Arc::new(Error::Invalid(format!("fetch task: {e}")))))
+            }
+            .boxed()
+            .shared();
+            waits.push(one);
+        }
         let mut map = self.inflight.lock().unwrap();
         let mut mine: Vec<(u64, ChunkId)> = Vec::new();
         let mut seen = HashSet::new();
-        for &(index, id) in run {
+        for &(index, id) in &run {
             if !seen.insert(id) {
                 continue;
             }
@@ -418,6 +538,7 @@ impl Chunks {
         index: u64,
         want: Want,
         counters: &Counters,
+        via_peers: bool,
     ) -> Result<Bytes, Error> {
         match want {
             Want::Chunk(id) => {
@@ -430,10 +551,27 @@ impl Chunks {
                         return Ok(b);
                     }
                 }
-                let chunk = self.fetcher.fetch(plan, index).await?;
-                counters
-                    .bytes_fetched
-                    .fetch_add(chunk.len() as u64, Relaxed);
+                let from_peer = match (via_peers, plan.image) {
+                    (true, Some(image)) => match self.asks_peers(plan, &id) {
+                        Some(n) => {
+                            let max = plan.manifest.chunk_len(index) as u64;
+                            n.get(image, index, id, max).await
+                        }
+                        None => None,
+                    },
+                    _ => None,
+                };
+                let chunk = match from_peer {
+                    Some(c) => {
+                        counters.bytes_from_peers.fetch_add(c.len() as u64, Relaxed);
+                        c
+                    }
+                    None => {
+                        let c = self.fetcher.fetch(plan, index).await?;
+                        counters.bytes_fetched.fetch_add(c.len() as u64, Relaxed);
+                        c
+                    }
+                };
                 let b = chunk.bytes().clone();
                 self.keep(vec![chunk]).await;
                 Ok(b)
@@ -488,6 +626,8 @@ pub struct Counters {
     pub bytes_fetched: AtomicU64,
     /// Chunk bytes served from the local cache.
     pub bytes_from_cache: AtomicU64,
+    /// Chunk bytes fetched from the site's peers on behalf of this image.
+    pub bytes_from_peers: AtomicU64,
     /// Chunks the boot profile asked for (0: none loaded).
     pub profile_chunks: AtomicU64,
     /// Chunks background prefetch (boot profile or whole image) has brought

@@ -41,10 +41,18 @@
 //! | `vmifs_open_files` | gauge | | files of the mount open now |
 //! | `vmifs_open_files_passthrough` | gauge | | of those, read by the kernel straight from the disk cache |
 //!
+//! | `vmifs_image_peer_bytes_total` | counter | `image` | chunk bytes of the image received from peers of the site |
+//! | `vmifs_peer_received_bytes_total` | counter | `peer` | chunk bytes received from the peer |
+//! | `vmifs_peer_sent_bytes_total` | counter | `peer` | chunk bytes sent to the peer |
+//! | `vmifs_peer_errors_total` | counter | `peer` | failures, missed deadlines and wrong bytes charged to the peer |
+//! | `vmifs_peer_refused_total` | counter | `peer` | requests of this host the peer refused |
+//! | `vmifs_peer_live` | gauge | `peer` | 1 while the peer is live and not avoided |
+//! | `vmifs_peer_rtt_seconds` | gauge | `peer` | smoothed time to the peer's answer (absent until it answered) |
+//!
 //! An image shown under several tags has one series per tag (the same
 //! figures): `image` is `name:tag`, so the cardinality is the number of tags
-//! on the mount. The mount has no peers (chunks come from stores only), so
-//! there are no peer metrics.
+//! on the mount. `peer` is the peer's node id: one series per host of the
+//! site this host knows of (none without `[peers]`).
 
 use crate::fetch::latency::LatencySnapshot;
 use crate::metrics::{Families, Labels};
@@ -228,6 +236,50 @@ pub fn families(s: &MountSample) -> Families {
             .collect::<Vec<_>>(),
     );
 
+    f.counter(
+        "vmifs_image_peer_bytes_total",
+        "Chunk bytes of the image received from peers of the site.",
+        per_image(&|i| i.bytes_from_peers),
+    );
+
+    let peers = st.site.as_ref().map_or(&[][..], |s| &s.peers[..]);
+    let per_peer = |v: &dyn Fn(&crate::peers::node::PeerStatus) -> Option<f64>| {
+        peers
+            .iter()
+            .filter_map(|p| Some((vec![("peer", p.node.to_hex())], v(p)?)))
+            .collect::<Vec<_>>()
+    };
+    f.counter(
+        "vmifs_peer_received_bytes_total",
+        "Chunk bytes received from the peer.",
+        per_peer(&|p| Some(p.bytes_in as f64)),
+    );
+    f.counter(
+        "vmifs_peer_sent_bytes_total",
+        "Chunk bytes sent to the peer.",
+        per_peer(&|p| Some(p.bytes_out as f64)),
+    );
+    f.counter(
+        "vmifs_peer_errors_total",
+        "Failures, missed deadlines and wrong bytes charged to the peer.",
+        per_peer(&|p| Some(p.errors as f64)),
+    );
+    f.counter(
+        "vmifs_peer_refused_total",
+        "Requests of this host the peer refused.",
+        per_peer(&|p| Some(p.refused as f64)),
+    );
+    f.gauge(
+        "vmifs_peer_live",
+        "1 while the peer is live and not avoided.",
+        per_peer(&|p| Some(if p.state == "live" { 1.0 } else { 0.0 })),
+    );
+    f.gauge(
+        "vmifs_peer_rtt_seconds",
+        "Smoothed time to the peer's answer.",
+        per_peer(&|p| Some(p.rtt_ms? / 1000.0)),
+    );
+
     let c = &st.cache;
     let one = |v: u64| [(Labels::new(), v as f64)];
     f.gauge(
@@ -321,6 +373,7 @@ mod tests {
                         bytes_read: 300,
                         bytes_fetched: 1 << 18,
                         bytes_from_cache: 7,
+                        bytes_from_peers: 5,
                         bytes_cached: 1 << 18,
                         profile_chunks: 4,
                         traced_chunks: 1,
@@ -347,6 +400,25 @@ mod tests {
                 },
                 open_files: 1,
                 passthrough_files: 0,
+                site: Some(crate::peers::node::SiteStatus {
+                    node: crate::peers::HostId([1; 32]),
+                    site: "dc1".into(),
+                    listen: "10.77.0.11:7070".into(),
+                    peers: ["live", "avoided"]
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, state)| crate::peers::node::PeerStatus {
+                            node: crate::peers::HostId([2 + i as u8; 32]),
+                            addr: "10.77.0.12:7070".into(),
+                            rtt_ms: (i == 0).then_some(2.5),
+                            bytes_in: 100 + i as u64,
+                            bytes_out: 200,
+                            errors: i as u64,
+                            refused: 0,
+                            state: state.into(),
+                        })
+                        .collect(),
+                }),
                 profiles_refused: 3,
             },
             durations: vec![h.snapshot(), Latency::default().snapshot()],
@@ -461,6 +533,28 @@ mod tests {
         assert_eq!(value(&text, "vmifs_cache_evictions_total"), 11.0);
         assert_eq!(value(&text, "vmifs_cache_size_bytes"), 262144.0);
         assert_eq!(value(&text, "vmifs_degraded_reads_total"), 1.0);
+        assert_eq!(
+            value(&text, "vmifs_image_peer_bytes_total{image=\"deb:12\"}"),
+            5.0
+        );
+        let (a, b) = ("02".repeat(32), "03".repeat(32));
+        let peer = |name: &str, id: &str| format!("{name}{{peer=\"{id}\"}}");
+        assert_eq!(
+            value(&text, &peer("vmifs_peer_received_bytes_total", &b)),
+            101.0
+        );
+        assert_eq!(
+            value(&text, &peer("vmifs_peer_sent_bytes_total", &a)),
+            200.0
+        );
+        assert_eq!(value(&text, &peer("vmifs_peer_errors_total", &b)), 1.0);
+        assert_eq!(value(&text, &peer("vmifs_peer_live", &a)), 1.0);
+        assert_eq!(value(&text, &peer("vmifs_peer_live", &b)), 0.0);
+        assert_eq!(value(&text, &peer("vmifs_peer_rtt_seconds", &a)), 0.0025);
+        assert!(
+            !text.contains(&peer("vmifs_peer_rtt_seconds", &b)),
+            "{text}"
+        );
         // Every family has help and a type, and counters end in _total.
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             let w: Vec<&str> = line.split(' ').collect();

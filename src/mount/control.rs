@@ -82,6 +82,9 @@ pub struct Status {
     /// unreadable, or (with `[trust] keys`) not signed by a trusted key.
     #[serde(default)]
     pub profiles_refused: u64,
+    /// This host's peers (`[peers]`), when chunk sharing is on.
+    #[serde(default)]
+    pub site: Option<crate::peers::node::SiteStatus>,
 }
 
 /// One tag of the mount and the figures of the version it points at. In
@@ -334,6 +337,7 @@ mod tests {
                     bytes_read: 4 << 20,
                     bytes_fetched: 5 << 20,
                     bytes_from_cache: 0,
+                    bytes_from_peers: 0,
                     bytes_cached: 5 << 20,
                     profile_chunks: 0,
                     traced_chunks: 20,
@@ -360,6 +364,7 @@ mod tests {
             },
             open_files: 1,
             passthrough_files: 0,
+            site: None,
             profiles_refused: 0,
         }
     }

@@ -55,6 +55,8 @@ struct Daemon {
     tags: Mutex<Vec<TagEntry>>,
     /// The format views of each version shown, built once.
     views: Mutex<HashMap<ImageId, Arc<Views>>>,
+    /// This host's peer node (`[peers]`).
+    site: Option<Arc<crate::peers::node::Node>>,
 }
 
 impl Daemon {
@@ -209,6 +211,7 @@ impl Daemon {
             cache: self.chunks.cache().usage(),
             open_files: self.vol.open_files(),
             passthrough_files: self.vol.passthrough_files(),
+            site: self.site.as_ref().map(|n| n.status()),
         }
     }
 }
@@ -271,6 +274,7 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
         memory: cfg.cache.memory,
     };
     let chunks = Chunks::new(fetcher, cache, limits);
+    let stores = repo.stores().to_vec();
     let vol = Volume::new(OnOpen {
         prefetch_all: cfg.mount.prefetch == Prefetch::Open,
         profiles: cfg.mount.boot_profiles.then(|| repo.clone()),
@@ -281,7 +285,9 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
             .hydrate
             .then_some((cfg.cache.max_size as f64 * cfg.mount.hydrate_share) as u64),
     });
+    let site = crate::mount::site::join(&cfg, stores, &chunks, &vol).await?;
     let daemon = Arc::new(Daemon {
+        site: site.clone(),
         cfg: cfg.clone(),
         mountpoint: mountpoint.clone(),
         repo,
@@ -364,6 +370,9 @@ pub async fn run(cfg: Config, mountpoint: &Path) -> Result<()> {
     }
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(node) = &site {
+        node.stop().await;
+    }
     tracing::info!(mountpoint = %mountpoint.display(), "unmounting");
     let _ = std::fs::remove_file(&sock);
     let joined = tokio::time::timeout(

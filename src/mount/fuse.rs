@@ -127,6 +127,11 @@ impl Volume {
         self.readers.read().unwrap().clone()
     }
 
+    /// The reader of one version, if the mount shows it.
+    pub fn reader(&self, id: &ImageId) -> Option<Arc<ImageReader>> {
+        self.readers.read().unwrap().get(id).cloned()
+    }
+
     pub fn open_files(&self) -> usize {
         self.handles.lock().unwrap().len()
     }

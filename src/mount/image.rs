@@ -58,6 +58,10 @@ pub struct ImageStats {
     pub bytes_read: u64,
     pub bytes_fetched: u64,
     pub bytes_from_cache: u64,
+    /// Chunk bytes fetched from the site's peers (`[peers]`) instead of the
+    /// stores.
+    #[serde(default)]
+    pub bytes_from_peers: u64,
     /// Bytes of this image's chunks the disk cache holds now: each distinct
     /// chunk id of the image that is cached, counted once, by its length
     /// (the cache stores a chunk repeated within one image at each of its
@@ -158,7 +162,13 @@ pub struct ImageReader {
 }
 
 impl ImageReader {
-    pub fn new(id: ImageId, plan: Plan, chunks: Arc<Chunks>, readahead_chunks: usize) -> Arc<Self> {
+    pub fn new(
+        id: ImageId,
+        mut plan: Plan,
+        chunks: Arc<Chunks>,
+        readahead_chunks: usize,
+    ) -> Arc<Self> {
+        plan.image = Some(id);
         let m = &plan.manifest;
         let mut seen = HashSet::new();
         let data_bytes = (0..m.chunk_count())
@@ -202,6 +212,11 @@ impl ImageReader {
         self.plan.manifest.size
     }
 
+    /// The plan the image's chunks are fetched by.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
     pub fn manifest(&self) -> &Manifest {
         &self.plan.manifest
     }
@@ -227,6 +242,7 @@ impl ImageReader {
             bytes_read: self.counters.bytes_read.load(Relaxed),
             bytes_fetched: self.counters.bytes_fetched.load(Relaxed),
             bytes_from_cache: self.counters.bytes_from_cache.load(Relaxed),
+            bytes_from_peers: self.counters.bytes_from_peers.load(Relaxed),
             bytes_cached,
             profile_chunks: self.counters.profile_chunks.load(Relaxed),
             traced_chunks: self.trace.lock().unwrap().len() as u64,
@@ -236,6 +252,18 @@ impl ImageReader {
             hydrated_ms,
             profile_published: self.published.load(Relaxed),
         }
+    }
+
+    /// Chunk `index` for a peer (see [`Chunks::for_peer`]): held, on its
+    /// way, or (with `fetch`) fetched from the stores. `None` if `index` is
+    /// not `id` here.
+    pub async fn for_peer(&self, index: u64, id: ChunkId, fetch: bool) -> Option<Bytes> {
+        if self.plan.manifest.chunks.get(index as usize) != Some(&Some(id)) {
+            return None;
+        }
+        self.chunks
+            .for_peer(&self.plan, index, id, fetch, &self.counters)
+            .await
     }
 
     /// Bytes of the image's distinct data chunks.

@@ -9,5 +9,6 @@ pub mod image;
 pub mod mountinfo;
 pub mod namespace;
 pub mod readahead;
+pub mod site;
 pub mod span;
 pub mod view;

@@ -1,4 +1,4 @@
-//! Peer-to-peer chunk sharing among the hosts of a site: the pure core.
+//! Peer-to-peer chunk sharing among the hosts of a site.
 //!
 //! Hosts of one site (`[peers] site = "dc1"`) find each other through the
 //! stores: each keeps a small leased [`HostRecord`] under
@@ -12,18 +12,23 @@
 //! that fails, hangs or serves wrong bytes is charged and avoided like a bad
 //! store ([`health`]).
 //!
-//! Everything here is I/O-free: times are passed in, the transport and the
-//! store listing are the caller's. The daemon does not drive it yet; the
-//! simulation (`examples/peer_sim.rs`) does.
+//! Everything but [`node`] is I/O-free: times are passed in, the transport
+//! and the store listing are the caller's, so the simulation
+//! (`examples/peer_sim.rs`) drives the same code as the daemon. [`node`] is
+//! the daemon's side: the QUIC endpoint (iroh), the host record in the
+//! stores, asking and answering over [`wire`].
 //!
-//! Layer: L2 orchestration. Uses only [`crate::core`] and [`crate::error`].
+//! Layer: L2 orchestration. The pure modules use only [`crate::core`] and
+//! [`crate::error`]; [`node`] adds [`crate::store`].
 
 pub mod choice;
 pub mod health;
 pub mod host;
 pub mod membership;
+pub mod node;
 pub mod rendezvous;
 pub mod serve;
+pub mod wire;
 
 pub use choice::{Plan, Role, Step, Timing};
 pub use health::{Fault, PeerBook};

@@ -22,6 +22,7 @@ mod load;
 mod manifest_golden;
 mod metrics;
 mod mount;
+mod peering;
 mod peers;
 mod roundtrip;
 mod sched;

@@ -65,9 +65,15 @@ impl Daemon {
     /// Like [`Daemon::start`], with extra environment variables set and others
     /// removed.
     pub fn start_with(c: &Cluster, mnt: &Path, set: &[(&str, &str)], remove: &[&str]) -> Daemon {
-        let log = c.path(&format!("mount-{}.log", std::process::id()));
+        Self::start_at(&c.config, mnt, set, remove)
+    }
+
+    /// Like [`Daemon::start_with`], with the config file `config` (its log
+    /// beside it): one of several hosts sharing a cluster's stores.
+    pub fn start_at(config: &Path, mnt: &Path, set: &[(&str, &str)], remove: &[&str]) -> Daemon {
+        let log = config.with_file_name(format!("mount-{}.log", std::process::id()));
         let log = unique(log);
-        let mut cmd = c.command(&["mount", mnt.to_str().unwrap()]);
+        let mut cmd = super::vmifs_command(config, &["mount", mnt.to_str().unwrap()]);
         cmd.env("VMIFS_LOG", "info")
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap());
@@ -88,7 +94,13 @@ impl Daemon {
             if let Some(st) = d.child.as_mut().unwrap().try_wait() {
                 panic!("vmifs mount exited ({st}): {}", d.log_text());
             }
-            if is_mounted(mnt) && c.vmifs(&["status", "--json"]).status.success() {
+            if is_mounted(mnt)
+                && super::vmifs_command(config, &["status", "--json"])
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+            {
                 return d;
             }
             assert!(
