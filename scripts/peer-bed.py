@@ -130,6 +130,12 @@ def parse_ms(s):
     return float(m.group(1)) * (1000.0 if m.group(2) == "s" else 1.0)
 
 
+def parse_lease(s):
+    if not re.fullmatch(r"[1-9][0-9]*(ms|s|m)", s) or (s.endswith("ms") and int(s[:-2]) < 1000):
+        raise argparse.ArgumentTypeError(f"bad lease {s!r} (e.g. 3s, 30s; at least 1s)")
+    return s
+
+
 def parse_hosts(s):
     try:
         ns = [int(x) for x in s.split(",")]
@@ -157,6 +163,8 @@ def options(argv=None):
     p.add_argument("--trace", help="read trace for --mode trace (default benches/traces/debian-boot.trace)")
     p.add_argument("--peers", choices=["on", "off"], default="off",
                    help="on: each daemon gets a [peers] section (default off: unicast)")
+    p.add_argument("--lease", type=parse_lease, default="3s",
+                   help="[peers] lease of every daemon with --peers on (default 3s: joins and leaves seen within 1 s)")
     p.add_argument("--wan-rate", type=parse_rate, default=parse_rate("1Gbit"),
                    help="the origin's link, each way (default 1Gbit)")
     p.add_argument("--wan-rtt", type=parse_ms, default=parse_ms("40ms"),
@@ -604,7 +612,8 @@ class Bed:
         if self.o.peers == "on":
             # A site per round: the leased records of an earlier round's hosts
             # (gone, but their leases still running) must not count as live.
-            extra += f'\n[peers]\nlisten = "{self.host_ip(i)}:{PEER_PORT}"\nsite = "bed-r{rnd}"\n'
+            extra += (f'\n[peers]\nlisten = "{self.host_ip(i)}:{PEER_PORT}"\nsite = "bed-r{rnd}"\n'
+                      f'lease = "{self.o.lease}"\n')
         cfg = self.config(os.path.join(d, "config.toml"), False, cache=os.path.join(d, "cache"), extra=extra)
         mnt = os.path.join(d, "mnt")
         log = os.path.join(d, "daemon.log")
@@ -633,9 +642,10 @@ class Bed:
             return None
         out = {"chunks_fetched": st.get("chunks_fetched"),
                "bytes_fetched": sum(i.get("bytes_fetched", 0) for i in st.get("images", [])),
+               "bytes_from_peers": sum(i.get("bytes_from_peers", 0) for i in st.get("images", [])),
                "store_bytes": sum(s.get("bytes", 0) for s in st.get("stores", []))}
-        if "peers" in st:
-            out["peers"] = st["peers"]
+        if st.get("site"):
+            out["site"] = st["site"]
         return out
 
     # -- one round --
@@ -650,6 +660,8 @@ class Bed:
             for i in range(1, n + 1):
                 if i != late:
                     hosts[i] = self.start_daemon(rnd, i)
+            if self.o.peers == "on":
+                self.settle(hosts)
             wan_before = counter(self.origin_veth(), "rx_bytes")
             origin_cpu = sum(cpu_seconds(p.pid) for p, what in self.procs if what.startswith(("store", "WAN")))
             lan_before = {i: counter(self.host_veth(i), "rx_bytes") for i in range(1, n + 1)}
@@ -693,6 +705,21 @@ class Bed:
                 self.stop_daemon(h)
             for i in range(1, n + 1):
                 self.remove_host(i)
+
+    def settle(self, hosts):
+        """Waits until every started daemon counts all the others as live
+        peers: daemons start one after the other and see a new host at their
+        next lease/3 refresh; a read before that asks a peer that does not
+        know it yet (refused) or picks another designated fetcher."""
+        want = len(hosts) - 1
+
+        def settled():
+            for h in hosts.values():
+                site = (self.status(h) or {}).get("site") or {}
+                if sum(p["state"] == "live" for p in site.get("peers", [])) < want:
+                    return False
+            return True
+        wait_for(settled, 30, f"{len(hosts)} daemons to see each other as live peers")
 
     def fault(self, rnd, fault, n, hosts, readers, t0):
         """Applies `fault` to host n at --fault-at; returns n."""
@@ -825,6 +852,11 @@ def summarise(r, base):
     r["completion_p50_s"] = pct(comp, 50)
     r["completion_p99_s"] = pct(comp, 99)
     r["stall_max_s"] = max((h["stall_s"] or 0) for h in ok) if ok else None
+    sts = [h["status"] for h in r["per_host"] if h.get("status")]
+    r["bytes_from_stores"] = sum(st["bytes_fetched"] for st in sts)
+    r["bytes_from_peers"] = sum(st.get("bytes_from_peers", 0) for st in sts)
+    r["peer_errors"] = sum(p["errors"] for st in sts for p in (st.get("site") or {}).get("peers", []))
+    r["daemon_cpu_s"] = round(sum(h.get("daemon_cpu_s") or 0 for h in r["per_host"]), 2)
     r["identical"] = all(h["identical"] for h in r["per_host"] if not h["expected_failure"])
     if base:
         b = base["per_host"][0]["completion_s"]
@@ -836,13 +868,14 @@ def summarise(r, base):
 
 def table(rounds, size):
     say(f"\n{'hosts':>5} {'peers':>5} {'fault':>5} {'p50 s':>8} {'p99 s':>8} {'p99/one':>8} "
-        f"{'egress MiB':>11} {'copies':>7} {'egress/one':>10} {'stall s':>8}  bytes")
+        f"{'egress MiB':>11} {'copies':>7} {'egress/one':>10} {'stall s':>8} {'peers MiB':>9} {'cpu s':>6}  bytes")
     for r in rounds:
         f = lambda v, fmt: format(v, fmt) if v is not None else "-"  # noqa: E731
         say(f"{r['hosts']:>5} {r['peers']:>5} {r['fault'] or '-':>5} {f(r['completion_p50_s'], '8.2f')} "
             f"{f(r['completion_p99_s'], '8.2f')} {f(r.get('completion_p99_vs_one'), '8.2f')} "
             f"{r['origin_egress_bytes'] / MIB:>11.0f} {r['origin_egress_bytes'] / size:>7.2f} "
-            f"{f(r.get('origin_egress_vs_one'), '10.2f')} {f(r['stall_max_s'], '8.2f')}  "
+            f"{f(r.get('origin_egress_vs_one'), '10.2f')} {f(r['stall_max_s'], '8.2f')} "
+            f"{r['bytes_from_peers'] / MIB:>9.0f} {r['daemon_cpu_s']:>6.1f}  "
             f"{'identical' if r['identical'] else 'DIFFER'}")
 
 
@@ -901,8 +934,15 @@ def main(argv=None):
                 summarise(r, base)
             rounds.append(r)
             for h in r["per_host"]:
+                st = h.get("status") or {}
+                site = st.get("site") or {}
+                peers = site.get("peers", [])
+                via = (f", stores {st['bytes_fetched'] / MIB:.0f} MiB, peers {st['bytes_from_peers'] / MIB:.0f} MiB"
+                       f", peer errors {sum(p['errors'] for p in peers)}, not live "
+                       f"{sum(p['state'] != 'live' for p in peers)}/{len(peers)}") if site else ""
                 say(f"   host {h['host']}: {h['completion_s']} s, stall {h['stall_s']} s, "
-                    f"{h['bytes_read'] / MIB:.0f} MiB, {'identical' if h['identical'] else 'NOT IDENTICAL'}"
+                    f"{h['bytes_read'] / MIB:.0f} MiB{via}, cpu {h.get('daemon_cpu_s')} s, "
+                    f"{'identical' if h['identical'] else 'NOT IDENTICAL'}"
                     + (f" ({h['error']})" if h["error"] else "")
                     + (f" [{h['fault']}]" if h.get("fault") else ""))
         outside, probes = bed.capture_counts()
