@@ -672,6 +672,7 @@ class Bed:
                 r.thread.start()
             start.wait(30)
             t0 = time.monotonic()
+            own_cpu = sum(os.times()[:2])
             for r in readers.values():
                 r.t0 = t0
             faulted = self.fault(rnd, fault, n, hosts, readers, t0) if fault else None
@@ -681,6 +682,7 @@ class Bed:
             slow = [i for i, r in readers.items() if r.thread.is_alive()]
             if slow:
                 raise Fail(f"round {rnd}: hosts {slow} did not finish within --timeout {self.o.timeout:.0f} s")
+            own_cpu = sum(os.times()[:2]) - own_cpu
             wan = counter(self.origin_veth(), "rx_bytes") - wan_before
             origin_cpu = sum(cpu_seconds(p.pid) for p, what in self.procs
                              if what.startswith(("store", "WAN"))) - origin_cpu
@@ -699,6 +701,7 @@ class Bed:
                 per.append(res)
             return {"hosts": n, "peers": self.o.peers, "mode": self.o.mode, "fault": fault,
                     "origin_egress_bytes": wan, "origin_cpu_s": round(origin_cpu, 2),
+                    "reader_cpu_s": round(own_cpu, 2), "round_s": round(time.monotonic() - t0, 2),
                     "loadavg": open("/proc/loadavg").read().split()[:3], "per_host": per}
         finally:
             for h in hosts.values():
