@@ -33,8 +33,9 @@ with `nsenter --net=/run/netns/...` (not `ip netns exec`, which would also
 unshare the mount namespace and hide the FUSE mount), each with its own cache
 and config (`[peers]` with --peers on: listen = the host's address, site =
 "bed-r<round>", a new site per round so that no host of an earlier round
-counts as live), and the readers run in this process, in the root namespace, through
-each host's mount, all released at once:
+counts as live, lease = --lease), and the readers run in this process, in
+the root namespace, through each host's mount, all released at once (with
+--peers on, once every daemon's status counts all the others as live):
 
 - --mode all: every host reads the whole image in --block pieces, in order,
   and compares each piece with the source (a cmp in the same pass);
@@ -43,7 +44,9 @@ each host's mount, all released at once:
 
 Reported per host: completion time, bytes read, first differing offset (none
 is the only good answer), read latency p50/p99/max and the stall (the longest
-gap between successive completed reads, counted from the common start); over
+gap between successive completed reads, counted from the common start), its
+daemon's CPU seconds and, with --peers on, its bytes from peers and from the
+stores and its peers' charges and states (`vmifs status --json`); over
 the hosts: completion p50/p99 and origin egress, each also against one host
 alone (a round with N=1 run first in the same invocation; --no-baseline skips
 it). Rounds run in order of host count, each with fresh daemons and caches;
