@@ -1,6 +1,7 @@
 //! The peer test bed (`scripts/peer-bed.py`) run small: 4 mount daemons, each
 //! in its own network namespace on a bridge with `tbf` links, read a 128 MiB
-//! image at once from three `vmifs serve` stores behind an emulated WAN.
+//! image at once from three `vmifs serve` stores behind an emulated WAN, in
+//! unicast and as the hosts of one site sharing chunks (`--peers on`).
 //!
 //! What must hold, whatever the timings: every host read exactly the image's
 //! bytes (the SHA-256 of what each host read, computed by the bed, against the
@@ -8,7 +9,10 @@
 //! bed's probes and no packet with an address outside it, and afterwards no
 //! namespace, link or mount of the bed is left, also after a daemon was killed
 //! with SIGKILL mid-run and with leftovers of an earlier run present at the
-//! start. Nothing here asserts a time.
+//! start. Origin egress is counted in copies of the image's stored chunks: at
+//! least one per host in unicast; with peers on, at most 1.5 for the site
+//! (a count of bytes the origin's link sent, not a time), at most 2 with one
+//! of the 4 killed mid-run. Nothing here asserts a time.
 //!
 //! Each test uses its own bed name and subnet, so they may run at once. Needs
 //! root, `ip`, `tc`, `nsenter` and `tcpdump` (`scripts/test.sh` installs
@@ -85,8 +89,13 @@ fn assert_clean(name: &str) {
     );
     for link in std::fs::read_dir("/sys/class/net").unwrap() {
         let link = link.unwrap().file_name().into_string().unwrap();
+        // This bed's links only: `vci...` is also the prefix of bed `cik`'s,
+        // which may run at the same time.
+        let host_veth = link
+            .strip_prefix(&format!("v{name}h"))
+            .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
         assert!(
-            link != format!("vmifs{name}0") && !link.starts_with(&format!("v{name}")),
+            link != format!("vmifs{name}0") && link != format!("v{name}o") && !host_veth,
             "link left: {link}"
         );
     }
@@ -147,6 +156,44 @@ fn unicast_hosts_read_identical_bytes_and_leave_nothing() {
     assert_clean("ci");
 }
 
+/// Origin egress of `round` in copies of the image's stored chunks.
+fn copies(round: &serde_json::Value, image: &Path) -> f64 {
+    let egress = round["origin_egress_bytes"].as_u64().unwrap();
+    egress as f64 / (distinct_chunks(image, CHUNK) * CHUNK) as f64
+}
+
+/// Bytes the hosts of `round` that were not faulted got from their peers.
+fn from_peers(round: &serde_json::Value) -> u64 {
+    round["per_host"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| !h["fault"].is_string())
+        .map(|h| h["status"]["bytes_from_peers"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn hosts_of_a_site_pull_the_image_about_once_and_read_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.raw");
+    write_image_seeded(&image, MIB, 15);
+    let want = sha256_of(&image);
+    let bed = run_bed("cip", "10.77.3", &image, &["--peers", "on"]);
+    let round = assert_identical(&bed, &want, false);
+    // Unicast would be 4 copies; the site pulls each chunk about once.
+    let copies = copies(round, &image);
+    assert!(copies <= 1.5, "origin egress {copies:.2} copies: {round}");
+    // The rest came from the peers: at least two of the hosts' three copies.
+    let stored = distinct_chunks(&image, CHUNK) * CHUNK;
+    assert!(
+        from_peers(round) >= 2 * stored,
+        "{} bytes from peers: {round}",
+        from_peers(round)
+    );
+    assert_clean("cip");
+}
+
 #[test]
 fn a_killed_daemon_and_stale_leftovers_leave_nothing() {
     // Leftovers of an earlier run: a namespace with a process in it.
@@ -173,11 +220,16 @@ fn a_killed_daemon_and_stale_leftovers_leave_nothing() {
         "cik",
         "10.77.2",
         &image,
-        &["--fault", "kill", "--fault-at", "0.3"],
+        &["--peers", "on", "--fault", "kill", "--fault-at", "0.3"],
     );
     let round = assert_identical(&bed, &want, true);
     let killed = &round["per_host"][HOSTS - 1];
     assert_eq!(killed["fault"], "kill", "{killed}");
+    // The others still shared: what the killed host had pulled and never
+    // sent is pulled again, the rest about once.
+    let copies = copies(round, &image);
+    assert!(copies <= 2.0, "origin egress {copies:.2} copies: {round}");
+    assert!(from_peers(round) > 0, "{round}");
     assert_clean("cik");
     // The stale namespace's process was ended by PID.
     assert!(sleeper.try_wait().is_some(), "the stale process still runs");
