@@ -16,6 +16,7 @@ scripts/install-qemu.sh
 need_apt=()
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v tcpdump >/dev/null || need_apt+=(tcpdump) # the capture of scripts/peer-bed.py (tests/it/peers.rs)
 command -v c++ >/dev/null || need_apt+=(g++) # libFuzzer, for scripts/fuzz.sh
 if ((${#need_apt[@]})); then
   echo "== installing ${need_apt[*]}"

@@ -23,6 +23,7 @@ mod manifest_golden;
 mod metrics;
 mod mount;
 mod peering;
+mod peers;
 mod roundtrip;
 mod sched;
 mod serve;

@@ -9,7 +9,9 @@
 //!   and avoided, and every read returns the image's bytes;
 //! - a host outside the site, or outside `[peers] allow`, gets nothing;
 //! - a host joining and one leaving during a read change who fetches what,
-//!   not the bytes read.
+//!   not the bytes read;
+//! - a busy peer, answering past its deadline while its connection still
+//!   brings datagrams, is waited for and not charged.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -422,4 +424,67 @@ fn only_live_hosts_of_the_site_in_the_allow_list_get_chunks() {
     for node in [friend, stranger, foreign] {
         rt.block_on(node.stop());
     }
+}
+
+/// A node of the site that holds one chunk and is slow to answer: its
+/// answer comes `late` after the request, as from a host whose CPU or
+/// uplink is busy.
+struct Busy {
+    chunk: Bytes,
+    late: Duration,
+}
+
+impl Local for Busy {
+    fn holding(&self, _: &ChunkId) -> Holding {
+        // Blocks its runtime's thread, as a starved host would; the node's
+        // QUIC stack runs on the other threads.
+        std::thread::sleep(self.late);
+        Holding::Have
+    }
+    fn deliver(&self, _: Request, _: bool) -> BoxFuture<'static, Option<Bytes>> {
+        let chunk = self.chunk.clone();
+        async move { Some(chunk) }.boxed()
+    }
+}
+
+#[test]
+fn a_busy_peer_answering_past_its_deadline_is_waited_for_not_charged() {
+    let (a_key, b_key) = ([4u8; 32], [5u8; 32]);
+    let (a_id, b_id) = (host_of(&a_key), host_of(&b_key));
+    // A chunk whose designated fetcher is b.
+    let chunk = (0u64..)
+        .map(|i| Bytes::from(i.to_le_bytes().repeat(CHUNK as usize / 8)))
+        .find(|c| rendezvous::designated(&ChunkId::of(c), &[a_id, b_id]) == Some(b_id))
+        .unwrap();
+    let id = ChunkId::of(&chunk);
+    let rt_b = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rt_a = tokio::runtime::Runtime::new().unwrap();
+    let mut sa = settings(SITE, a_key, vec![]);
+    let mut sb = settings(SITE, b_key, vec![]);
+    sa.hosts = vec![(b_id, sb.listen)];
+    sb.hosts = vec![(a_id, sa.listen)];
+    let b = rt_b.block_on(async {
+        let node = Node::start(sb, vec![]).await.unwrap();
+        // Far past the answer deadline of an unmeasured peer (4 x 20 ms,
+        // at least the 50 ms floor), well within the 1 s budget.
+        node.serve(Arc::new(Busy {
+            chunk,
+            late: Duration::from_millis(400),
+        }));
+        node
+    });
+    let a = rt_a.block_on(Node::start(sa, vec![])).unwrap();
+    let got = rt_a.block_on(a.get(ImageId::of(b"image"), 0, id, CHUNK));
+    assert_eq!(got.expect("the busy peer's chunk").id(), id);
+    let st = a.status();
+    let p = st.peers.iter().find(|p| p.node == b_id).unwrap();
+    assert_eq!(p.errors, 0, "{st:?}");
+    assert_eq!(p.state, "live", "{st:?}");
+    assert_eq!(p.bytes_in, CHUNK, "{st:?}");
+    rt_a.block_on(a.stop());
+    rt_b.block_on(b.stop());
 }
