@@ -341,45 +341,57 @@ impl Chunks {
     ) -> Result<Bytes, Error> {
         let fut = {
             let mut map = self.inflight.lock().unwrap();
-            match map.get(&want) {
-                Some(d) => {
-                    if d.class.raise(priority) {
-                        tracing::debug!(?want, "download raised to {priority}");
-                    }
-                    d.result.clone()
-                }
-                None => {
-                    let me = self.clone();
-                    let plan = plan.clone();
-                    let counters = counters.clone();
-                    let class = Class::new(priority);
-                    let task = tokio::spawn(priority::scope(class.clone(), async move {
-                        let r = me.fetch(&plan, index, want, &counters, via_peers).await;
-                        me.inflight.lock().unwrap().remove(&want);
-                        r.map_err(Arc::new)
-                    }));
-                    let f: BoxFuture<'static, Result<Bytes, Arc<Error>>> = async move {
-                        task.await.unwrap_or_else(|e| {
-                            Err(Arc::new(Error::Invalid(format!("fetch task: {e}"))))
-                        })
-                    }
-                    .boxed();
-                    let f = f.shared();
-                    map.insert(
-                        want,
-                        Download {
-                            result: f.clone(),
-                            class,
-                        },
-                    );
-                    f
-                }
-            }
+            self.join_or_start(&mut map, plan, index, want, counters, priority, via_peers)
         };
         fut.await.map_err(|e| match &*e {
             Error::Corrupt(m) => Error::Corrupt(m.clone()),
             other => Error::Unavailable(other.to_string()),
         })
+    }
+
+    /// The download of `want` under way in `map` (the locked `inflight`),
+    /// raised to `priority`, or a new one registered there and spawned, so
+    /// it goes on whether or not anyone waits for it.
+    #[allow(clippy::too_many_arguments)]
+    fn join_or_start(
+        self: &Arc<Self>,
+        map: &mut HashMap<Want, Download>,
+        plan: &Plan,
+        index: u64,
+        want: Want,
+        counters: &Arc<Counters>,
+        priority: Priority,
+        via_peers: bool,
+    ) -> SharedFetch {
+        if let Some(d) = map.get(&want) {
+            if d.class.raise(priority) {
+                tracing::debug!(?want, "download raised to {priority}");
+            }
+            return d.result.clone();
+        }
+        let me = self.clone();
+        let plan = plan.clone();
+        let counters = counters.clone();
+        let class = Class::new(priority);
+        let task = tokio::spawn(priority::scope(class.clone(), async move {
+            let r = me.fetch(&plan, index, want, &counters, via_peers).await;
+            me.inflight.lock().unwrap().remove(&want);
+            r.map_err(Arc::new)
+        }));
+        let f: SharedFetch = async move {
+            task.await
+                .unwrap_or_else(|e| Err(Arc::new(Error::Invalid(format!("fetch task: {e}")))))
+        }
+        .boxed()
+        .shared();
+        map.insert(
+            want,
+            Download {
+                result: f.clone(),
+                class,
+            },
+        );
+        f
     }
 
     /// Start fetching the chunks `run` (index and id, in image order) of a
@@ -398,31 +410,10 @@ impl Chunks {
         priority: Priority,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let mut waits = Vec::new();
-        // Chunks the peers are asked for first are fetched one by one.
-        let (run, singles): (Vec<_>, Vec<_>) = run
-            .iter()
-            .copied()
-            .partition(|(_, id)| self.asks_peers(plan, id).is_none());
-        for (index, id) in singles {
-            let me = self.clone();
-            let (plan, counters) = (plan.clone(), counters.clone());
-            let task = tokio::spawn(async move {
-                me.get(&plan, index, id, &counters, priority)
-                    .await
-                    .map_err(Arc::new)
-            });
-            let one: SharedFetch = async move {
-                task.await
-                    .unwrap_or_else(|e| Err(Arc::new(Error::Invalid(format!("fetch task: {e}")))))
-            }
-            .boxed()
-            .shared();
-            waits.push(one);
-        }
         let mut map = self.inflight.lock().unwrap();
         let mut mine: Vec<(u64, ChunkId)> = Vec::new();
         let mut seen = HashSet::new();
-        for &(index, id) in &run {
+        for &(index, id) in run {
             if !seen.insert(id) {
                 continue;
             }
@@ -430,8 +421,17 @@ impl Chunks {
                 let _ = d.class.raise(priority);
                 waits.push(d.result.clone());
             } else if !self.hot.lock().unwrap().contains(&id) && !self.cache.probe(&id) {
-                // Not in memory, and a disk cache miss (counted): fetch it.
-                mine.push((index, id));
+                // Not in memory, and a disk cache miss (counted): fetch it,
+                // alone if the peers are asked for it first (they send whole
+                // chunks), else with the run's columns.
+                if self.asks_peers(plan, &id).is_some() {
+                    let want = Want::Chunk(id);
+                    waits.push(
+                        self.join_or_start(&mut map, plan, index, want, counters, priority, true),
+                    );
+                } else {
+                    mine.push((index, id));
+                }
             }
         }
         if !mine.is_empty() {
