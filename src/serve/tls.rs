@@ -8,16 +8,15 @@
 //! of the CAs in that file (mutual TLS): a client without one is refused
 //! before any HTTP is spoken.
 //!
-//! The PEM parsing functions are public for the fuzz target `tls_pem`. Their
-//! errors never quote the input (a key file is a secret).
+//! The PEM parsing ([`crate::wire::pem`]) is re-exported for the fuzz target
+//! `tls_pem`. Its errors never quote the input (a key file is a secret).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
 use crate::Error;
+use crate::wire::pem::provider;
+pub use crate::wire::pem::{certs_from_pem, key_from_pem};
 
 /// The certificate files of a TLS listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,29 +28,6 @@ pub struct TlsOptions {
     /// PEM: CAs a client certificate must be signed by; `None` = no client
     /// certificates.
     pub client_ca: Option<PathBuf>,
-}
-
-/// Every certificate in `pem`; an error when there is none or one is broken.
-pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a PEM certificate file ({e})"))?;
-    if certs.is_empty() {
-        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
-    }
-    Ok(certs)
-}
-
-/// The first private key in `pem`.
-pub fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => "no PEM private key in it".to_string(),
-        _ => "not a readable PEM private key".to_string(),
-    })
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// A server configuration from PEM texts: certificate chain, key, and the
@@ -119,21 +95,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn broken_pem_is_a_clear_error() {
-        assert!(
-            certs_from_pem(b"")
-                .unwrap_err()
-                .contains("no PEM certificate")
-        );
-        assert!(certs_from_pem(b"-----BEGIN CERTIFICATE-----\n!!!\n").is_err());
-        let secret = b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n";
-        let e = key_from_pem(secret).unwrap_err();
-        assert!(!e.contains("c2VjcmV0"), "{e}");
-        assert!(
-            key_from_pem(b"nothing")
-                .unwrap_err()
-                .contains("no PEM private key")
-        );
+    fn a_broken_certificate_is_a_clear_error() {
         let e = server_config(b"", b"", None).unwrap_err();
         assert!(e.starts_with("certificate:"), "{e}");
     }

@@ -10,6 +10,13 @@
 //! `get_bounded` never holds more than its bound: the announced length is
 //! checked first and the body is counted while it streams.
 //!
+//! The client is hyper's, HTTP/1.1 over a pool of keep-alive connections per
+//! store, TLS by rustls with the system's trust store plus a store's own
+//! `ca_file`. Each connection reads into a buffer of at most 64 KiB
+//! ([`READ_BUFFER`]), so the pool's memory is bounded by the requests in
+//! flight, not by how fast the link is. Redirects are not followed: a `3xx`
+//! is an error like any other unexpected status.
+//!
 //! Status codes map to [`ErrorKind`]s: 404/410 → `NotFound`; 5xx (but 507,
 //! the store is full), 408, 429 and network trouble → `Temporary`; other 4xx
 //! and 507 → `Permanent`. A 416 on a range
@@ -17,12 +24,20 @@
 //! [`Store`] contract clamps ranges.
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use reqwest::StatusCode;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, LAST_MODIFIED, RANGE};
+use http_body_util::{BodyDataStream, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, HeaderValue, LAST_MODIFIED, RANGE, USER_AGENT,
+};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::{ErrorKind, ObjectMeta, Store, StoreError, check_key, clamp_range};
 use crate::wire::date::parse_http_date;
@@ -30,17 +45,29 @@ use crate::wire::encoding::{decode, encode_path};
 use crate::wire::listing::{ListPage, MAX_PAGE_BYTES, PAGE, list_path, parse_page};
 use crate::wire::range::{parse_content_range, range_header};
 
+/// Largest read buffer of one connection. hyper's default (about 400 KiB)
+/// is reached within a few reads of a fast link, and every pooled
+/// connection keeps it: with 32 requests in flight to each of three stores
+/// that was 20 MiB of a mount daemon's memory. 64 KiB reads still move a
+/// loopback link's gigabytes per second.
+const READ_BUFFER: usize = 64 << 10;
+/// Idle connections kept per store, and for how long.
+const IDLE_PER_HOST: usize = 64;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 /// An HTTP object store; one connection pool per store.
 #[derive(Debug)]
 pub struct HttpStore {
     name: String,
     /// Base URL without a trailing `/`, and without credentials.
     base: String,
-    client: reqwest::Client,
-    /// Basic-auth user and password, from `http://user:password@host…`.
-    auth: Option<(String, crate::core::secret::Secret)>,
-    /// Bearer token for `vmifs serve --tokens`.
-    token: Option<crate::core::secret::Secret>,
+    client: Client<Connector, Full<Bytes>>,
+    /// The `Authorization` header sent with every request: basic auth from
+    /// `http://user:password@host…`, or `Bearer TOKEN`.
+    authorization: Option<HeaderValue>,
 }
 
 /// Credentials and TLS settings of an HTTP store (from its `[[store]]` entry).
@@ -54,6 +81,38 @@ pub struct HttpOptions {
     pub identity_pem: Option<crate::core::secret::Secret>,
 }
 
+/// The client's TLS settings: the system's trust store (and its revocation
+/// checks) plus the extra CAs of `ca_pem`, and the client certificate of
+/// `identity_pem` for mutual TLS. Errors name the setting, never its bytes.
+fn tls_config(opts: &HttpOptions) -> Result<rustls::ClientConfig, String> {
+    use crate::wire::pem::{certs_from_pem, key_from_pem, provider};
+    let verifier = match &opts.ca_pem {
+        Some(pem) => rustls_platform_verifier::Verifier::new_with_extra_roots(
+            certs_from_pem(pem).map_err(|_| "ca_file holds no readable PEM certificate")?,
+            provider(),
+        ),
+        None => rustls_platform_verifier::Verifier::new(provider()),
+    }
+    .map_err(|e| format!("the system's certificate store: {e}"))?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    // ALPN (`http/1.1`) is set by the connector.
+    Ok(match &opts.identity_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let bad = |_| "client_cert/client_key: not a readable PEM certificate and key";
+            let certs = certs_from_pem(pem.0.as_bytes()).map_err(bad)?;
+            let key = key_from_pem(pem.0.as_bytes()).map_err(bad)?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("client_cert/client_key do not fit ({e})"))?
+        }
+    })
+}
+
 impl HttpStore {
     /// A store at `base_url` (`http://host:port[/prefix]` or `https://…`).
     /// Credentials in the URL (`http://user:password@host`) are sent as HTTP
@@ -65,7 +124,7 @@ impl HttpStore {
     /// Like [`HttpStore::new`], with a bearer token and TLS settings.
     pub fn with_options(name: &str, base_url: &str, opts: HttpOptions) -> Result<Self, StoreError> {
         let perm = |m: String| StoreError::new(ErrorKind::Permanent, name, m);
-        let parsed = reqwest::Url::parse(base_url.trim_end_matches('/'));
+        let parsed = url::Url::parse(base_url.trim_end_matches('/'));
         // From here on only the redacted form appears in messages.
         let shown = crate::core::secret::redact_url(base_url);
         let base_url = shown.as_str();
@@ -79,10 +138,16 @@ impl HttpStore {
                     ))
                 })
         };
-        let auth = if !url.username().is_empty() || url.password().is_some() {
-            Some((
+        let basic = if !url.username().is_empty() || url.password().is_some() {
+            use base64::Engine;
+            let pair = format!(
+                "{}:{}",
                 decode(url.username())?,
-                crate::core::secret::Secret(decode(url.password().unwrap_or(""))?),
+                decode(url.password().unwrap_or(""))?
+            );
+            Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
             ))
         } else {
             None
@@ -101,33 +166,38 @@ impl HttpStore {
                 "URL {base_url:?} must not have a query or fragment"
             )));
         }
-        let mut builder = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("vmifs/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &opts.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| perm("ca_file holds no readable PEM certificate".into()))?;
-            builder = builder.tls_certs_merge(certs);
+        let authorization = match (&opts.token, basic) {
+            (Some(t), _) => Some(format!("Bearer {}", t.0)),
+            (None, basic) => basic,
         }
-        if let Some(pem) = &opts.identity_pem {
-            let id = reqwest::Identity::from_pem(pem.0.as_bytes()).map_err(|_| {
-                perm("client_cert/client_key: not a readable PEM certificate and key".into())
-            })?;
-            builder = builder.identity(id);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| perm(format!("HTTP client: {}", chain(&e))))?;
+        .map(|v| {
+            let mut v = HeaderValue::try_from(v)
+                .map_err(|_| perm("the token or credentials are not a valid header".into()))?;
+            v.set_sensitive(true);
+            Ok::<_, StoreError>(v)
+        })
+        .transpose()?;
+        let tls = tls_config(&opts).map_err(perm)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(IDLE_PER_HOST)
+            .http1_max_buf_size(READ_BUFFER)
+            .build(connector);
         Ok(HttpStore {
             name: name.to_string(),
             base,
             client,
-            auth,
-            token: opts.token,
+            authorization,
         })
     }
 
@@ -145,35 +215,49 @@ impl HttpStore {
         Ok(format!("{}/{}", self.base, encode_path(key)))
     }
 
+    /// Send `method url` with our headers, `range` and `body`.
     async fn send(
         &self,
         what: &str,
-        req: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, StoreError> {
-        let req = match (&self.token, &self.auth) {
-            (Some(t), _) => req.bearer_auth(&t.0),
-            (None, Some((user, pass))) => req.basic_auth(user, Some(&pass.0)),
-            (None, None) => req,
-        };
-        req.send().await.map_err(|e| self.net_err(what, e))
+        method: Method,
+        url: &str,
+        range: Option<&Range<u64>>,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, StoreError> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(url)
+            .header(USER_AGENT, concat!("vmifs/", env!("CARGO_PKG_VERSION")));
+        if let Some(a) = &self.authorization {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        if let Some(r) = range {
+            req = req.header(RANGE, range_header(r));
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| self.err(ErrorKind::Permanent, format!("{what}: {e}")))?;
+        self.client
+            .request(req)
+            .await
+            .map_err(|e| self.err(ErrorKind::Temporary, format!("{what}: {}", chain(&e))))
     }
 
-    fn net_err(&self, what: &str, e: reqwest::Error) -> StoreError {
-        let kind = if e.is_builder() {
-            ErrorKind::Permanent
-        } else {
-            ErrorKind::Temporary
-        };
-        self.err(kind, format!("{what}: {}", chain(&e)))
+    async fn get(&self, what: &str, url: &str) -> Result<Response<Incoming>, StoreError> {
+        self.send(what, Method::GET, url, None, Bytes::new()).await
+    }
+
+    fn body_err(&self, what: &str, e: hyper::Error) -> StoreError {
+        self.err(ErrorKind::Temporary, format!("{what}: {}", chain(&e)))
     }
 
     /// The error for an unexpected status, with the start of the body.
-    async fn status_err(&self, what: &str, resp: reqwest::Response) -> StoreError {
+    async fn status_err(&self, what: &str, resp: Response<Incoming>) -> StoreError {
         let status = resp.status();
         let kind = kind_of(status);
-        let mut resp = resp;
-        let detail = match resp.chunk().await {
-            Ok(Some(b)) => {
+        let first = resp.into_body().frame().await;
+        let detail = match first.and_then(|f| f.ok()).and_then(|f| f.into_data().ok()) {
+            Some(b) => {
                 let text = String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned();
                 let line = text.lines().next().unwrap_or("").trim().to_string();
                 if line.is_empty() {
@@ -182,7 +266,7 @@ impl HttpStore {
                     format!(": {line}")
                 }
             }
-            _ => String::new(),
+            None => String::new(),
         };
         let detail = match status.as_u16() {
             401 => " (token missing or refused)".to_string(),
@@ -192,8 +276,13 @@ impl HttpStore {
         self.err(kind, format!("{what}: HTTP {status}{detail}"))
     }
 
-    async fn body(&self, what: &str, resp: reqwest::Response) -> Result<Bytes, StoreError> {
-        resp.bytes().await.map_err(|e| self.net_err(what, e))
+    async fn body(&self, what: &str, resp: Response<Incoming>) -> Result<Bytes, StoreError> {
+        Ok(resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.body_err(what, e))?
+            .to_bytes())
     }
 
     /// The first `limit` bytes of a body (all of it if shorter); the rest is
@@ -201,29 +290,54 @@ impl HttpStore {
     async fn body_prefix(
         &self,
         what: &str,
-        resp: reqwest::Response,
+        resp: Response<Incoming>,
         limit: u64,
     ) -> Result<Bytes, StoreError> {
-        use futures::StreamExt;
-        let cap = resp
-            .content_length()
+        let cap = content_length(&resp)
             .unwrap_or(limit)
             .min(limit)
             .min(64 << 20);
         let mut out = bytes::BytesMut::with_capacity(cap as usize);
-        let mut body = resp.bytes_stream();
+        let mut body = resp.into_body();
         while (out.len() as u64) < limit {
-            match body.next().await {
-                Some(piece) => {
-                    let piece = piece.map_err(|e| self.net_err(what, e))?;
-                    let room = (limit - out.len() as u64) as usize;
-                    out.extend_from_slice(&piece[..piece.len().min(room)]);
+            match body.frame().await {
+                Some(frame) => {
+                    let frame = frame.map_err(|e| self.body_err(what, e))?;
+                    if let Ok(piece) = frame.into_data() {
+                        let room = (limit - out.len() as u64) as usize;
+                        out.extend_from_slice(&piece[..piece.len().min(room)]);
+                    }
                 }
                 None => break,
             }
         }
         Ok(out.freeze())
     }
+
+    /// The whole body, refused past `max` bytes (announced or counted).
+    async fn body_bounded(
+        &self,
+        what: &str,
+        resp: Response<Incoming>,
+        max: u64,
+    ) -> Result<Bytes, StoreError> {
+        if content_length(&resp).is_some_and(|n| n > max) {
+            return Err(StoreError::too_large(&self.name, what, max));
+        }
+        let body = BodyDataStream::new(resp.into_body());
+        super::collect_bounded(&self.name, what, max, body, |e| self.body_err(what, e)).await
+    }
+}
+
+/// The announced `Content-Length` of an answer.
+fn content_length(resp: &Response<Incoming>) -> Option<u64> {
+    resp.headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The error kind a non-success status stands for.
@@ -261,15 +375,15 @@ impl Store for HttpStore {
 
     async fn get_range(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
         let url = self.url(key)?;
-        let mut req = self.client.get(&url);
-        if let Some(r) = &range {
-            if r.start >= r.end {
-                // Nothing to read, but a missing object must still be NotFound.
-                return self.head(key).await.map(|_| Bytes::new());
-            }
-            req = req.header(RANGE, range_header(r));
+        if let Some(r) = &range
+            && r.start >= r.end
+        {
+            // Nothing to read, but a missing object must still be NotFound.
+            return self.head(key).await.map(|_| Bytes::new());
         }
-        let resp = self.send(key, req).await?;
+        let resp = self
+            .send(key, Method::GET, &url, range.as_ref(), Bytes::new())
+            .await?;
         match resp.status() {
             StatusCode::OK => {
                 // Whole object: a plain server ignoring `Range`, or no range
@@ -317,22 +431,16 @@ impl Store for HttpStore {
     /// about the length or sends no length is cut off after `max` bytes.
     async fn get_bounded(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
         let url = self.url(key)?;
-        let resp = self.send(key, self.client.get(&url)).await?;
+        let resp = self.get(key, &url).await?;
         if resp.status() != StatusCode::OK {
             return Err(self.status_err(key, resp).await);
         }
-        if resp.content_length().is_some_and(|n| n > max) {
-            return Err(StoreError::too_large(&self.name, key, max));
-        }
-        super::collect_bounded(&self.name, key, max, resp.bytes_stream(), |e| {
-            self.net_err(key, e)
-        })
-        .await
+        self.body_bounded(key, resp, max).await
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         let url = self.url(key)?;
-        let resp = self.send(key, self.client.put(&url).body(data)).await?;
+        let resp = self.send(key, Method::PUT, &url, None, data).await?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -342,12 +450,13 @@ impl Store for HttpStore {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         let url = self.url(key)?;
-        let resp = self.send(key, self.client.head(&url)).await?;
+        let resp = self
+            .send(key, Method::HEAD, &url, None, Bytes::new())
+            .await?;
         if !resp.status().is_success() {
             return Err(self.status_err(key, resp).await);
         }
         let h = resp.headers();
-        // Not `resp.content_length()`: that is the (empty) body's length for HEAD.
         let size = h
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -371,7 +480,9 @@ impl Store for HttpStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let url = self.url(key)?;
-        let resp = self.send(key, self.client.delete(&url)).await?;
+        let resp = self
+            .send(key, Method::DELETE, &url, None, Bytes::new())
+            .await?;
         let status = resp.status();
         if status.is_success() || kind_of(status) == ErrorKind::NotFound {
             Ok(())
@@ -432,7 +543,7 @@ impl HttpStore {
         after: Option<&str>,
     ) -> Result<ListPage, StoreError> {
         let url = format!("{}{}", self.base, list_path(prefix, after, PAGE));
-        let resp = self.send(what, self.client.get(&url)).await?;
+        let resp = self.get(what, &url).await?;
         if !resp.status().is_success() {
             let mut e = self.status_err(what, resp).await;
             if e.kind == ErrorKind::NotFound {
@@ -443,14 +554,7 @@ impl HttpStore {
             }
             return Err(e);
         }
-        if resp.content_length().is_some_and(|n| n > MAX_PAGE_BYTES) {
-            return Err(StoreError::too_large(&self.name, what, MAX_PAGE_BYTES));
-        }
-        let body =
-            super::collect_bounded(&self.name, what, MAX_PAGE_BYTES, resp.bytes_stream(), |e| {
-                self.net_err(what, e)
-            })
-            .await?;
+        let body = self.body_bounded(what, resp, MAX_PAGE_BYTES).await?;
         parse_page(&body).map_err(|e| {
             self.err(
                 ErrorKind::Permanent,

@@ -25,4 +25,5 @@
 pub mod date;
 pub mod encoding;
 pub mod listing;
+pub mod pem;
 pub mod range;
