@@ -125,7 +125,7 @@ impl Fetcher {
                 })
             })
             .collect();
-        let columns = match plan.packed() {
+        let columns = match self.table(plan).await {
             Some(_) if members.len() > 1 => self.read_columns(plan, &members).await,
             _ => None,
         };

@@ -4,7 +4,7 @@
 //! Where shards live depends on the manifest's format: a v1 image has one
 //! object per shard, on the store [`placement`] names; a v2 image has its
 //! shards in packs, located by the pack table ([`packed`]) loaded from the
-//! packs' indexes when the plan is made ([`Fetcher::plan`]), and read by
+//! packs' indexes by the plan's first fetch ([`Fetcher::table`]), and read by
 //! range requests. [`Plan::shard_at`] hides the difference. Besides the
 //! per-chunk race below, a v2 image can be read a run of chunks at a time,
 //! `k` whole columns by coalesced range requests ([`columns`], what `get`
@@ -90,16 +90,20 @@ pub struct Plan {
     codec: Codec,
     /// Manifest store position → configured store index (None: not configured here).
     store_map: Vec<Option<usize>>,
-    /// Format v2: where each shard lies in its pack (reloaded when a pack
-    /// has moved, see [`Fetcher::fetch`]).
+    /// Format v2: where each shard lies in its pack, read from the stores
+    /// on the plan's first fetch ([`Fetcher::table`]) and reloaded when a
+    /// pack has moved (see [`Fetcher::fetch`]).
     packed: Option<Arc<Reloadable>>,
 }
 
-/// A pack table that can be replaced while readers use it.
+/// A pack table loaded on first use, that can be replaced while readers use
+/// it.
 #[derive(Debug)]
 struct Reloadable {
-    table: std::sync::RwLock<Arc<Packed>>,
-    /// When it was last reloaded (reloads are at most one per [`RELOAD_EVERY`]).
+    /// `None` until a fetch needed it.
+    table: std::sync::RwLock<Option<Arc<Packed>>>,
+    /// Held while the table loads or reloads; when it was last reloaded
+    /// (reloads are at most one per [`RELOAD_EVERY`]).
     reloaded: tokio::sync::Mutex<Option<Instant>>,
 }
 
@@ -120,11 +124,15 @@ impl Plan {
         &self.codec
     }
 
-    /// The pack table of a format-v2 image, as it is now.
+    /// The pack table of a format-v2 image, as it is now: `None` for a
+    /// format-1 image, and until a fetch loaded it ([`Fetcher::table`]).
     pub fn packed(&self) -> Option<Arc<Packed>> {
-        self.packed
-            .as_ref()
-            .map(|r| r.table.read().unwrap().clone())
+        self.packed.as_ref()?.table.read().unwrap().clone()
+    }
+
+    /// A format-v2 image (its shards lie in packs).
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
     }
 
     /// Which store holds each shard of `id` (`None`: none we can read).
@@ -215,8 +223,10 @@ impl Fetcher {
         &self.stats
     }
 
-    /// Prepare `manifest` for fetching; for a format-v2 image this reads its
-    /// pack indexes ([`packed`]).
+    /// Prepare `manifest` for fetching. Nothing is read from the stores: a
+    /// format-v2 image's pack indexes are read by its first fetch
+    /// ([`Fetcher::table`]), so a daemon that shows many images holds the
+    /// tables of those it reads, not of all it shows.
     pub async fn plan(&self, manifest: Manifest) -> Result<Plan, Error> {
         let codec = Codec::new(manifest.erasure.data, manifest.erasure.parity)?;
         let store_map = manifest
@@ -224,21 +234,12 @@ impl Fetcher {
             .iter()
             .map(|n| self.stores.iter().position(|s| s.name() == n))
             .collect();
-        let packed = if manifest.packed() {
-            let table = Packed::load(&self.stores, &manifest, codec.total_shards()).await;
-            tracing::debug!(
-                image = %manifest.name,
-                packs = table.packs.len(),
-                bytes = table.heap_bytes(),
-                "pack table loaded"
-            );
-            Some(Arc::new(Reloadable {
-                table: std::sync::RwLock::new(Arc::new(table)),
+        let packed = manifest.packed().then(|| {
+            Arc::new(Reloadable {
+                table: std::sync::RwLock::new(None),
                 reloaded: tokio::sync::Mutex::new(None),
-            }))
-        } else {
-            None
-        };
+            })
+        });
         Ok(Plan {
             manifest: Arc::new(manifest),
             image: None,
@@ -246,6 +247,30 @@ impl Fetcher {
             store_map,
             packed,
         })
+    }
+
+    /// The pack table of `plan` (`None` for a format-1 image), read from
+    /// the stores ([`packed`]) by the first caller; callers meanwhile wait
+    /// for that one load.
+    pub async fn table(&self, plan: &Plan) -> Option<Arc<Packed>> {
+        let r = plan.packed.as_ref()?;
+        if let Some(t) = plan.packed() {
+            return Some(t);
+        }
+        let _loading = r.reloaded.lock().await;
+        if let Some(t) = plan.packed() {
+            return Some(t);
+        }
+        let table = Packed::load(&self.stores, &plan.manifest, plan.codec.total_shards()).await;
+        tracing::debug!(
+            image = %plan.manifest.name,
+            packs = table.packs.len(),
+            bytes = table.heap_bytes(),
+            "pack table loaded"
+        );
+        let table = Arc::new(table);
+        *r.table.write().unwrap() = Some(table.clone());
+        Some(table)
     }
 
     /// A pack of `plan` was not found: `gc` may have repacked it. Reload the
@@ -260,7 +285,7 @@ impl Fetcher {
         let n = plan.codec.total_shards();
         let table = Packed::load(&self.stores, &plan.manifest, n).await;
         tracing::info!(image = %plan.manifest.name, packs = table.packs.len(), "pack table reloaded");
-        *r.table.write().unwrap() = Arc::new(table);
+        *r.table.write().unwrap() = Some(Arc::new(table));
         *last = Some(Instant::now());
         true
     }
@@ -306,6 +331,7 @@ impl Fetcher {
         let len = m.chunk_len(index);
         let codec = &plan.codec;
         let (k, n) = (codec.data_shards(), codec.total_shards());
+        self.table(plan).await;
         let placed = plan.placed(&id);
         // A background fetch (hydration) goes to the stores with the least
         // background work queued ([`spread`]), hedged only after the

@@ -19,7 +19,8 @@ use crate::fetch::{Fetcher, Plan, read_shard};
 
 impl Plan {
     /// The data shard of chunk `index` that holds all of `[start, start +
-    /// len)` and proves itself alone, if there is one.
+    /// len)` and proves itself alone, if there is one (none before the pack
+    /// table is loaded, [`Fetcher::table`]).
     pub fn piece_of(&self, index: u64, start: usize, len: usize) -> Option<usize> {
         let packed = self.packed()?;
         let id = self
@@ -65,7 +66,7 @@ impl Fetcher {
             .copied()
             .flatten()
             .ok_or_else(none)?;
-        let packed = plan.packed().ok_or_else(none)?;
+        let packed = self.table(plan).await.ok_or_else(none)?;
         let cell = packed.cell(&id, shard).ok_or_else(none)?;
         let proof = packed.proof(&cell).ok_or_else(none)?;
         let at = plan.shard_at(&id, shard).ok_or_else(none)?;

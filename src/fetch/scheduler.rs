@@ -276,6 +276,8 @@ impl Chunks {
             return Ok(whole(b));
         }
         let chunk = || self.download(plan, index, Want::Chunk(id), counters, priority);
+        // Pieces need the pack table, read here by an image's first miss.
+        self.fetcher.table(plan).await;
         let shard = match plan.piece_of(index, start, len) {
             Some(s) if priority == Priority::OnDemand && self.asks_peers(plan, &id).is_none() => s,
             _ => return chunk().await.map(whole),

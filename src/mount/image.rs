@@ -405,7 +405,7 @@ impl ImageReader {
             .filter_map(|i| Some((i, m.chunks[i as usize]?)))
             .filter(|(_, id)| !self.chunks.cache().contains(id))
             .collect();
-        if wanted.len() > 1 && self.plan.packed().is_some() {
+        if wanted.len() > 1 && self.plan.is_packed() {
             // Adjacent chunks of a packed image: one download, coalesced,
             // registered before the reader's next read can ask for them.
             let got = self
@@ -1066,6 +1066,8 @@ mod tests {
             .plan((*f.reader.plan.manifest).clone())
             .await
             .unwrap();
+        // The pack table is read while the stores are healthy.
+        fetcher.table(&plan).await;
         let cache = Arc::new(Cache::open(dir, 1 << 30).unwrap());
         let chunks = Chunks::new(fetcher, cache, Limits::default());
         (
@@ -1110,6 +1112,7 @@ mod tests {
         let cs = 16 * 1024u64;
         let f = fixture(4 * cs as usize, cs).await;
         let id = f.reader.plan.manifest.chunks[2].unwrap();
+        f.chunks.fetcher().table(&f.reader.plan).await;
         let holder = f.reader.plan.shard_at(&id, 0).unwrap().store;
         for mode in [FaultMode::Down, FaultMode::Corrupt, FaultMode::Hang] {
             let dir = tempfile::tempdir().unwrap();
