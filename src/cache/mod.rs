@@ -37,6 +37,12 @@
 //!   the tables' modification times), so a restarted daemon reuses what it
 //!   cached. Files of a cache written by an older vmifs (`chunks/`) are
 //!   removed.
+//! - Memory: the index keeps, for each chunk it knows (cached, or listed by a
+//!   registered image), one 72-byte entry in a slab, its 4-byte number in one
+//!   hash table, and 4 bytes per slot that holds it (see the `chunks`
+//!   module): 83 to 88 bytes a chunk for an image of distinct chunks (about
+//!   1.4 MiB for 4 GiB in 256 KiB chunks), with no allocation of its own
+//!   unless it is in several slots of one image.
 //! - A failing write (disk full, read-only disk) is logged once and the chunk is
 //!   simply not cached: the cache is an optimisation, never a reason to fail a read.
 //! - Privacy: cached chunks are image bytes, so the cache is its owner's
@@ -53,6 +59,7 @@
 //!   that was not there intact ([`Cache::probe`] said no, or a read found it
 //!   gone or corrupt); an eviction is a chunk removed to make room.
 
+mod chunks;
 mod table;
 
 use std::collections::HashMap;
@@ -64,13 +71,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::{Bytes, BytesMut};
-use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
 use crate::core::chunk::VerifiedChunk;
 use crate::core::id::ChunkId;
 use crate::core::manifest::Manifest;
 use crate::error::Error;
+use chunks::{Chunks, MAX_ENTRIES};
 pub use table::LayoutKey;
 use table::{Header, decode_entries, encode_entry};
 
@@ -149,28 +156,36 @@ struct Loc {
     slot: u32,
 }
 
-/// A cached chunk: where its bytes are (one slot, or every slot of one image
-/// that lists it) and how long it is.
-#[derive(Debug)]
-struct Entry {
-    len: u64,
-    locs: Vec<Loc>,
-    /// Reserved, bytes not written yet.
-    pending: bool,
-}
-
-impl Entry {
-    fn bytes(&self) -> u64 {
-        self.len * self.locs.len() as u64
-    }
-}
-
 /// What a slot holds, as far as this run knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Held {
     id: ChunkId,
     /// Hashed against `id` in this run (or written by it).
     verified: bool,
+}
+
+/// What a slot holds, packed: 0 when empty, else the number of its chunk's
+/// entry in the index's [`Chunks`] plus one, with the top bit set once the
+/// slot was hashed against the chunk's id in this run (or written by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot(u32);
+
+impl Slot {
+    const EMPTY: Slot = Slot(0);
+    const VERIFIED: u32 = 1 << 31;
+
+    fn held(entry: u32, verified: bool) -> Slot {
+        debug_assert!(entry < MAX_ENTRIES);
+        Slot((entry + 1) | if verified { Self::VERIFIED } else { 0 })
+    }
+
+    fn entry(self) -> Option<u32> {
+        (self.0 & !Self::VERIFIED).checked_sub(1)
+    }
+
+    fn verified(self) -> bool {
+        self.0 & Self::VERIFIED != 0
+    }
 }
 
 /// The cached data file of one image layout and its slot table, open.
@@ -198,40 +213,38 @@ impl CachedImage {
 #[derive(Debug)]
 struct FileState {
     file: Arc<CachedImage>,
-    slots: Vec<Option<Held>>,
+    slots: Vec<Slot>,
     /// The image's chunk list, once a reader registered it.
     layout: Option<Arc<Manifest>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Index {
-    /// Chunk id → where it is; most recently used last out.
-    lru: LruCache<ChunkId, Entry>,
+    /// Every chunk cached or listed by a registered image: where it is,
+    /// where it goes, and the cached ones by recency.
+    chunks: Chunks,
     used: u64,
     files: HashMap<FileNo, FileState>,
     by_key: HashMap<LayoutKey, FileNo>,
-    /// Chunk id → the slots of registered images that list it, the most
-    /// recently registered image first: where [`Cache::put`] stores it.
-    homes: HashMap<ChunkId, Vec<Loc>>,
     next_file: FileNo,
 }
 
 impl Index {
     fn held(&self, loc: Loc) -> Option<Held> {
-        self.files
-            .get(&loc.file)?
-            .slots
-            .get(loc.slot as usize)
-            .copied()?
+        let slot = self.files.get(&loc.file)?.slots.get(loc.slot as usize)?;
+        Some(Held {
+            id: self.chunks.entry(slot.entry()?).id,
+            verified: slot.verified(),
+        })
     }
 
-    fn set_held(&mut self, loc: Loc, held: Option<Held>) {
+    fn set_slot(&mut self, loc: Loc, slot: Slot) {
         if let Some(s) = self
             .files
             .get_mut(&loc.file)
             .and_then(|f| f.slots.get_mut(loc.slot as usize))
         {
-            *s = held;
+            *s = slot;
         }
     }
 
@@ -239,22 +252,54 @@ impl Index {
     /// still holds `id`: it may have been evicted (and be punched out next)
     /// since it was read, and must not come back.
     fn mark_verified(&mut self, loc: Loc, id: ChunkId) {
-        if let Some(Some(h)) = self
+        if let Some(s) = self
             .files
             .get_mut(&loc.file)
             .and_then(|f| f.slots.get_mut(loc.slot as usize))
-            && h.id == id
+            && let Some(n) = s.entry()
+            && self.chunks.entry(n).id == id
         {
-            h.verified = true;
+            *s = Slot::held(n, true);
         }
     }
 
-    fn pinned(&self, e: &Entry) -> bool {
-        e.locs.iter().any(|l| {
+    /// Whether a slot of cached entry `n` is in a pinned file.
+    fn pinned(&self, n: u32) -> bool {
+        self.chunks.at(n).iter().any(|l| {
             self.files
                 .get(&l.file)
                 .is_some_and(|f| f.file.pins.load(Relaxed) > 0)
         })
+    }
+
+    /// Forget cached entry `n` and empty its slots; returns them to be
+    /// punched out.
+    fn forget(&mut self, n: u32) -> Vec<Victim> {
+        let (len, locs) = self.chunks.uncache(n);
+        self.used -= len * locs.len() as u64;
+        let mut victims = Vec::with_capacity(locs.len());
+        for l in locs {
+            self.set_slot(l, Slot::EMPTY);
+            if let Some(f) = self.files.get(&l.file) {
+                victims.push((f.file.clone(), l));
+            }
+        }
+        victims
+    }
+
+    /// Heap bytes of the index (the registered images' chunk lists, which
+    /// their readers hold, aside), from the capacities of its parts.
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
+        let map = |cap: usize, item: usize| cap * (item + 1);
+        self.chunks.heap_bytes()
+            + map(self.files.capacity(), size_of::<(FileNo, FileState)>())
+            + map(self.by_key.capacity(), size_of::<(LayoutKey, FileNo)>())
+            + self
+                .files
+                .values()
+                .map(|f| f.slots.capacity() * size_of::<Slot>())
+                .sum::<usize>()
     }
 
     /// Number an opened pair of data file and slot table.
@@ -278,23 +323,18 @@ impl Index {
         })
     }
 
-    /// Add the slots of a registered layout to `homes`, ahead of older ones.
+    /// Make the slots of a registered layout the homes of its chunks, in
+    /// place of those of images registered before.
     fn add_homes(&mut self, no: FileNo, m: &Manifest) {
-        let mut mine: HashMap<ChunkId, Vec<Loc>> = HashMap::new();
         for (i, c) in m.chunks.iter().enumerate() {
-            if let Some(id) = c {
-                mine.entry(*id).or_default().push(Loc {
-                    file: no,
-                    slot: i as u32,
-                });
+            if let Some(id) = c
+                && let Some(n) = self.chunks.insert(*id)
+            {
+                let slot = i as u32;
+                self.chunks.add_home(n, Loc { file: no, slot });
             }
         }
-        for (id, mut locs) in mine {
-            let homes = self.homes.entry(id).or_default();
-            homes.retain(|l| l.file != no);
-            locs.append(homes);
-            *homes = locs;
-        }
+        self.chunks.shrink();
     }
 }
 
@@ -416,14 +456,7 @@ impl Cache {
         let cache = Cache {
             images: images.clone(),
             max_size,
-            inner: Mutex::new(Index {
-                lru: LruCache::unbounded(),
-                used: 0,
-                files: HashMap::new(),
-                by_key: HashMap::new(),
-                homes: HashMap::new(),
-                next_file: 0,
-            }),
+            inner: Mutex::new(Index::default()),
             write_failed: AtomicBool::new(false),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -507,7 +540,7 @@ impl Cache {
         let mut idx = self.inner.lock().unwrap();
         let file = idx.open_file(header, data_path, data, table);
         let no = file.no;
-        let mut slots = vec![None; header.slots as usize];
+        let mut slots = vec![Slot::EMPTY; header.slots as usize];
         let mut drop = Vec::new();
         for (slot, id) in entries {
             let loc = Loc {
@@ -516,37 +549,17 @@ impl Cache {
             };
             let len = header.slot_len(slot);
             let fits = header.data_offset(slot) + len <= data_len;
-            let ok = fits
-                && match idx.lru.peek_mut(&id) {
-                    // Another slot of this image holding the same chunk.
-                    Some(e) if e.len == len && e.locs.iter().all(|l| l.file == no) => {
-                        e.locs.push(loc);
-                        true
-                    }
-                    Some(_) => false,
-                    None => {
-                        idx.lru.put(
-                            id,
-                            Entry {
-                                len,
-                                locs: vec![loc],
-                                pending: false,
-                            },
-                        );
-                        true
-                    }
-                };
-            if ok {
-                idx.used += len;
-                slots[slot as usize] = Some(Held {
-                    id,
-                    verified: false,
-                });
-            } else {
-                drop.push((file.clone(), loc));
+            // Cached now, or another slot of this image holding the same chunk.
+            match fits.then(|| idx.chunks.load_slot(id, len, loc)).flatten() {
+                Some(n) => {
+                    idx.used += len;
+                    slots[slot as usize] = Slot::held(n, false);
+                }
+                None => drop.push((file.clone(), loc)),
             }
         }
-        let any = slots.iter().any(Option::is_some);
+        idx.chunks.shrink();
+        let any = slots.iter().any(|s| *s != Slot::EMPTY);
         if any {
             idx.by_key.insert(header.key, no);
             idx.files.insert(
@@ -607,7 +620,7 @@ impl Cache {
             no,
             FileState {
                 file: file.clone(),
-                slots: vec![None; header.slots as usize],
+                slots: vec![Slot::EMPTY; header.slots as usize],
                 layout: Some(manifest.clone()),
             },
         );
@@ -627,7 +640,7 @@ impl Cache {
     /// and counts nothing.
     pub fn contains(&self, id: &ChunkId) -> bool {
         let idx = self.inner.lock().unwrap();
-        idx.lru.peek(id).is_some_and(|e| !e.pending)
+        idx.chunks.ready_entry(id).is_some()
     }
 
     /// A lookup before a read: like [`Cache::contains`], but `false` counts
@@ -646,10 +659,11 @@ impl Cache {
     pub fn get(&self, id: &ChunkId) -> Option<VerifiedChunk> {
         let (file, loc, len) = {
             let mut idx = self.inner.lock().unwrap();
-            let found = match idx.lru.get(id) {
-                Some(e) if !e.pending => Some((e.locs[0], e.len)),
-                _ => None,
-            };
+            let found = idx.chunks.cached_entry(id).and_then(|n| {
+                idx.chunks.touch(n);
+                let e = idx.chunks.entry(n);
+                (!e.pending).then(|| (idx.chunks.at(n)[0], u64::from(e.len)))
+            });
             match found.and_then(|(loc, len)| Some((idx.files.get(&loc.file)?, loc, len))) {
                 Some((f, loc, len)) => (f.file.clone(), loc, len),
                 None => {
@@ -828,14 +842,13 @@ impl Cache {
             };
             let loc = match idx.held(own) {
                 Some(h) if h.id == id => own,
-                _ => match idx.lru.peek(&id) {
-                    Some(e) if !e.pending => e.locs[0],
-                    _ => return None,
-                },
+                _ => idx.chunks.at(idx.chunks.ready_entry(&id)?)[0],
             };
             let verified = idx.held(loc)?.verified;
             let file = idx.files.get(&loc.file)?.file.clone();
-            idx.lru.get(&id);
+            if let Some(n) = idx.chunks.cached_entry(&id) {
+                idx.chunks.touch(n);
+            }
             parts.push(Part::Slot {
                 file,
                 loc,
@@ -857,16 +870,10 @@ impl Cache {
         self.misses.fetch_add(1, Relaxed);
         let mut idx = self.inner.lock().unwrap();
         let mut victims = Vec::new();
-        if idx.held(loc).map(|h| h.id) == Some(id) && idx.lru.peek(&id).is_some_and(|e| !e.pending)
+        if idx.held(loc).map(|h| h.id) == Some(id)
+            && let Some(n) = idx.chunks.ready_entry(&id)
         {
-            let e = idx.lru.pop(&id).expect("peeked");
-            idx.used -= e.bytes();
-            for l in e.locs {
-                idx.set_held(l, None);
-                if let Some(f) = idx.files.get(&l.file) {
-                    victims.push((f.file.clone(), l));
-                }
-            }
+            victims = idx.forget(n);
         }
         drop_lock_then(idx, || self.punch(victims));
     }
@@ -878,24 +885,20 @@ impl Cache {
         let mut skipped = Vec::new();
         let mut victims = Vec::new();
         while idx.used > target {
-            let Some((id, e)) = idx.lru.pop_lru() else {
+            let Some(n) = idx.chunks.least_recent() else {
                 break;
             };
-            if e.pending || idx.pinned(&e) {
-                skipped.push((id, e));
+            if idx.chunks.entry(n).pending || idx.pinned(n) {
+                // Back in later as the most recent, in this order.
+                idx.chunks.unlink(n);
+                skipped.push(n);
                 continue;
             }
-            idx.used -= e.bytes();
-            for l in e.locs {
-                idx.set_held(l, None);
-                if let Some(f) = idx.files.get(&l.file) {
-                    victims.push((f.file.clone(), l));
-                }
-            }
+            victims.append(&mut idx.forget(n));
             self.evictions.fetch_add(1, Relaxed);
         }
-        for (id, e) in skipped {
-            idx.lru.put(id, e);
+        for n in skipped {
+            idx.chunks.link_last(n);
         }
         victims
     }
@@ -935,22 +938,30 @@ impl Cache {
         let len = chunk.len() as u64;
         let (file, locs, victims) = {
             let mut idx = self.inner.lock().unwrap();
-            if idx.lru.get(&id).is_some() {
+            let Some(n) = idx.chunks.find(&id) else {
+                return;
+            };
+            if idx.chunks.entry(n).cached() {
+                idx.chunks.touch(n);
                 return;
             }
-            let Some(&first) = idx.homes.get(&id).and_then(|h| h.first()) else {
+            let Some(&first) = idx.chunks.home(n).first() else {
                 return;
             };
             let Some(file) = idx.files.get(&first.file).map(|f| f.file.clone()) else {
                 return;
             };
-            let locs: Vec<Loc> = idx.homes[&id]
+            let locs: Vec<Loc> = idx
+                .chunks
+                .home(n)
                 .iter()
-                .filter(|l| l.file == first.file)
                 .filter(|l| file.header.slot_len(u64::from(l.slot)) == len)
                 .copied()
                 .collect();
             let total = len * locs.len() as u64;
+            let Ok(len32) = u32::try_from(len) else {
+                return;
+            };
             if locs.is_empty() || total > self.max_size {
                 return;
             }
@@ -960,15 +971,10 @@ impl Cache {
                 drop_lock_then(idx, || self.punch(victims));
                 return;
             }
+            // `n` is listed, so evicting did not remove it.
             idx.used += total;
-            idx.lru.put(
-                id,
-                Entry {
-                    len,
-                    locs: locs.clone(),
-                    pending: true,
-                },
-            );
+            let at = idx.chunks.store_locs(&locs);
+            idx.chunks.cache(n, len32, at, true);
             (file, locs, victims)
         };
         self.punch(victims);
@@ -992,16 +998,17 @@ impl Cache {
         let mut idx = self.inner.lock().unwrap();
         match written {
             Ok(()) => {
-                if let Some(e) = idx.lru.peek_mut(&id) {
-                    e.pending = false;
-                }
-                for &l in &locs {
-                    idx.set_held(l, Some(Held { id, verified: true }));
+                if let Some(n) = idx.chunks.cached_entry(&id) {
+                    idx.chunks.set_pending(n, false);
+                    for &l in &locs {
+                        idx.set_slot(l, Slot::held(n, true));
+                    }
                 }
             }
             Err(e) => {
-                if let Some(entry) = idx.lru.pop(&id) {
-                    idx.used -= entry.bytes();
+                if let Some(n) = idx.chunks.cached_entry(&id) {
+                    let (len, at) = idx.chunks.uncache(n);
+                    idx.used -= len * at.len() as u64;
                 }
                 let victims: Vec<Victim> = locs.iter().map(|&l| (file.clone(), l)).collect();
                 drop_lock_then(idx, || self.punch(victims));
@@ -1020,10 +1027,12 @@ impl Cache {
             return Completeness::Missing;
         };
         let mut all_verified = true;
-        for (c, held) in layout.chunks.iter().zip(&state.slots) {
-            match (c, held) {
+        for (c, slot) in layout.chunks.iter().zip(&state.slots) {
+            match (c, slot.entry()) {
                 (None, _) => {}
-                (Some(id), Some(h)) if h.id == *id => all_verified &= h.verified,
+                (Some(id), Some(n)) if idx.chunks.entry(n).id == *id => {
+                    all_verified &= slot.verified()
+                }
                 _ => return Completeness::Missing,
             }
         }
@@ -1087,7 +1096,7 @@ impl Cache {
                 .unwrap_or_default(),
             used_bytes: idx.used,
             max_bytes: self.max_size,
-            chunks: idx.lru.len(),
+            chunks: idx.chunks.cached(),
             hits: self.hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
             corrupt_dropped: self.corrupt.load(Relaxed),
@@ -1175,13 +1184,43 @@ mod tests {
     }
 
     #[test]
+    fn the_index_costs_under_100_bytes_a_distinct_chunk() {
+        const SMALL: u64 = 64;
+        // Counts that leave the entry slab and the hash table part empty.
+        for n in [3000u32, 3600] {
+            let dir = tempfile::tempdir().unwrap();
+            let cache = Cache::open(dir.path(), u64::from(n) * SMALL).unwrap();
+            let cs: Vec<_> = (0..n)
+                .map(|i| VerifiedChunk::hashed(Bytes::from(i.to_le_bytes().repeat(16))))
+                .collect();
+            let m = Arc::new(Manifest::of_chunks(
+                SMALL,
+                cs.iter().map(|c| Some(c.id())).collect(),
+            ));
+            let img = cache.register(&m).unwrap();
+            for c in &cs {
+                cache.put(c);
+            }
+            assert_eq!(cache.usage().chunks, n as usize);
+            assert_eq!(cache.usage().evictions, 0);
+            assert_eq!(cache.completeness(&img), Completeness::Complete);
+            let per_chunk = cache.inner.lock().unwrap().heap_bytes() as f64 / f64::from(n);
+            eprintln!("{n} chunks: {per_chunk:.1} bytes a chunk");
+            assert!(per_chunk <= 100.0, "{n} chunks: {per_chunk} bytes a chunk");
+        }
+    }
+
+    #[test]
     fn a_slot_evicted_while_it_was_read_is_not_brought_back() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path(), CS).unwrap();
         let (a, b) = (chunk(1), chunk(2));
         cache.register(&image(&[Some(&a), Some(&b)])).unwrap();
         cache.put(&a);
-        let loc = cache.inner.lock().unwrap().lru.peek(&a.id()).unwrap().locs[0];
+        let loc = {
+            let idx = cache.inner.lock().unwrap();
+            idx.chunks.at(idx.chunks.cached_entry(&a.id()).unwrap())[0]
+        };
         // A reader hashed `a`; before it says so, `a` is evicted for `b`.
         cache.put(&b);
         cache.inner.lock().unwrap().mark_verified(loc, a.id());
