@@ -250,8 +250,8 @@ impl Fetcher {
     }
 
     /// The pack table of `plan` (`None` for a format-1 image), read from
-    /// the stores ([`packed`]) by the first caller; callers meanwhile wait
-    /// for that one load.
+    /// the stores ([`packed`]) by the first caller, at on-demand priority;
+    /// callers meanwhile wait for that one load.
     pub async fn table(&self, plan: &Plan) -> Option<Arc<Packed>> {
         let r = plan.packed.as_ref()?;
         if let Some(t) = plan.packed() {
@@ -261,7 +261,10 @@ impl Fetcher {
         if let Some(t) = plan.packed() {
             return Some(t);
         }
-        let table = Packed::load(&self.stores, &plan.manifest, plan.codec.total_shards()).await;
+        // Every read of the image waits for it, on-demand ones too: it is
+        // read on demand whatever the class of the fetch that asked first.
+        let load = Packed::load(&self.stores, &plan.manifest, plan.codec.total_shards());
+        let table = priority::scope(priority::Class::new(Priority::OnDemand), load).await;
         tracing::debug!(
             image = %plan.manifest.name,
             packs = table.packs.len(),
