@@ -13,7 +13,7 @@
 //! The client is hyper's, HTTP/1.1 over a pool of keep-alive connections per
 //! store, TLS by rustls with the system's trust store plus a store's own
 //! `ca_file`. Each connection reads into a buffer of at most 64 KiB
-//! ([`READ_BUFFER`]), so the pool's memory is bounded by the requests in
+//! (`READ_BUFFER`), so the pool's memory is bounded by the requests in
 //! flight, not by how fast the link is. Redirects are not followed: a `3xx`
 //! is an error like any other unexpected status.
 //!
