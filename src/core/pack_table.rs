@@ -58,7 +58,7 @@ impl Cell {
 }
 
 /// The shards of one image's chunks, by chunk id and shard index.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ShardTable {
     /// Shards per chunk.
     n: usize,

@@ -105,10 +105,16 @@ struct Reloadable {
     /// Held while the table loads or reloads; when it was last reloaded
     /// (reloads are at most one per [`RELOAD_EVERY`]).
     reloaded: tokio::sync::Mutex<Option<Instant>>,
+    /// When the packs the table could not read were last asked for.
+    retried: std::sync::Mutex<Option<Instant>>,
 }
 
 /// The shortest time between two reloads of one plan's pack table.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// How often the packs a plan's table could not read (their store down or
+/// lying when it was read) are read again.
+pub const RETRY_FAILED: Duration = Duration::from_secs(30);
 
 /// Where one shard is read from: a store (the fetcher's index), a key, and
 /// for a shard in a pack its byte range.
@@ -238,6 +244,7 @@ impl Fetcher {
             Arc::new(Reloadable {
                 table: std::sync::RwLock::new(None),
                 reloaded: tokio::sync::Mutex::new(None),
+                retried: std::sync::Mutex::new(None),
             })
         });
         Ok(Plan {
@@ -251,10 +258,14 @@ impl Fetcher {
 
     /// The pack table of `plan` (`None` for a format-1 image), read from
     /// the stores ([`packed`]) by the first caller, at on-demand priority;
-    /// callers meanwhile wait for that one load.
+    /// callers meanwhile wait for that one load. Packs it could not read
+    /// are read again in the background every [`RETRY_FAILED`].
     pub async fn table(&self, plan: &Plan) -> Option<Arc<Packed>> {
         let r = plan.packed.as_ref()?;
         if let Some(t) = plan.packed() {
+            if !t.failed.is_empty() {
+                self.retry_failed(plan, r);
+            }
             return Some(t);
         }
         let _loading = r.reloaded.lock().await;
@@ -273,7 +284,40 @@ impl Fetcher {
         );
         let table = Arc::new(table);
         *r.table.write().unwrap() = Some(table.clone());
+        *r.retried.lock().unwrap() = Some(Instant::now());
         Some(table)
+    }
+
+    /// Read the packs `plan`'s table could not read again, in a task of
+    /// its own, unless that was done less than [`RETRY_FAILED`] ago; the
+    /// table is replaced if any came.
+    fn retry_failed(&self, plan: &Plan, r: &Reloadable) {
+        {
+            let mut last = r.retried.lock().unwrap();
+            if last.is_some_and(|t| t.elapsed() < RETRY_FAILED) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let (fetcher, plan) = (self.clone(), plan.clone());
+        let retry = async move {
+            let Some(r) = &plan.packed else { return };
+            let _held = r.reloaded.lock().await;
+            let Some(old) = plan.packed() else { return };
+            if let Some(new) = old.retry(&fetcher.stores, &plan.manifest).await {
+                tracing::info!(
+                    image = %plan.manifest.name,
+                    packs = new.packs.len() - old.packs.len(),
+                    still_unreadable = new.failed.len(),
+                    "pack indexes read again"
+                );
+                *r.table.write().unwrap() = Some(Arc::new(new));
+            }
+        };
+        tokio::spawn(priority::scope(
+            priority::Class::new(Priority::Background),
+            retry,
+        ));
     }
 
     /// A pack of `plan` was not found: `gc` may have repacked it. Reload the

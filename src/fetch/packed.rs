@@ -15,6 +15,11 @@
 //! Entries of chunks the image does not use (a pack reused from another
 //! version by dedup) are skipped. Packs rank by (store, id), so the table
 //! is the same whatever order the reads finished in.
+//!
+//! A table keeps the packs it could not read ([`Packed::failed`]);
+//! [`Packed::retry`] reads just those again and folds in the ones that now
+//! come, so a store that was down when the table was read gets its shards
+//! back without the other indexes being read again.
 
 use std::collections::HashSet;
 
@@ -44,13 +49,15 @@ pub struct PackAt {
 }
 
 /// The shards of one image, by chunk and shard index.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Packed {
     /// By the pack number of the table's cells.
     pub packs: Vec<PackAt>,
     table: ShardTable,
     /// Packs named by the manifest whose index could not be loaded.
     pub unreadable: Vec<String>,
+    /// Those packs, to be read again ([`Packed::retry`]).
+    pub failed: Vec<PackRef>,
 }
 
 impl Packed {
@@ -60,6 +67,7 @@ impl Packed {
             packs: Vec::new(),
             table: ShardTable::new(&manifest.chunks, manifest.erasure.data, n),
             unreadable: Vec::new(),
+            failed: Vec::new(),
         }
     }
 
@@ -118,9 +126,38 @@ impl Packed {
         // (Boxed, and its reads boxed: it runs inside spawned fetches.)
         Box::pin(async move {
             let mut t = Packed::new(manifest, n);
-            let mut todo: Vec<(PackRef, usize)> =
-                manifest.packs.iter().map(|p| (p.clone(), 0)).collect();
-            let mut seen: HashSet<PackId> = manifest.packs.iter().map(|p| p.id).collect();
+            t.fold(stores, manifest, manifest.packs.clone()).await;
+            t
+        })
+    }
+
+    /// The packs that could not be read, read again: a copy of the table
+    /// with those that now come folded in, or `None` when none did.
+    pub async fn retry(&self, stores: &[DynStore], manifest: &Manifest) -> Option<Packed> {
+        if self.failed.is_empty() {
+            return None;
+        }
+        let mut t = self.clone();
+        let failed = std::mem::take(&mut t.failed);
+        t.unreadable.clear();
+        let before = t.packs.len();
+        t.fold(stores, manifest, failed).await;
+        (t.packs.len() > before).then_some(t)
+    }
+
+    /// Read the indexes of `refs` and fold them in; those that cannot be
+    /// read go to `failed` and `unreadable` (and one warning names them).
+    fn fold<'a>(
+        &'a mut self,
+        stores: &'a [DynStore],
+        manifest: &'a Manifest,
+        refs: Vec<PackRef>,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        // (Boxed, and its reads boxed: it runs inside spawned fetches.)
+        Box::pin(async move {
+            let mut seen: HashSet<PackId> = refs.iter().map(|p| p.id).collect();
+            seen.extend(self.packs.iter().map(|p| p.id));
+            let mut todo: Vec<(PackRef, usize)> = refs.into_iter().map(|p| (p, 0)).collect();
             let mut unreadable = Vec::new();
             while !todo.is_empty() {
                 let jobs: Vec<futures::future::BoxFuture<'a, Loaded>> = std::mem::take(&mut todo)
@@ -137,27 +174,31 @@ impl Packed {
                 let mut results =
                     futures::stream::iter(jobs).buffer_unordered(PARALLEL_INDEX_READS);
                 while let Some((p, depth, r)) = results.next().await {
-                    match r {
-                        Ok((at, index)) => t.add(at, &index),
+                    let why = match r {
+                        Ok((at, index)) => {
+                            self.add(at, &index);
+                            continue;
+                        }
                         Err(Error::Store(e)) if e.is_not_found() && depth < MAX_MOVES => {
                             match read_moved(stores, &p.id).await {
-                                Some(m) => todo.extend(
-                                    m.to.into_iter()
-                                        .filter(|t| seen.insert(t.id))
-                                        .map(|t| (t, depth + 1)),
-                                ),
-                                None => unreadable.push(format!(
-                                    "{} on {}: gone, and no record of where it moved",
-                                    p.id.short(),
-                                    p.store
-                                )),
+                                Some(m) => {
+                                    todo.extend(
+                                        m.to.into_iter()
+                                            .filter(|t| seen.insert(t.id))
+                                            .map(|t| (t, depth + 1)),
+                                    );
+                                    continue;
+                                }
+                                None => "gone, and no record of where it moved".to_string(),
                             }
                         }
-                        Err(e) => unreadable.push(format!("{} on {}: {e}", p.id.short(), p.store)),
-                    }
+                        Err(e) => e.to_string(),
+                    };
+                    unreadable.push(format!("{} on {}: {why}", p.id.short(), p.store));
+                    self.failed.push(p);
                 }
             }
-            t.table.shrink();
+            self.table.shrink();
             if !unreadable.is_empty() {
                 crate::repo::warnings::warn(
                     "pack-index",
@@ -168,8 +209,7 @@ impl Packed {
                     ),
                 );
             }
-            t.unreadable = unreadable;
-            t
+            self.unreadable.extend(unreadable);
         })
     }
 }
@@ -353,5 +393,51 @@ mod tests {
         assert!(t.cell(&id, 1).is_none() && t.cell(&id, 2).is_none());
         assert_eq!(t.unreadable.len(), 2, "{:?}", t.unreadable);
         assert!(t.unreadable.iter().any(|u| u.contains(&lost.short())));
+    }
+    /// A pack whose store was down when the table was read is left out and
+    /// kept to be read again; read again while the store is still down it
+    /// gives nothing, once the store is back its shards are in the table.
+    #[tokio::test]
+    async fn packs_unreadable_at_load_are_read_again() {
+        use crate::store::Store;
+        use crate::store::fault::{FaultMode, Faulty};
+        use crate::store::memory::MemoryStore;
+        let codec = Codec::new(2, 1).unwrap();
+        let data = crate::core::sample::random(4096, 3);
+        let id = ChunkId::of(&data);
+        let objects = codec.encode_objects(id, &data);
+        let (mut stores, mut refs, mut controls): (Vec<DynStore>, _, Vec<_>) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for shard in 0..3 {
+            let name = format!("s{shard}");
+            let mut b = PackBuilder::new(2, 1, 0, 0);
+            assert!(b.push(id, shard as u8, &objects[shard], None));
+            let pack = b.finish();
+            let mem = Arc::new(MemoryStore::new(&name));
+            mem.put(&layout::pack_key(&pack.id), pack.bytes.clone())
+                .await
+                .unwrap();
+            let faulty = Faulty::new(mem);
+            controls.push(faulty.control());
+            stores.push(Arc::new(faulty));
+            refs.push(pack.reference(&name));
+        }
+        let m = manifest(vec![Some(id)], refs);
+        controls[1].set(FaultMode::Down);
+        let t = Packed::load(&stores, &m, 3).await;
+        assert!(t.cell(&id, 0).is_some() && t.cell(&id, 1).is_none());
+        assert_eq!(t.failed.len(), 1);
+        assert!(t.retry(&stores, &m).await.is_none(), "still down");
+        controls[1].set(FaultMode::Healthy);
+        let again = t.retry(&stores, &m).await.expect("the store is back");
+        for shard in 0..3 {
+            let cell = again.cell(&id, shard).unwrap();
+            assert_eq!(again.packs[cell.pack as usize].store, shard);
+        }
+        assert!(again.failed.is_empty() && again.unreadable.is_empty());
+        assert!(
+            again.retry(&stores, &m).await.is_none(),
+            "nothing left to read"
+        );
     }
 }

@@ -1066,8 +1066,6 @@ mod tests {
             .plan((*f.reader.plan.manifest).clone())
             .await
             .unwrap();
-        // The pack table is read while the stores are healthy.
-        fetcher.table(&plan).await;
         let cache = Arc::new(Cache::open(dir, 1 << 30).unwrap());
         let chunks = Chunks::new(fetcher, cache, Limits::default());
         (
@@ -1117,6 +1115,8 @@ mod tests {
         for mode in [FaultMode::Down, FaultMode::Corrupt, FaultMode::Hang] {
             let dir = tempfile::tempdir().unwrap();
             let (reader, chunks, controls) = faulty_reader(&f, dir.path()).await;
+            // The pack table is read while the stores are healthy.
+            chunks.fetcher().table(&reader.plan).await;
             controls[holder].set(mode);
             let off = 2 * cs + 1000;
             let read = reader.read_at(off, 4096);
@@ -1136,5 +1136,36 @@ mod tests {
             }
             controls[holder].set(FaultMode::Healthy);
         }
+    }
+    /// A store down when an image's pack table is read: the image reads
+    /// from the others, and once the store is back the table gets its
+    /// packs within [`crate::fetch::RETRY_FAILED`].
+    #[tokio::test(start_paused = true)]
+    async fn a_store_down_when_the_pack_table_is_read_gets_its_packs_back() {
+        let cs = 16 * 1024u64;
+        let f = fixture(4 * cs as usize, cs).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (reader, chunks, controls) = faulty_reader(&f, dir.path()).await;
+        controls[1].set(FaultMode::Down);
+        let got = reader.read_at(0, 4 * cs).await.unwrap();
+        assert!(got[..] == f.data[..]);
+        let failed = || reader.plan.packed().unwrap().failed.len();
+        assert!(failed() > 0);
+        controls[1].set(FaultMode::Healthy);
+        chunks.fetcher().table(&reader.plan).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(failed() > 0, "not asked again so soon");
+        tokio::time::sleep(crate::fetch::RETRY_FAILED).await;
+        chunks.fetcher().table(&reader.plan).await;
+        for _ in 0..100 {
+            if failed() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(failed(), 0);
+        let id = f.reader.plan.manifest.chunks[0].unwrap();
+        let packed = reader.plan.packed().unwrap();
+        assert!((0..3).all(|s| packed.cell(&id, s).is_some()));
     }
 }
