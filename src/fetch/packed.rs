@@ -408,10 +408,10 @@ mod tests {
         let objects = codec.encode_objects(id, &data);
         let (mut stores, mut refs, mut controls): (Vec<DynStore>, _, Vec<_>) =
             (Vec::new(), Vec::new(), Vec::new());
-        for shard in 0..3 {
+        for (shard, object) in objects.iter().enumerate() {
             let name = format!("s{shard}");
             let mut b = PackBuilder::new(2, 1, 0, 0);
-            assert!(b.push(id, shard as u8, &objects[shard], None));
+            assert!(b.push(id, shard as u8, object, None));
             let pack = b.finish();
             let mem = Arc::new(MemoryStore::new(&name));
             mem.put(&layout::pack_key(&pack.id), pack.bytes.clone())
