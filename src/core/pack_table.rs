@@ -5,12 +5,18 @@
 //! A mount holds this table for every image it reads, so its size is what
 //! makes the daemon's memory grow with the image. Per distinct chunk it
 //! holds the chunk id once (a sorted array, found by binary search), one
-//! fixed 16-byte cell per shard (pack number, offset, length, proof slot) and
-//! the proofs of the data shards that prove themselves as flat chaining
-//! values (`log2 k` of 32 bytes each): at k=4 m=2, 384 bytes per 256 KiB
-//! chunk. An index is folded in ([`ShardTable::add`]) as soon as it has been
-//! read and checked, and then dropped, so loading holds only the indexes in
-//! flight, never all of them.
+//! fixed 12-byte cell per shard (pack number, offset, length) and, when data
+//! shards can prove themselves, the chaining value of each data shard (`k`
+//! of 32 bytes, with a bit saying whether it is known): at k=4 m=2, 232
+//! bytes per 256 KiB chunk. A shard's proof ([`Proof`]: its siblings up to
+//! the root) is derived from the other data shards' values when asked for,
+//! instead of being kept per shard (which took 256 bytes a chunk at k=4 and
+//! 768 at k=8). The values come from the proofs the indexes carry: the
+//! lowest level of data shard `j`'s proof is the value of shard `j xor 1`,
+//! so a proof for shard `i` can be derived once the indexes of the data
+//! columns other than `i xor 1` are in. An index is folded in
+//! ([`ShardTable::add`]) as soon as it has been read and checked, and then
+//! dropped, so loading holds only the indexes in flight, never all of them.
 //!
 //! The table trusts what it is given: the loader
 //! ([`crate::fetch::packed`]) adds only indexes whose bytes hash to the pack
@@ -24,7 +30,7 @@
 
 use std::ops::Range;
 
-use blake3::hazmat::ChainingValue;
+use blake3::hazmat::{ChainingValue, Mode, merge_subtrees_non_root};
 
 use crate::core::id::ChunkId;
 use crate::core::pack::Index;
@@ -40,8 +46,6 @@ pub struct Cell {
     pub pack: u32,
     pub offset: u32,
     pub len: u32,
-    /// Position of its proof in the table's chaining values, or [`NONE`].
-    proof: u32,
 }
 
 impl Cell {
@@ -49,7 +53,6 @@ impl Cell {
         pack: NONE,
         offset: 0,
         len: 0,
-        proof: NONE,
     };
 
     pub fn range(&self) -> Range<u64> {
@@ -62,17 +65,19 @@ impl Cell {
 pub struct ShardTable {
     /// Shards per chunk.
     n: usize,
-    /// Chaining values per proof: `log2 k` when data shards can prove
-    /// themselves, else 0 (no proofs are kept).
-    slots: usize,
+    /// Data shards per chunk when they can prove themselves (`k` a power of
+    /// two, at least 2), else 0 (no values are kept).
+    k: usize,
     /// The image's distinct chunk ids, sorted; a chunk's row is its position.
     ids: Vec<ChunkId>,
     /// `n` cells per row.
     cells: Vec<Cell>,
     /// Per pack added: its rank (lower wins a shard two packs hold).
     ranks: Vec<u128>,
-    /// `slots` chaining values per proof kept.
-    proofs: Vec<ChainingValue>,
+    /// `k` per row: the chaining value of each data shard, where known.
+    leaves: Vec<ChainingValue>,
+    /// A bit per value of `leaves`: known.
+    known: Vec<u64>,
 }
 
 impl ShardTable {
@@ -87,22 +92,20 @@ impl ShardTable {
         ids.sort_unstable();
         ids.dedup();
         ids.shrink_to_fit();
-        let slots = if k >= 2 && k.is_power_of_two() {
-            k.trailing_zeros() as usize
+        let k = if k >= 2 && k.is_power_of_two() && k <= n {
+            k
         } else {
             0
         };
-        // Room for a proof per data shard, at most what the table can keep
-        // (a shard a lower-ranked pack takes over reuses its slot): grown by
-        // doubling instead, loading held up to twice the proofs at once.
-        let proofs = Vec::with_capacity(ids.len() * k.min(n) * slots);
+        let values = ids.len() * k;
         ShardTable {
             n,
-            slots,
+            k,
             cells: vec![Cell::EMPTY; ids.len() * n],
             ids,
             ranks: Vec::new(),
-            proofs,
+            leaves: vec![[0; 32]; values],
+            known: vec![0; values.div_ceil(64)],
         }
     }
 
@@ -121,7 +124,19 @@ impl ShardTable {
         self.ids.capacity() * size_of::<ChunkId>()
             + self.cells.capacity() * size_of::<Cell>()
             + self.ranks.capacity() * size_of::<u128>()
-            + self.proofs.capacity() * size_of::<ChainingValue>()
+            + self.leaves.capacity() * size_of::<ChainingValue>()
+            + self.known.capacity() * size_of::<u64>()
+    }
+
+    fn is_known(&self, at: usize) -> bool {
+        self.known[at / 64] & (1 << (at % 64)) != 0
+    }
+
+    /// Keep `cv` as the value of data shard `shard` of `row`.
+    fn learn(&mut self, row: usize, shard: usize, cv: ChainingValue) {
+        let at = row * self.k + shard;
+        self.leaves[at] = cv;
+        self.known[at / 64] |= 1 << (at % 64);
     }
 
     fn row(&self, chunk: &ChunkId) -> Option<usize> {
@@ -143,30 +158,22 @@ impl ShardTable {
             let Some(row) = self.row(&e.chunk) else {
                 continue;
             };
+            if shard < self.k
+                && let Some(p) = index.proof(i)
+                && p.0.len() == self.k.trailing_zeros() as usize
+            {
+                // The lowest level of a proof is the value of its neighbour.
+                self.learn(row, shard ^ 1, p.0[0]);
+            }
             let at = row * self.n + shard;
             let old = self.cells[at];
             if old.pack != NONE && self.ranks[old.pack as usize] <= rank {
                 continue;
             }
-            let proof = match index.proof(i) {
-                Some(p) if self.slots > 0 && p.0.len() == self.slots => {
-                    let slot = if old.proof != NONE {
-                        old.proof
-                    } else {
-                        self.proofs.extend_from_slice(&p.0);
-                        (self.proofs.len() / self.slots - 1) as u32
-                    };
-                    let start = slot as usize * self.slots;
-                    self.proofs[start..start + self.slots].copy_from_slice(&p.0);
-                    slot
-                }
-                _ => NONE,
-            };
             self.cells[at] = Cell {
                 pack,
                 offset: e.offset,
                 len: e.len,
-                proof,
             };
         }
         pack
@@ -181,24 +188,48 @@ impl ShardTable {
         (c.pack != NONE).then_some(c)
     }
 
-    /// Whether the shard of `cell` came with a proof.
-    pub fn has_proof(&self, cell: &Cell) -> bool {
-        cell.proof != NONE
-    }
-
-    /// The proof of the shard of `cell`, if its pack stored one.
-    pub fn proof(&self, cell: &Cell) -> Option<Proof> {
-        if cell.proof == NONE {
+    /// The row of `chunk` if a proof of its data shard `shard` can be
+    /// derived: the values of every other data shard are known.
+    fn provable_row(&self, chunk: &ChunkId, shard: usize) -> Option<usize> {
+        if shard >= self.k {
             return None;
         }
-        let start = cell.proof as usize * self.slots;
-        Some(Proof(self.proofs.get(start..start + self.slots)?.to_vec()))
+        let row = self.row(chunk)?;
+        (0..self.k)
+            .all(|j| j == shard || self.is_known(row * self.k + j))
+            .then_some(row)
     }
 
-    /// Give back the spare capacity of the proofs once every pack is in
-    /// (all of it when the packs stored none).
+    /// Whether data shard `shard` of `chunk` has a proof.
+    pub fn has_proof(&self, chunk: &ChunkId, shard: usize) -> bool {
+        self.provable_row(chunk, shard).is_some()
+    }
+
+    /// The proof of data shard `shard` of `chunk`, derived from the other
+    /// data shards' values (see the module doc), if they are known.
+    pub fn proof(&self, chunk: &ChunkId, shard: usize) -> Option<Proof> {
+        let row = self.provable_row(chunk, shard)?;
+        // Each level merges pairs of the one below, up to the root's two
+        // children. The shard's own value (maybe unknown) only reaches its
+        // ancestors, which a proof never holds.
+        let mut level = self.leaves[row * self.k..(row + 1) * self.k].to_vec();
+        let mut proof = Vec::with_capacity(self.k.trailing_zeros() as usize);
+        let mut at = shard;
+        loop {
+            proof.push(level[at ^ 1]);
+            if level.len() == 2 {
+                return Some(Proof(proof));
+            }
+            level = level
+                .chunks(2)
+                .map(|p| merge_subtrees_non_root(&p[0], &p[1], Mode::Hash))
+                .collect();
+            at /= 2;
+        }
+    }
+
+    /// Give back the spare capacity once every pack is in.
     pub fn shrink(&mut self) {
-        self.proofs.shrink_to_fit();
         self.ranks.shrink_to_fit();
     }
 }
@@ -237,12 +268,12 @@ mod tests {
         let image = [Some(ids[2]), None, Some(ids[0]), Some(ids[2])];
         let mut t = ShardTable::new(&image, 2, 3);
         assert_eq!(t.chunks(), 2);
-        let room = t.proofs.capacity();
+        let room = (t.cells.capacity(), t.leaves.capacity(), t.known.capacity());
         assert_eq!(t.add(0, &pack.index), 0);
         assert_eq!(
-            t.proofs.capacity(),
+            (t.cells.capacity(), t.leaves.capacity(), t.known.capacity()),
             room,
-            "the proofs fit the room made for them"
+            "what a pack adds fits the room made for it"
         );
         for &(id, ref data) in [&chunks[0], &chunks[2]] {
             let shards = Codec::new(2, 1).unwrap().encode(data);
@@ -250,7 +281,7 @@ mod tests {
                 let cell = t.cell(&id, s).unwrap();
                 assert_eq!(cell.pack, 0);
                 assert_eq!(cell.range(), pack.index.find(&id, s as u8).unwrap().range());
-                match t.proof(&cell) {
+                match t.proof(&id, s) {
                     Some(p) => {
                         assert!(s < 2, "only data shards carry proofs");
                         assert!(shard_proof::verify(&id, 4096, 2, s, shard, &p));
@@ -261,9 +292,10 @@ mod tests {
         }
         assert!(t.cell(&ids[1], 0).is_none(), "not the image's chunk");
         assert!(t.cell(&ids[0], 3).is_none(), "no shard 3 in 2+1");
-        // Ids once, 3 cells and 2 one-value proofs per chunk.
+        // Ids once, 3 cells and 2 data shard values per chunk, and a word of
+        // bits saying which values are known.
         t.shrink();
-        assert_eq!(t.heap_bytes(), 2 * 32 + 6 * 16 + 16 + 4 * 32);
+        assert_eq!(t.heap_bytes(), 2 * 32 + 6 * 12 + 16 + 4 * 32 + 8);
     }
 
     #[test]
@@ -285,7 +317,7 @@ mod tests {
                     x.map(|c| (rank(&ab, c), c.range())),
                     y.map(|c| (rank(&ba, c), c.range()))
                 );
-                assert_eq!(x.and_then(|c| ab.proof(&c)), y.and_then(|c| ba.proof(&c)));
+                assert_eq!(ab.proof(id, s), ba.proof(id, s));
             }
         }
         // Chunk 2 shard 0 is in both: the rank-3 pack holds it.
@@ -295,7 +327,7 @@ mod tests {
             shared.range(),
             b.index.find(&chunks[1].0, 0).unwrap().range()
         );
-        assert!(ab.proof(&shared).is_some());
+        assert!(ab.proof(&chunks[1].0, 0).is_some());
         assert_eq!(rank(&ab, ab.cell(&chunks[1].0, 1).unwrap()), 5);
         assert_eq!(rank(&ab, ab.cell(&chunks[1].0, 2).unwrap()), 3);
         assert!(ab.cell(&chunks[0].0, 2).is_none());
@@ -308,10 +340,44 @@ mod tests {
         let ids = [Some(chunks[0].0)];
         let mut t = ShardTable::new(&ids, 3, 3);
         t.add(0, &pack.index);
-        let cell = t.cell(&chunks[0].0, 0).unwrap();
-        assert!(!t.has_proof(&cell) && t.proof(&cell).is_none());
-        let mut t4 = ShardTable::new(&ids, 4, 3);
+        assert!(!t.has_proof(&chunks[0].0, 0) && t.proof(&chunks[0].0, 0).is_none());
+        let mut t4 = ShardTable::new(&ids, 4, 6);
         t4.add(0, &pack.index);
-        assert!(t4.proof(&t4.cell(&chunks[0].0, 0).unwrap()).is_none());
+        assert!(t4.proof(&chunks[0].0, 0).is_none());
+    }
+    /// At 4+2, data shard `j`'s index gives the value of shard `j xor 1`;
+    /// with every data column in, each data shard's proof is derived and
+    /// equals the one the chunk makes; without column 1, only shard 0 (the
+    /// one whose proof does not need shard 0's value) has one.
+    #[test]
+    fn proofs_are_derived_from_the_other_data_columns() {
+        let codec = Codec::new(4, 2).unwrap();
+        let data = crate::core::sample::random(4096, 5);
+        let id = ChunkId::of(&data);
+        let proofs = shard_proof::prove(&data, 4).unwrap();
+        let objects = codec.encode_objects(id, &data);
+        let column = |s: usize| {
+            let mut b = PackBuilder::new(4, 2, 2, 0);
+            assert!(b.push(id, s as u8, &objects[s], proofs.get(s).cloned()));
+            b.finish()
+        };
+        let columns: Vec<Pack> = (0..6).map(column).collect();
+        let ids = [Some(id)];
+        let mut all = ShardTable::new(&ids, 4, 6);
+        let mut without_1 = ShardTable::new(&ids, 4, 6);
+        for (s, c) in columns.iter().enumerate() {
+            all.add(s as u128, &c.index);
+            if s != 1 {
+                without_1.add(s as u128, &c.index);
+            }
+        }
+        let shards = codec.encode(&data);
+        for s in 0..4 {
+            assert_eq!(all.proof(&id, s).as_ref(), Some(&proofs[s]), "shard {s}");
+            assert!(shard_proof::verify(&id, 4096, 4, s, &shards[s], &proofs[s]));
+            assert_eq!(without_1.has_proof(&id, s), s == 0, "shard {s}");
+        }
+        assert_eq!(without_1.proof(&id, 0).as_ref(), Some(&proofs[0]));
+        assert!(all.proof(&id, 4).is_none(), "parity shards have no proof");
     }
 }

@@ -76,14 +76,15 @@ impl Packed {
         self.table.cell(chunk, shard)
     }
 
-    /// Whether the shard of `cell` came with a proof.
-    pub fn has_proof(&self, cell: &Cell) -> bool {
-        self.table.has_proof(cell)
+    /// Whether data shard `shard` of `chunk` has a proof.
+    pub fn has_proof(&self, chunk: &ChunkId, shard: usize) -> bool {
+        self.table.has_proof(chunk, shard)
     }
 
-    /// The proof of a data shard, if its pack stored one.
-    pub fn proof(&self, cell: &Cell) -> Option<Proof> {
-        self.table.proof(cell)
+    /// The proof of data shard `shard` of `chunk`, if the packs' indexes
+    /// gave what it is derived from.
+    pub fn proof(&self, chunk: &ChunkId, shard: usize) -> Option<Proof> {
+        self.table.proof(chunk, shard)
     }
 
     /// Bytes the table holds on the heap.
@@ -327,7 +328,7 @@ mod tests {
                 let cell = t.cell(&c, s).unwrap();
                 let want = pack.index.find(&c, s as u8).unwrap();
                 assert_eq!(cell.range(), want.range());
-                assert_eq!(t.proof(&cell).is_some(), s < 2, "data shards carry proofs");
+                assert_eq!(t.proof(&c, s).is_some(), s < 2, "data shards carry proofs");
             }
         }
         assert!(t.cell(&ids[1], 0).is_none());

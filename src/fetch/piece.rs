@@ -35,8 +35,8 @@ impl Plan {
             return None;
         }
         let shard = start / s;
-        let cell = packed.cell(&id, shard)?;
-        packed.has_proof(&cell).then_some(shard)
+        packed.cell(&id, shard)?;
+        packed.has_proof(&id, shard).then_some(shard)
     }
 }
 
@@ -67,8 +67,7 @@ impl Fetcher {
             .flatten()
             .ok_or_else(none)?;
         let packed = self.table(plan).await.ok_or_else(none)?;
-        let cell = packed.cell(&id, shard).ok_or_else(none)?;
-        let proof = packed.proof(&cell).ok_or_else(none)?;
+        let proof = packed.proof(&id, shard).ok_or_else(none)?;
         let at = plan.shard_at(&id, shard).ok_or_else(none)?;
         let (len, k) = (m.chunk_len(index), plan.codec.data_shards());
         let stats = &self.stats.stores[at.store];
