@@ -5,6 +5,10 @@
 //! of which sets the pace of a decode.
 //!
 //! Only format-v2 images have pieces: their pack indexes carry the proofs.
+//! The table derives a shard's proof from what the other data columns'
+//! indexes give ([`crate::core::pack_table`]), so while one of those
+//! indexes is unreadable the shards that need it are not offered as pieces,
+//! and reads inside them fetch the whole chunk.
 //! A piece that fails (store down, bad header, proof refused) is charged to
 //! its store like any bad shard; the caller then reads the whole chunk
 //! ([`crate::fetch::scheduler`] races the two when the store is slow).
