@@ -243,7 +243,8 @@ impl HttpStore {
             .map_err(|e| self.err(ErrorKind::Temporary, format!("{what}: {}", chain(&e))))
     }
 
-    async fn get(&self, what: &str, url: &str) -> Result<Response<Incoming>, StoreError> {
+    /// A plain `GET` of `url`.
+    async fn get_url(&self, what: &str, url: &str) -> Result<Response<Incoming>, StoreError> {
         self.send(what, Method::GET, url, None, Bytes::new()).await
     }
 
@@ -431,7 +432,7 @@ impl Store for HttpStore {
     /// about the length or sends no length is cut off after `max` bytes.
     async fn get_bounded(&self, key: &str, max: u64) -> Result<Bytes, StoreError> {
         let url = self.url(key)?;
-        let resp = self.get(key, &url).await?;
+        let resp = self.get_url(key, &url).await?;
         if resp.status() != StatusCode::OK {
             return Err(self.status_err(key, resp).await);
         }
@@ -543,7 +544,7 @@ impl HttpStore {
         after: Option<&str>,
     ) -> Result<ListPage, StoreError> {
         let url = format!("{}{}", self.base, list_path(prefix, after, PAGE));
-        let resp = self.get(what, &url).await?;
+        let resp = self.get_url(what, &url).await?;
         if !resp.status().is_success() {
             let mut e = self.status_err(what, resp).await;
             if e.kind == ErrorKind::NotFound {
