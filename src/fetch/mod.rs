@@ -233,7 +233,7 @@ impl Fetcher {
     /// format-v2 image's pack indexes are read by its first fetch
     /// ([`Fetcher::table`]), so a daemon that shows many images holds the
     /// tables of those it reads, not of all it shows.
-    pub async fn plan(&self, manifest: Manifest) -> Result<Plan, Error> {
+    pub fn plan(&self, manifest: Manifest) -> Result<Plan, Error> {
         let codec = Codec::new(manifest.erasure.data, manifest.erasure.parity)?;
         let store_map = manifest
             .stores

@@ -82,7 +82,7 @@ impl Daemon {
                 Some(r) => r.clone(),
                 None => match manifests.get(&rec.image) {
                     Some(Ok(m)) => {
-                        let plan = self.chunks.fetcher().plan(m.clone()).await?;
+                        let plan = self.chunks.fetcher().plan(m.clone())?;
                         let r = ImageReader::new(
                             rec.image,
                             plan,

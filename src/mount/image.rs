@@ -712,7 +712,7 @@ mod tests {
         let report = push(&repo, req, None).await.unwrap();
         let manifest = repo.manifest(&report.id).await.unwrap();
         let fetcher = Fetcher::new(dyns, None);
-        let plan = fetcher.plan(manifest).await.unwrap();
+        let plan = fetcher.plan(manifest).unwrap();
         let cache = Arc::new(Cache::open(&dir.path().join("cache"), 1 << 30).unwrap());
         let chunks = Chunks::new(fetcher, cache, Limits::default());
         let reader = ImageReader::new(report.id, plan, chunks.clone(), readahead);
@@ -915,10 +915,7 @@ mod tests {
     async fn reader_over(f: &Fixture, cache: Arc<Cache>) -> (Arc<ImageReader>, Arc<Chunks>, Repo) {
         let dyns: Vec<DynStore> = f.stores.iter().map(|s| s.clone() as DynStore).collect();
         let fetcher = Fetcher::new(dyns.clone(), None);
-        let plan = fetcher
-            .plan((*f.reader.plan.manifest).clone())
-            .await
-            .unwrap();
+        let plan = fetcher.plan((*f.reader.plan.manifest).clone()).unwrap();
         let chunks = Chunks::new(fetcher, cache, Limits::default());
         let reader = ImageReader::new(f.reader.id, plan, chunks.clone(), 0);
         (reader, chunks, Repo::from_stores(dyns))
@@ -1062,10 +1059,7 @@ mod tests {
             .map(|w| Arc::new(w) as DynStore)
             .collect();
         let fetcher = Fetcher::new(dyns, None);
-        let plan = fetcher
-            .plan((*f.reader.plan.manifest).clone())
-            .await
-            .unwrap();
+        let plan = fetcher.plan((*f.reader.plan.manifest).clone()).unwrap();
         let cache = Arc::new(Cache::open(dir, 1 << 30).unwrap());
         let chunks = Chunks::new(fetcher, cache, Limits::default());
         (

@@ -125,7 +125,7 @@ mod tests {
         let report = push(&repo, req, None).await.unwrap();
         let manifest = repo.manifest(&report.id).await.unwrap();
         let fetcher = Fetcher::new(stores, None);
-        let plan = fetcher.plan(manifest).await.unwrap();
+        let plan = fetcher.plan(manifest).unwrap();
         let cache = Arc::new(Cache::open(&dir.path().join("cache"), 1 << 30).unwrap());
         let chunks = Chunks::new(fetcher, cache, Limits::default());
         let reader = ImageReader::new(report.id, plan, chunks.clone(), 0);

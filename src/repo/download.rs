@@ -115,7 +115,7 @@ pub async fn download_placed(
     // `get`'s CPU went to `rwsem_spin_on_owner` with writers in parallel).
     let file = Arc::new(std::sync::Mutex::new(file));
 
-    let plan: Plan = fetcher.plan(manifest).await?;
+    let plan: Plan = fetcher.plan(manifest)?;
     let m = plan.manifest.clone();
     let indices: Vec<u64> = (0..m.chunk_count())
         .filter(|&i| m.chunks[i as usize].is_some())

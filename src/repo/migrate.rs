@@ -89,7 +89,7 @@ pub async fn migrate(
     let lock = repo.lock("push").await?;
     let result = async {
         wait_for_gc(repo, &lock).await?;
-        let plan = fetcher.plan(old.clone()).await?;
+        let plan = fetcher.plan(old.clone())?;
         let codec = plan.codec().clone();
         let total = old.stored_bytes();
         let plan = &plan;

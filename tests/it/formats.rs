@@ -345,7 +345,7 @@ fn formats_image_reader_reads_across_chunk_boundaries() {
                 assert_eq!(id.to_hex(), want_id);
                 assert_eq!(manifest.version, format);
                 let fetcher = Fetcher::new(dyns, None);
-                let plan = fetcher.plan(manifest).await.unwrap();
+                let plan = fetcher.plan(manifest).unwrap();
                 let cache =
                     Arc::new(Cache::open(&copy.dir.path().join("cache"), 64 << 20).unwrap());
                 let chunks = Chunks::new(fetcher, cache, Limits::default());

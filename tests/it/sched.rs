@@ -169,7 +169,7 @@ async fn publish(stores: &[DynStore], chunks: usize, dir: &std::path::Path) -> P
     let report = push(&repo, req, None).await.unwrap();
     let manifest = repo.manifest(&report.id).await.unwrap();
     let fetcher = Fetcher::new(stores.to_vec(), None);
-    let plan = fetcher.plan(manifest).await.unwrap();
+    let plan = fetcher.plan(manifest).unwrap();
     // Its pack table read now, as an image's first read would: the tests
     // time the chunks' requests.
     fetcher.table(&plan).await;
