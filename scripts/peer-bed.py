@@ -235,14 +235,19 @@ def umount(path):
             subprocess.run(["umount", "-l", path], stderr=subprocess.DEVNULL, timeout=30)
 
 
-def stop(proc, grace=10):
-    """SIGTERM, then SIGKILL after `grace` seconds; SIGCONT first in case it was stopped."""
+def terminate(proc):
+    """SIGTERM, with SIGCONT first in case it was stopped; nothing if it has exited."""
     if proc.poll() is None:
         try:
             os.kill(proc.pid, signal.SIGCONT)
             proc.terminate()
         except ProcessLookupError:
             pass
+
+
+def stop(proc, grace=10):
+    """`terminate`, then SIGKILL after `grace` seconds."""
+    terminate(proc)
     try:
         proc.wait(grace)
     except subprocess.TimeoutExpired:
@@ -418,12 +423,7 @@ class Bed:
         for m in reversed(self.mnts):
             umount(m)
         for p, _ in reversed(self.procs):
-            if p.poll() is None:
-                try:
-                    os.kill(p.pid, signal.SIGCONT)
-                    p.terminate()
-                except ProcessLookupError:
-                    pass
+            terminate(p)
         for p, _ in reversed(self.procs):
             stop(p, 10)
         for m in reversed(self.mnts):
