@@ -54,9 +54,8 @@ pub struct Packed {
     /// By the pack number of the table's cells.
     pub packs: Vec<PackAt>,
     table: ShardTable,
-    /// Packs named by the manifest whose index could not be loaded.
-    pub unreadable: Vec<String>,
-    /// Those packs, to be read again ([`Packed::retry`]).
+    /// Packs whose index could not be loaded (named by the manifest, or by
+    /// a moved record), to be read again ([`Packed::retry`]).
     pub failed: Vec<PackRef>,
 }
 
@@ -66,7 +65,6 @@ impl Packed {
         Packed {
             packs: Vec::new(),
             table: ShardTable::new(&manifest.chunks, manifest.erasure.data, n),
-            unreadable: Vec::new(),
             failed: Vec::new(),
         }
     }
@@ -140,14 +138,13 @@ impl Packed {
         }
         let mut t = self.clone();
         let failed = std::mem::take(&mut t.failed);
-        t.unreadable.clear();
         let before = t.packs.len();
         t.fold(stores, manifest, failed).await;
         (t.packs.len() > before).then_some(t)
     }
 
     /// Read the indexes of `refs` and fold them in; those that cannot be
-    /// read go to `failed` and `unreadable` (and one warning names them).
+    /// read go to `failed` (and one warning names them).
     fn fold<'a>(
         &'a mut self,
         stores: &'a [DynStore],
@@ -210,7 +207,6 @@ impl Packed {
                     ),
                 );
             }
-            self.unreadable.extend(unreadable);
         })
     }
 }
@@ -392,8 +388,8 @@ mod tests {
         let cell = t.cell(&id, 0).expect("found through two records");
         assert_eq!(t.packs[cell.pack as usize].id, new.id);
         assert!(t.cell(&id, 1).is_none() && t.cell(&id, 2).is_none());
-        assert_eq!(t.unreadable.len(), 2, "{:?}", t.unreadable);
-        assert!(t.unreadable.iter().any(|u| u.contains(&lost.short())));
+        assert_eq!(t.failed.len(), 2, "{:?}", t.failed);
+        assert!(t.failed.iter().any(|p| p.id == lost));
     }
     /// A pack whose store was down when the table was read is left out and
     /// kept to be read again; read again while the store is still down it
@@ -435,7 +431,7 @@ mod tests {
             let cell = again.cell(&id, shard).unwrap();
             assert_eq!(again.packs[cell.pack as usize].store, shard);
         }
-        assert!(again.failed.is_empty() && again.unreadable.is_empty());
+        assert!(again.failed.is_empty());
         assert!(
             again.retry(&stores, &m).await.is_none(),
             "nothing left to read"
