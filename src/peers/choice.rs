@@ -32,6 +32,15 @@
 //!   that breaks is charged [`Fault::Failed`](crate::peers::Fault), wrong
 //!   bytes [`Fault::Corrupt`](crate::peers::Fault).
 //!
+//! A missed answer deadline is judged by [`missed`]: a peer is gone only
+//! when it was silent for the whole deadline *while this host watched*. When
+//! this host's own timer fires late (its process was not run: a stall on
+//! memory or disk pressure, a SIGSTOP, a starved CPU), the peer's answer
+//! may sit unread in this host's socket; charging it then would make a
+//! host that stalls for a moment avoid every peer it was asking at once,
+//! and pull their chunks from the stores. The deadline is then given again
+//! from the moment this host runs, within the chunk's wait.
+//!
 //! So a killed or frozen peer costs a read at most the budget, a slow one
 //! at most four times its usual time, and then the stores answer. The next step skips a charged peer, and because a
 //! designated fetcher being avoided passes its role to the runner-up of the
@@ -76,6 +85,34 @@ pub enum Role {
     Holder,
     /// It is the chunk's designated fetcher: it has the chunk, or fetches it.
     Designated,
+}
+
+/// What a missed answer deadline says about the peer asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missed {
+    /// Silent for the whole deadline while this host watched: gone
+    /// (killed, frozen, cut off), charged.
+    Gone,
+    /// Its connection brought datagrams meanwhile: it runs, only late; its
+    /// answer is waited for within the chunk's wait, uncharged.
+    Busy,
+    /// This host was not running when the deadline passed: the silence
+    /// proves nothing. Look again for one more answer deadline.
+    Unwatched,
+}
+
+/// The verdict on a peer that has not answered `answer_within`: `heard` is
+/// whether its connection brought any datagram since the ask, `late` how
+/// long after the deadline this host's timer actually fired. A timer later
+/// than a quarter of the deadline means this host itself stalled.
+pub fn missed(heard: bool, late: Duration, answer_within: Duration) -> Missed {
+    if heard {
+        Missed::Busy
+    } else if late > answer_within / 4 {
+        Missed::Unwatched
+    } else {
+        Missed::Gone
+    }
 }
 
 /// The next thing to do for the chunk.
@@ -417,6 +454,26 @@ mod tests {
         let book = PeerBook::new();
         let mut plan = Plan::new(&c, r[1], &hosts(4), ms(0), timing);
         assert_eq!(plan.next(&book, ms(960)), Step::Stores);
+    }
+
+    /// A peer is charged for silence only when this host watched the whole
+    /// deadline: a host whose own timer fired late does not judge.
+    #[test]
+    fn silence_counts_only_while_this_host_watched() {
+        let within = ms(50);
+        for (heard, late, verdict) in [
+            (false, ms(0), Missed::Gone),
+            (false, ms(12), Missed::Gone),
+            (false, ms(13), Missed::Unwatched),
+            (false, ms(300), Missed::Unwatched),
+            (true, ms(0), Missed::Busy),
+            (true, ms(300), Missed::Busy),
+        ] {
+            assert_eq!(missed(heard, late, within), verdict, "{heard} {late:?}");
+        }
+        // The bound follows the deadline: 4 ms late is a stall at 8 ms.
+        assert_eq!(missed(false, ms(4), ms(8)), Missed::Unwatched);
+        assert_eq!(missed(false, ms(4), ms(400)), Missed::Gone);
     }
 
     #[test]

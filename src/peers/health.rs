@@ -1,8 +1,14 @@
 //! What this host has learnt about each peer: how fast it answers a request
 //! and delivers a chunk, and whether it is being avoided after a fault. A peer is charged like a bad store
 //! ([`crate::fetch::stats`]): a failure or a missed deadline demotes it for
-//! [`PENALTY`], wrong bytes for [`CORRUPT_PENALTY`]; when the penalty runs out
-//! it is asked again (fail-back), never forgotten.
+//! [`FIRST_PENALTY`], wrong bytes for [`CORRUPT_PENALTY`]; when the penalty
+//! runs out it is asked again (fail-back), never forgotten. A peer that
+//! fails again when asked again is avoided twice as long each time, up to
+//! [`PENALTY`]; any answer from it starts over. So a peer that stalled for
+//! a moment (its host under memory or disk pressure) is back within a
+//! second, while one that was killed or cut off is asked about every 15 s:
+//! each avoidance sends the chunks it would have fetched for this host to
+//! the runner-up of their ranking, which pulls them from the stores again.
 //!
 //! Times are durations since any fixed epoch the caller keeps (the daemon a
 //! monotonic clock, the simulation its own).
@@ -14,7 +20,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::peers::host::HostId;
 
-/// How long a peer that failed or missed its deadline is avoided.
+/// How long a peer that failed or missed its deadline is avoided, the
+/// first time.
+pub const FIRST_PENALTY: Duration = Duration::from_secs(1);
+
+/// The longest a peer that keeps failing is avoided.
 pub const PENALTY: Duration = Duration::from_secs(15);
 
 /// How long a peer that served bytes not matching the chunk id is avoided.
@@ -41,6 +51,9 @@ struct Health {
     /// Smoothed time from asking to holding a verified chunk.
     took: Option<Duration>,
     avoided_until: Duration,
+    /// Failures and missed deadlines since its last answer, counting
+    /// only those of asks made while it was not avoided.
+    strikes: u32,
     served: u64,
     failed: u64,
     timed_out: u64,
@@ -75,6 +88,7 @@ impl PeerBook {
     pub fn answered(&mut self, peer: HostId, rtt: Duration) {
         let h = self.peers.entry(peer).or_default();
         h.answer = Some(smooth(h.answer, rtt));
+        h.strikes = 0;
     }
 
     /// `peer` handed over a verified chunk `took` after it was asked.
@@ -82,19 +96,30 @@ impl PeerBook {
         let h = self.peers.entry(peer).or_default();
         h.served += 1;
         h.took = Some(smooth(h.took, took));
+        h.strikes = 0;
     }
 
-    /// Charge `peer` with `fault` at `now`.
+    /// Charge `peer` with `fault` of an ask made at `now`.
     pub fn charge(&mut self, peer: HostId, fault: Fault, now: Duration) {
         let h = self.peers.entry(peer).or_default();
+        let mut again = || {
+            // Asks already under way when an earlier one was charged add
+            // nothing: they failed for the same reason.
+            if h.avoided_until <= now {
+                h.strikes = h.strikes.saturating_add(1);
+            }
+            FIRST_PENALTY
+                .saturating_mul(1 << h.strikes.clamp(1, 16).saturating_sub(1))
+                .min(PENALTY)
+        };
         let penalty = match fault {
             Fault::Failed => {
                 h.failed += 1;
-                PENALTY
+                again()
             }
             Fault::TimedOut => {
                 h.timed_out += 1;
-                PENALTY
+                again()
             }
             Fault::Corrupt => {
                 h.corrupt += 1;
@@ -164,8 +189,8 @@ mod tests {
     fn faults_demote_for_their_penalty_then_fail_back() {
         let p = HostId([1; 32]);
         for (fault, until) in [
-            (Fault::Failed, PENALTY),
-            (Fault::TimedOut, PENALTY),
+            (Fault::Failed, FIRST_PENALTY),
+            (Fault::TimedOut, FIRST_PENALTY),
             (Fault::Corrupt, CORRUPT_PENALTY),
         ] {
             let mut b = PeerBook::new();
@@ -178,6 +203,32 @@ mod tests {
             );
             assert!(!b.avoided(&p, s(100) + until), "{fault:?}");
         }
+    }
+
+    /// A peer failing each time it is asked again is avoided 1, 2, 4, 8,
+    /// then 15 s; asks that were under way when it was charged add nothing;
+    /// an answer starts over.
+    #[test]
+    fn penalties_double_while_a_peer_keeps_failing_and_reset_on_an_answer() {
+        let p = HostId([1; 32]);
+        let ms = Duration::from_millis;
+        let mut b = PeerBook::new();
+        let mut now = s(100);
+        for want in [1, 2, 4, 8, 15, 15] {
+            b.charge(p, Fault::TimedOut, now);
+            // Two asks made just before, timing out now too.
+            b.charge(p, Fault::TimedOut, now - ms(10));
+            b.charge(p, Fault::Failed, now - ms(20));
+            assert!(b.avoided(&p, now + s(want) - ms(1)), "{want}");
+            assert!(!b.avoided(&p, now + s(want)), "{want}");
+            now += s(want);
+        }
+        b.answered(p, ms(3));
+        b.charge(p, Fault::TimedOut, now);
+        assert!(!b.avoided(&p, now + FIRST_PENALTY));
+        b.served(p, ms(30));
+        b.charge(p, Fault::Failed, now + s(1));
+        assert!(!b.avoided(&p, now + s(1) + FIRST_PENALTY));
     }
 
     #[test]

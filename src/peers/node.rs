@@ -27,9 +27,11 @@
 //! only if the peer was silent: when its connection brought this host any
 //! datagram meanwhile, the peer runs and is busy (a site reading at once
 //! fills the peers' uplinks and CPUs), and its answer is waited for within
-//! the chunk's wait (at most the budget), uncharged. Charging busy peers made every host avoid
-//! the others and pull the image from the stores (8 hosts of the test bed:
-//! about 4 copies instead of 1).
+//! the chunk's wait (at most the budget), uncharged. Charging busy peers
+//! made every host avoid the others and pull the image from the stores (8
+//! hosts of the test bed: about 4 copies instead of 1). Nor does a missed
+//! deadline count when this host's own timer fired late: the answer may be
+//! unread in its socket ([`choice::missed`]).
 //!
 //! **Answering.** A request is answered at once by the site policy and what
 //! this host holds: refused (not a live host of the site, or not in
@@ -55,7 +57,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::core::chunk::VerifiedChunk;
 use crate::core::id::{ChunkId, ImageId, Name};
 use crate::error::Error;
-use crate::peers::choice::{Plan, Role, Step, Timing};
+use crate::peers::choice::{self, Missed, Plan, Role, Step, Timing};
 use crate::peers::health::{Fault, PeerBook};
 use crate::peers::host::{HostId, HostRecord, parse_record_key, record_key, site_prefix};
 use crate::peers::membership::{self, Member, Observed};
@@ -503,25 +505,32 @@ impl Node {
             Ok::<_, Fault>((recv, kind[0]))
         };
         tokio::pin!(exchange);
-        let answered = match timeout_at(answer_by, &mut exchange).await {
-            // Not answered in time, but the peer's QUIC stack sent this host
-            // datagrams meanwhile (acknowledgements, other streams' bytes):
-            // it runs, only late (its uplink queues behind the chunks it
-            // sends, or its CPU is busy). Slowness is not a fault: wait
-            // for the answer within the chunk's wait, never past the budget
-            // (the datagrams may have been the last of a peer frozen since),
-            // then leave it uncharged.
-            Err(_) if conn.stats().udp_rx.datagrams > heard => {
-                let late = wait_within
-                    .min(self.settings.timing.budget)
-                    .max(answer_within);
-                match timeout_at(t0 + late, &mut exchange).await {
-                    Err(_) => return Asked::Slow,
-                    Ok(x) => x,
-                }
+        // The longest this ask waits for an answer from a peer that runs:
+        // the chunk's wait, never past the budget.
+        let give_up = t0
+            + wait_within
+                .min(self.settings.timing.budget)
+                .max(answer_within);
+        let mut look_until = answer_by;
+        let answered = loop {
+            if let Ok(x) = timeout_at(look_until, &mut exchange).await {
+                break x;
             }
-            Err(_) => return Asked::Fault(Fault::TimedOut),
-            Ok(x) => x,
+            let now = Instant::now();
+            let heard = conn.stats().udp_rx.datagrams > heard;
+            match choice::missed(heard, now - look_until, answer_within) {
+                Missed::Gone => return Asked::Fault(Fault::TimedOut),
+                // It runs, only late (its uplink queues behind the chunks
+                // it sends, or its CPU is busy): slowness is not a fault.
+                // The datagrams may have been the last of a peer frozen
+                // since, so never past the budget, and then uncharged.
+                Missed::Busy => match timeout_at(give_up, &mut exchange).await {
+                    Err(_) => return Asked::Slow,
+                    Ok(x) => break x,
+                },
+                Missed::Unwatched if now >= give_up => return Asked::Slow,
+                Missed::Unwatched => look_until = (now + answer_within).min(give_up),
+            }
         };
         let (mut recv, kind) = match answered {
             Err(f) => return Asked::Fault(f),

@@ -11,7 +11,9 @@
 //! - a host joining and one leaving during a read change who fetches what,
 //!   not the bytes read;
 //! - a busy peer, answering past its deadline while its connection still
-//!   brings datagrams, is waited for and not charged.
+//!   brings datagrams, is waited for and not charged;
+//! - a host that stalls itself past a peer's answer deadline does not
+//!   charge the peer.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -485,6 +487,53 @@ fn a_busy_peer_answering_past_its_deadline_is_waited_for_not_charged() {
     assert_eq!(p.errors, 0, "{st:?}");
     assert_eq!(p.state, "live", "{st:?}");
     assert_eq!(p.bytes_in, CHUNK, "{st:?}");
+    rt_a.block_on(a.stop());
+    rt_b.block_on(b.stop());
+}
+
+#[test]
+fn a_host_that_stalls_past_the_answer_deadline_does_not_charge_the_peer() {
+    let (a_key, b_key) = ([6u8; 32], [7u8; 32]);
+    let (a_id, b_id) = (host_of(&a_key), host_of(&b_key));
+    let chunk = (0u64..)
+        .map(|i| Bytes::from(i.to_le_bytes().repeat(CHUNK as usize / 8)))
+        .find(|c| rendezvous::designated(&ChunkId::of(c), &[a_id, b_id]) == Some(b_id))
+        .unwrap();
+    let id = ChunkId::of(&chunk);
+    let rt_b = tokio::runtime::Runtime::new().unwrap();
+    // One thread for all of a: its QUIC stack, its timers and its ask.
+    let rt_a = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut sa = settings(SITE, a_key, vec![]);
+    let mut sb = settings(SITE, b_key, vec![]);
+    sa.hosts = vec![(b_id, sb.listen)];
+    sb.hosts = vec![(a_id, sa.listen)];
+    let b = rt_b.block_on(async {
+        let node = Node::start(sb, vec![]).await.unwrap();
+        node.serve(Arc::new(Busy {
+            chunk,
+            late: Duration::ZERO,
+        }));
+        node
+    });
+    let a = rt_a.block_on(Node::start(sa, vec![])).unwrap();
+    let image = ImageId::of(b"image");
+    // A first ask makes the connection and measures b's answer time.
+    let got = rt_a.block_on(a.get(image, 0, id, CHUNK));
+    assert_eq!(got.expect("the peer's chunk").id(), id);
+    // a's thread stalls for 300 ms right after it asks again (as a host
+    // under memory or disk pressure, or stopped, does): its answer deadline
+    // (the 50 ms floor) passes while it does not run, before it even sent
+    // the request.
+    rt_a.spawn(async { std::thread::sleep(Duration::from_millis(300)) });
+    let got = rt_a.block_on(a.get(image, 0, id, CHUNK));
+    assert_eq!(got.expect("the peer's chunk").id(), id);
+    let st = a.status();
+    let p = st.peers.iter().find(|p| p.node == b_id).unwrap();
+    assert_eq!(p.errors, 0, "{st:?}");
+    assert_eq!(p.state, "live", "{st:?}");
     rt_a.block_on(a.stop());
     rt_b.block_on(b.stop());
 }
