@@ -1,6 +1,6 @@
 //! This host as a peer of its site: the QUIC endpoint, the host record in the
 //! stores, asking peers for chunks and answering them. It drives the pure
-//! core ([`choice`](crate::peers::choice), [`serve`],
+//! core ([`choice`], [`serve`],
 //! [`membership`], [`health`](crate::peers::health))
 //! with real clocks, stores and connections.
 //!
