@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use vmifs::core::chunk::VerifiedChunk;
 use vmifs::core::id::{ChunkId, ImageId};
 use vmifs::peers::Holding;
 use vmifs::peers::node::{Local, Node, Settings, host_of};
@@ -449,43 +450,58 @@ impl Local for Busy {
     }
 }
 
-#[test]
-fn a_busy_peer_answering_past_its_deadline_is_waited_for_not_charged() {
-    let (a_key, b_key) = ([4u8; 32], [5u8; 32]);
-    let (a_id, b_id) = (host_of(&a_key), host_of(&b_key));
-    // A chunk whose designated fetcher is b.
+/// Two in-process nodes of one site that know each other: `a` on `rt_a`,
+/// and `b` on `rt_b` holding a chunk whose designated fetcher is `b`,
+/// answering `late`. Returns them and the chunk's id.
+fn pair(
+    keys: ([u8; 32], [u8; 32]),
+    rt_a: &tokio::runtime::Runtime,
+    rt_b: &tokio::runtime::Runtime,
+    late: Duration,
+) -> (Arc<Node>, Arc<Node>, ChunkId) {
+    let (a_id, b_id) = (host_of(&keys.0), host_of(&keys.1));
     let chunk = (0u64..)
         .map(|i| Bytes::from(i.to_le_bytes().repeat(CHUNK as usize / 8)))
         .find(|c| rendezvous::designated(&ChunkId::of(c), &[a_id, b_id]) == Some(b_id))
         .unwrap();
     let id = ChunkId::of(&chunk);
+    let mut sa = settings(SITE, keys.0, vec![]);
+    let mut sb = settings(SITE, keys.1, vec![]);
+    sa.hosts = vec![(b_id, sb.listen)];
+    sb.hosts = vec![(a_id, sa.listen)];
+    let b = rt_b.block_on(async {
+        let node = Node::start(sb, vec![]).await.unwrap();
+        node.serve(Arc::new(Busy { chunk, late }));
+        node
+    });
+    let a = rt_a.block_on(Node::start(sa, vec![])).unwrap();
+    (a, b, id)
+}
+
+/// `a` got `id` from `b` and holds nothing against it.
+fn got_uncharged(a: &Node, b: &Node, got: Option<VerifiedChunk>, id: ChunkId) {
+    assert_eq!(got.expect("the peer's chunk").id(), id);
+    let st = a.status();
+    let p = st.peers.iter().find(|p| p.node == b.id()).unwrap();
+    assert_eq!(p.errors, 0, "{st:?}");
+    assert_eq!(p.state, "live", "{st:?}");
+}
+
+#[test]
+fn a_busy_peer_answering_past_its_deadline_is_waited_for_not_charged() {
     let rt_b = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
         .build()
         .unwrap();
     let rt_a = tokio::runtime::Runtime::new().unwrap();
-    let mut sa = settings(SITE, a_key, vec![]);
-    let mut sb = settings(SITE, b_key, vec![]);
-    sa.hosts = vec![(b_id, sb.listen)];
-    sb.hosts = vec![(a_id, sa.listen)];
-    let b = rt_b.block_on(async {
-        let node = Node::start(sb, vec![]).await.unwrap();
-        // Far past the answer deadline of an unmeasured peer (4 x 20 ms,
-        // at least the 200 ms floor), within the 1 s budget.
-        node.serve(Arc::new(Busy {
-            chunk,
-            late: Duration::from_millis(600),
-        }));
-        node
-    });
-    let a = rt_a.block_on(Node::start(sa, vec![])).unwrap();
+    // Far past the answer deadline of an unmeasured peer (4 x 20 ms, at
+    // least the 200 ms floor), within the 1 s budget.
+    let (a, b, id) = pair(([4; 32], [5; 32]), &rt_a, &rt_b, Duration::from_millis(600));
     let got = rt_a.block_on(a.get(ImageId::of(b"image"), 0, id, CHUNK));
-    assert_eq!(got.expect("the busy peer's chunk").id(), id);
+    got_uncharged(&a, &b, got, id);
     let st = a.status();
-    let p = st.peers.iter().find(|p| p.node == b_id).unwrap();
-    assert_eq!(p.errors, 0, "{st:?}");
-    assert_eq!(p.state, "live", "{st:?}");
+    let p = st.peers.iter().find(|p| p.node == b.id()).unwrap();
     assert_eq!(p.bytes_in, CHUNK, "{st:?}");
     rt_a.block_on(a.stop());
     rt_b.block_on(b.stop());
@@ -493,47 +509,24 @@ fn a_busy_peer_answering_past_its_deadline_is_waited_for_not_charged() {
 
 #[test]
 fn a_host_that_stalls_past_the_answer_deadline_does_not_charge_the_peer() {
-    let (a_key, b_key) = ([6u8; 32], [7u8; 32]);
-    let (a_id, b_id) = (host_of(&a_key), host_of(&b_key));
-    let chunk = (0u64..)
-        .map(|i| Bytes::from(i.to_le_bytes().repeat(CHUNK as usize / 8)))
-        .find(|c| rendezvous::designated(&ChunkId::of(c), &[a_id, b_id]) == Some(b_id))
-        .unwrap();
-    let id = ChunkId::of(&chunk);
     let rt_b = tokio::runtime::Runtime::new().unwrap();
     // One thread for all of a: its QUIC stack, its timers and its ask.
     let rt_a = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut sa = settings(SITE, a_key, vec![]);
-    let mut sb = settings(SITE, b_key, vec![]);
-    sa.hosts = vec![(b_id, sb.listen)];
-    sb.hosts = vec![(a_id, sa.listen)];
-    let b = rt_b.block_on(async {
-        let node = Node::start(sb, vec![]).await.unwrap();
-        node.serve(Arc::new(Busy {
-            chunk,
-            late: Duration::ZERO,
-        }));
-        node
-    });
-    let a = rt_a.block_on(Node::start(sa, vec![])).unwrap();
+    let (a, b, id) = pair(([6; 32], [7; 32]), &rt_a, &rt_b, Duration::ZERO);
     let image = ImageId::of(b"image");
     // A first ask makes the connection and measures b's answer time.
     let got = rt_a.block_on(a.get(image, 0, id, CHUNK));
-    assert_eq!(got.expect("the peer's chunk").id(), id);
+    got_uncharged(&a, &b, got, id);
     // a's thread stalls for 500 ms right after it asks again (as a host
     // under memory or disk pressure, or stopped, does): its answer deadline
     // (the 200 ms floor) passes while it does not run, before it even sent
     // the request.
     rt_a.spawn(async { std::thread::sleep(Duration::from_millis(500)) });
     let got = rt_a.block_on(a.get(image, 0, id, CHUNK));
-    assert_eq!(got.expect("the peer's chunk").id(), id);
-    let st = a.status();
-    let p = st.peers.iter().find(|p| p.node == b_id).unwrap();
-    assert_eq!(p.errors, 0, "{st:?}");
-    assert_eq!(p.state, "live", "{st:?}");
+    got_uncharged(&a, &b, got, id);
     rt_a.block_on(a.stop());
     rt_b.block_on(b.stop());
 }
