@@ -31,7 +31,10 @@
 //!   [`Backing`] lives, no chunk of that file is evicted.
 //! - Size: the bytes of all stored slots (reserved ones included) never exceed
 //!   `max_size`. Space is reserved under the index lock, evicting least
-//!   recently used chunks (all their slots) first. Slot tables (32 bytes a
+//!   recently used chunks (all their slots) first, and a reservation is
+//!   written only once the bytes evicted before it are punched out (the
+//!   `space` lock), so that also holds of the bytes on disk at every
+//!   instant, with writes on several threads. Slot tables (32 bytes a
 //!   slot) are not counted.
 //! - Restart: the index is rebuilt from the slot tables at open (recency from
 //!   the tables' modification times), so a restarted daemon reuses what it
@@ -86,6 +89,13 @@ pub struct Cache {
     images: PathBuf,
     max_size: u64,
     inner: Mutex<Index>,
+    /// Held by whoever takes bytes off `used` (an eviction, a dropped
+    /// chunk, a failed write) until those bytes are punched out of the
+    /// files, and by a reservation while it evicts: so a write reserved
+    /// after an eviction lands after the evicted bytes are gone, and the
+    /// files never hold more than `used`. Taken before `inner`, never while
+    /// holding it or a file's `io` lock.
+    space: Mutex<()>,
     write_failed: AtomicBool,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -457,6 +467,7 @@ impl Cache {
             images: images.clone(),
             max_size,
             inner: Mutex::new(Index::default()),
+            space: Mutex::new(()),
             write_failed: AtomicBool::new(false),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -868,6 +879,7 @@ impl Cache {
         tracing::warn!(chunk = %id.short(), slot = loc.slot, image = %file.key().to_hex()[..12], "cached chunk is corrupt, dropping it: {why}");
         self.corrupt.fetch_add(1, Relaxed);
         self.misses.fetch_add(1, Relaxed);
+        let _space = self.space.lock().unwrap();
         let mut idx = self.inner.lock().unwrap();
         let mut victims = Vec::new();
         if idx.held(loc).map(|h| h.id) == Some(id)
@@ -936,6 +948,7 @@ impl Cache {
     pub fn put(&self, chunk: &VerifiedChunk) {
         let id = chunk.id();
         let len = chunk.len() as u64;
+        let space = self.space.lock().unwrap();
         let (file, locs, victims) = {
             let mut idx = self.inner.lock().unwrap();
             let Some(n) = idx.chunks.find(&id) else {
@@ -978,6 +991,7 @@ impl Cache {
             (file, locs, victims)
         };
         self.punch(victims);
+        drop(space);
         let written = {
             let _io = file.io.read().unwrap();
             locs.iter()
@@ -995,6 +1009,9 @@ impl Cache {
                     })
                 })
         };
+        // A failed write gives its reservation back: held until its slots
+        // are punched out, as an eviction.
+        let _space = written.is_err().then(|| self.space.lock().unwrap());
         let mut idx = self.inner.lock().unwrap();
         match written {
             Ok(()) => {
