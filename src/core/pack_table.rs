@@ -345,6 +345,7 @@ mod tests {
         t4.add(0, &pack.index);
         assert!(t4.proof(&chunks[0].0, 0).is_none());
     }
+
     /// At 4+2, data shard `j`'s index gives the value of shard `j xor 1`;
     /// with every data column in, each data shard's proof is derived and
     /// equals the one the chunk makes; without column 1, only shard 0 (the

@@ -117,17 +117,10 @@ impl Packed {
     /// looked up in the moved records ([`crate::core::moved`]): the packs
     /// that took over its shards are loaded instead (following up to
     /// [`MAX_MOVES`] records).
-    pub fn load<'a>(
-        stores: &'a [DynStore],
-        manifest: &'a Manifest,
-        n: usize,
-    ) -> futures::future::BoxFuture<'a, Packed> {
-        // (Boxed, and its reads boxed: it runs inside spawned fetches.)
-        Box::pin(async move {
-            let mut t = Packed::new(manifest, n);
-            t.fold(stores, manifest, manifest.packs.clone()).await;
-            t
-        })
+    pub async fn load(stores: &[DynStore], manifest: &Manifest, n: usize) -> Packed {
+        let mut t = Packed::new(manifest, n);
+        t.fold(stores, manifest, manifest.packs.clone()).await;
+        t
     }
 
     /// The packs that could not be read, read again: a copy of the table
@@ -289,6 +282,22 @@ mod tests {
         }
     }
 
+    /// A random 4 KiB chunk coded 2+1 (`seed` picks it), and one pack per
+    /// shard, shard `s` in pack `s`.
+    fn chunk_in_packs(seed: u64) -> (ChunkId, Vec<crate::core::pack::Pack>) {
+        let codec = Codec::new(2, 1).unwrap();
+        let data = crate::core::sample::random(4096, seed);
+        let id = ChunkId::of(&data);
+        let packs = (codec.encode_objects(id, &data).iter().enumerate())
+            .map(|(shard, object)| {
+                let mut b = PackBuilder::new(2, 1, 0, 0);
+                assert!(b.push(id, shard as u8, object, None));
+                b.finish()
+            })
+            .collect();
+        (id, packs)
+    }
+
     #[test]
     fn cells_point_at_each_shard_and_skip_other_images_chunks() {
         let codec = Codec::new(2, 1).unwrap();
@@ -345,20 +354,12 @@ mod tests {
     async fn gone_packs_are_followed_through_their_moved_records() {
         use crate::store::Store;
         use crate::store::memory::MemoryStore;
-        let codec = Codec::new(2, 1).unwrap();
-        let data = crate::core::sample::random(4096, 9);
-        let id = ChunkId::of(&data);
-        let objects = codec.encode_objects(id, &data);
-        let pack_of = |shard: usize| {
-            let mut b = PackBuilder::new(2, 1, 0, 0);
-            assert!(b.push(id, shard as u8, &objects[shard], None));
-            b.finish()
-        };
+        let (id, packs) = chunk_in_packs(9);
         let pref = |p: &crate::core::pack::Pack| p.reference("a");
         let store = Arc::new(MemoryStore::new("a"));
         let stores: Vec<DynStore> = vec![store.clone()];
         // Shard 0: its pack moved twice (old -> mid -> new); only new exists.
-        let new = pack_of(0);
+        let new = &packs[0];
         store
             .put(&layout::pack_key(&new.id), new.bytes.clone())
             .await
@@ -366,9 +367,9 @@ mod tests {
         let (old, mid) = (PackId::of(b"old"), PackId::of(b"mid"));
         let mid_ref = PackRef {
             id: mid,
-            ..pref(&new)
+            ..pref(new)
         };
-        for (from, to) in [(old, mid_ref), (mid, pref(&new))] {
+        for (from, to) in [(old, mid_ref), (mid, pref(new))] {
             let rec = Moved::new(from, vec![to]).to_bytes();
             store
                 .put(&layout::moved_key(&from), rec.into())
@@ -377,12 +378,12 @@ mod tests {
         }
         // Shard 1: gone with no record. Shard 2: a record that names another pack.
         let (lost, liar) = (PackId::of(b"lost"), PackId::of(b"liar"));
-        let rec = Moved::new(PackId::of(b"else"), vec![pref(&new)]).to_bytes();
+        let rec = Moved::new(PackId::of(b"else"), vec![pref(new)]).to_bytes();
         store
             .put(&layout::moved_key(&liar), rec.into())
             .await
             .unwrap();
-        let named = |id| PackRef { id, ..pref(&new) };
+        let named = |id| PackRef { id, ..pref(new) };
         let m = manifest(vec![Some(id)], vec![named(old), named(lost), named(liar)]);
         let t = Packed::load(&stores, &m, 3).await;
         let cell = t.cell(&id, 0).expect("found through two records");
@@ -391,6 +392,7 @@ mod tests {
         assert_eq!(t.failed.len(), 2, "{:?}", t.failed);
         assert!(t.failed.iter().any(|p| p.id == lost));
     }
+
     /// A pack whose store was down when the table was read is left out and
     /// kept to be read again; read again while the store is still down it
     /// gives nothing, once the store is back its shards are in the table.
@@ -399,17 +401,11 @@ mod tests {
         use crate::store::Store;
         use crate::store::fault::{FaultMode, Faulty};
         use crate::store::memory::MemoryStore;
-        let codec = Codec::new(2, 1).unwrap();
-        let data = crate::core::sample::random(4096, 3);
-        let id = ChunkId::of(&data);
-        let objects = codec.encode_objects(id, &data);
+        let (id, packs) = chunk_in_packs(3);
         let (mut stores, mut refs, mut controls): (Vec<DynStore>, _, Vec<_>) =
             (Vec::new(), Vec::new(), Vec::new());
-        for (shard, object) in objects.iter().enumerate() {
+        for (shard, pack) in packs.iter().enumerate() {
             let name = format!("s{shard}");
-            let mut b = PackBuilder::new(2, 1, 0, 0);
-            assert!(b.push(id, shard as u8, object, None));
-            let pack = b.finish();
             let mem = Arc::new(MemoryStore::new(&name));
             mem.put(&layout::pack_key(&pack.id), pack.bytes.clone())
                 .await

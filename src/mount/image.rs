@@ -1131,6 +1131,7 @@ mod tests {
             controls[holder].set(FaultMode::Healthy);
         }
     }
+
     /// A store down when an image's pack table is read: the image reads
     /// from the others, and once the store is back the table gets its
     /// packs within [`crate::fetch::RETRY_FAILED`].

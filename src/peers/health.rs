@@ -102,29 +102,21 @@ impl PeerBook {
     /// Charge `peer` with `fault` of an ask made at `now`.
     pub fn charge(&mut self, peer: HostId, fault: Fault, now: Duration) {
         let h = self.peers.entry(peer).or_default();
-        let mut again = || {
+        match fault {
+            Fault::Failed => h.failed += 1,
+            Fault::TimedOut => h.timed_out += 1,
+            Fault::Corrupt => h.corrupt += 1,
+        }
+        let penalty = if fault == Fault::Corrupt {
+            CORRUPT_PENALTY
+        } else {
             // Asks already under way when an earlier one was charged add
             // nothing: they failed for the same reason.
             if h.avoided_until <= now {
                 h.strikes = h.strikes.saturating_add(1);
             }
-            FIRST_PENALTY
-                .saturating_mul(1 << h.strikes.clamp(1, 16).saturating_sub(1))
-                .min(PENALTY)
-        };
-        let penalty = match fault {
-            Fault::Failed => {
-                h.failed += 1;
-                again()
-            }
-            Fault::TimedOut => {
-                h.timed_out += 1;
-                again()
-            }
-            Fault::Corrupt => {
-                h.corrupt += 1;
-                CORRUPT_PENALTY
-            }
+            // 1, 2, 4, 8 s, then the cap.
+            (FIRST_PENALTY * (1 << h.strikes.saturating_sub(1).min(4))).min(PENALTY)
         };
         h.avoided_until = h.avoided_until.max(now + penalty);
     }
